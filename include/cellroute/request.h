@@ -1,0 +1,79 @@
+// RequestView: what cellroute reads of an HTTP request. It owns nothing.
+//
+//   cellroute::Header headers[] = {{"Cookie", "_gitlab_session=cell-2-5cf8"},
+//                                  {"Private-Token", token}};
+//   cellroute::RequestView req;
+//   req.method = "GET";
+//   req.path = "/gitlab-org/gitlab";
+//   req.headers = headers;
+//   cellroute::Decision d = router.Route(req);
+//
+// Every field is a view into memory the caller keeps alive for the duration of the call that
+// reads it. Header names compare case-insensitively. Cookies are read from every `Cookie`
+// header (`a=1; b=2`) and, after those, from `cookies` (for callers that have them parsed
+// already). `path` is the path only; the query string, if any, goes in `query`.
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <string_view>
+
+#include "cellroute/export.h"
+
+namespace cellroute {
+
+struct Header {
+  std::string_view name;
+  std::string_view value;
+};
+
+struct RequestView {
+  std::string_view method;
+  std::string_view host;
+  std::string_view path;
+  std::string_view query;
+  std::span<const Header> headers;
+  std::span<const Header> cookies;
+
+  // The value of the first header called `name` (case-insensitive), or an empty view and false.
+  CELLROUTE_EXPORT bool FindHeader(std::string_view name, std::string_view* out) const noexcept;
+
+  // Calls fn(name, value) for every header called `name` (case-insensitive), in order, until fn
+  // returns true. Returns whether one did.
+  template <typename Fn>
+  bool AnyHeader(std::string_view name, Fn&& fn) const {
+    for (const Header& h : headers) {
+      if (EqualsIgnoreCase(h.name, name) && fn(h.value)) return true;
+    }
+    return false;
+  }
+
+  // Calls fn(name, value) for every cookie, in order, until fn returns true. Returns whether one
+  // did. Never allocates: the Cookie headers are split in place.
+  template <typename Fn>
+  bool AnyCookie(Fn&& fn) const {
+    for (const Header& h : headers) {
+      if (!EqualsIgnoreCase(h.name, "cookie")) continue;
+      std::string_view rest = h.value;
+      while (!rest.empty()) {
+        std::size_t end = rest.find(';');
+        std::string_view pair = rest.substr(0, end);
+        rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+        std::size_t eq = pair.find('=');
+        if (eq == std::string_view::npos) continue;
+        std::string_view name = Trim(pair.substr(0, eq));
+        if (name.empty()) continue;
+        if (fn(name, Trim(pair.substr(eq + 1)))) return true;
+      }
+    }
+    for (const Header& c : cookies) {
+      if (fn(c.name, c.value)) return true;
+    }
+    return false;
+  }
+
+  CELLROUTE_EXPORT static bool EqualsIgnoreCase(std::string_view a, std::string_view b) noexcept;
+  CELLROUTE_EXPORT static std::string_view Trim(std::string_view s) noexcept;
+};
+
+}  // namespace cellroute

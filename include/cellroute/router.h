@@ -1,0 +1,156 @@
+// Router: rules + topology = one routing decision.
+//
+//   auto router = cellroute::Router::FromFiles({.rules = "rules.json",
+//                                               .topology = "config.toml",
+//                                               .claims = "claims.json"});
+//   cellroute::Decision d = router->Route(request);
+//   proxy_to(d.address());
+//   set_header("X-GitLab-HTTP-Router-Rule-Action", d.action_header());
+//   set_header("X-GitLab-HTTP-Router-Rule-Type", d.type_header());
+//
+// The ruleset classifies the request; a Resolver turns the classification into a cell. The
+// resolver is an interface so that the answer can come from the local cell list and claims
+// file, a route table, or a remote Topology Service, in that order. When nothing knows the
+// answer, the request goes to the legacy (first) cell and the decision says so.
+//
+// Route() never throws, never blocks on the network and does not allocate; a Decision is a
+// plain value that owns its strings. A Router is immutable and safe to share across threads.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "cellroute/export.h"
+#include "cellroute/request.h"
+#include "cellroute/rules.h"
+#include "cellroute/status.h"
+#include "cellroute/topology.h"
+
+namespace cellroute {
+
+// Where the cell of a decision came from.
+enum class Source : std::uint8_t {
+  kNone = 0,          // rejected request: no cell
+  kCellList = 1,      // FIRST_CELL / SESSION_PREFIX / CELL_ID answered from the cell list
+  kClaims = 2,        // a claim answered from the local claims file
+  kTable = 3,         // a claim answered from the route table
+  kTopologyService = 4,
+  kProxy = 5,         // the rule's proxy action named the address
+  kFallback = 6,      // nothing knew: the legacy cell
+};
+
+// Why a decision fell back to the legacy cell.
+enum class Fallback : std::uint8_t {
+  kNone = 0,
+  kNoRuleMatched = 1,
+  kUnknownCell = 2,     // SESSION_PREFIX / CELL_ID named no known cell
+  kUnknownClaim = 3,    // no owner known for the claim (the service's NOT_FOUND)
+  kUnavailable = 4,     // the owner could not be asked in time
+};
+
+CELLROUTE_EXPORT std::string_view SourceName(Source s) noexcept;
+CELLROUTE_EXPORT std::string_view FallbackName(Fallback f) noexcept;
+
+// A resolver's answer for one classification.
+struct Resolution {
+  std::int64_t cell_id = 0;
+  std::array<char, kMaxAddressBytes + 1> address{};  // NUL-terminated copy
+  std::uint16_t address_size = 0;
+  Source source = Source::kNone;
+  Fallback fallback = Fallback::kNone;
+  std::int64_t age_ms = 0;  // how old the answer is; 0 for local configuration
+
+  std::string_view address_view() const noexcept { return {address.data(), address_size}; }
+  // Copies `addr` (truncating nothing: addresses are at most kMaxAddressBytes, checked at load).
+  void SetAddress(std::string_view addr) noexcept;
+  void SetCell(const Cell& cell, Source from) noexcept;
+};
+
+// Turns a classification into a cell. Implementations must be thread-safe, must not throw, and
+// must not block the caller on the network.
+class CELLROUTE_EXPORT Resolver {
+ public:
+  virtual ~Resolver();
+  virtual void Resolve(ClassifyType type, std::string_view value, Resolution* out) const
+      noexcept = 0;
+  // The cell that takes whatever nothing else claims.
+  virtual void ResolveLegacy(Resolution* out) const noexcept = 0;
+};
+
+// Answers from a fixed Topology and Claims.
+CELLROUTE_EXPORT std::shared_ptr<const Resolver> MakeStaticResolver(Topology topology,
+                                                                    Claims claims);
+
+class CELLROUTE_EXPORT Decision {
+ public:
+  const Outcome& outcome() const noexcept { return outcome_; }
+  const Resolution& resolution() const noexcept { return resolution_; }
+
+  bool rejected() const noexcept { return outcome_.kind() == Outcome::Kind::kRejected; }
+  std::string_view rule_id() const noexcept { return outcome_.rule_id(); }
+  Action action() const noexcept { return outcome_.action(); }
+  ClassifyType type() const noexcept { return outcome_.type(); }
+  std::string_view value() const noexcept { return outcome_.value(); }
+  std::int64_t cell_id() const noexcept { return resolution_.cell_id; }
+  std::string_view address() const noexcept { return resolution_.address_view(); }
+  Source source() const noexcept { return resolution_.source; }
+  Fallback fallback() const noexcept { return resolution_.fallback; }
+
+  // The values GitLab's router sets on the proxied request.
+  std::string_view action_header() const noexcept { return ActionName(outcome_.action()); }
+  std::string_view type_header() const noexcept { return ClassifyTypeName(outcome_.type()); }
+
+  // One JSON object: rule, action, type, value, cell_id, address, source, fallback, variables.
+  std::string ToJson() const;
+
+ private:
+  friend class Router;
+  Outcome outcome_;
+  Resolution resolution_;
+};
+
+class CELLROUTE_EXPORT Router {
+ public:
+  struct Files {
+    std::string rules;     // empty: the embedded default ruleset
+    std::string topology;  // empty: the embedded default topology
+    std::string claims;    // empty: the embedded default claims when the topology is the
+                           // default too, otherwise none
+  };
+
+  static Result<Router> Create(Ruleset rules, std::shared_ptr<const Resolver> resolver);
+  static Result<Router> FromFiles(const Files& files);
+  static Result<Router> FromDefaults() { return FromFiles({}); }
+
+  Decision Route(const RequestView& request) const noexcept;
+  void Route(const RequestView& request, Decision* out) const noexcept;
+
+  struct Explained {
+    Explanation rules;
+    Decision decision;
+  };
+  Explained Explain(const RequestView& request) const;
+
+  const Ruleset& rules() const noexcept { return rules_; }
+
+ private:
+  Router(Ruleset rules, std::shared_ptr<const Resolver> resolver)
+      : rules_(std::move(rules)), resolver_(std::move(resolver)) {}
+  void Resolve(Decision* d) const noexcept;
+
+  Ruleset rules_;
+  std::shared_ptr<const Resolver> resolver_;
+};
+
+// The defaults shipped in examples/ and compiled into the library, so that cellroute routes
+// with no file and no service.
+namespace defaults {
+CELLROUTE_EXPORT std::string_view RulesJson() noexcept;
+CELLROUTE_EXPORT std::string_view TopologyToml() noexcept;
+CELLROUTE_EXPORT std::string_view ClaimsJson() noexcept;
+}  // namespace defaults
+
+}  // namespace cellroute

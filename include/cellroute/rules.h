@@ -1,0 +1,169 @@
+// Ruleset: GitLab HTTP Router rules, compiled once, evaluated per request.
+//
+//   auto rules = cellroute::Ruleset::LoadFile("rules.json");
+//   if (!rules.ok()) { report(rules.status()); }      // every error, one per line
+//   cellroute::Outcome out;
+//   rules->Evaluate(request, &out);
+//   if (out.kind() == cellroute::Outcome::Kind::kMatched) { use(out.rule_id(), out.value()); }
+//
+// A ruleset is an ordered list of rules; the first rule whose matchers all match wins (see
+// docs/rules.md for the format). Loading validates everything up front (JSON syntax with
+// line:column, unknown keys, regexes, templates, duplicate ids), so evaluation cannot fail on
+// the ruleset's account. A Ruleset is immutable once built; copies share the compiled form and
+// any number of threads may call Evaluate and Explain on it at once.
+//
+// Evaluate does not allocate: an Outcome carries its captured values in its own fixed buffer
+// and is a plain value that can be copied. rule_id() views the Ruleset, which must outlive it.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cellroute/export.h"
+#include "cellroute/request.h"
+#include "cellroute/status.h"
+
+namespace cellroute {
+
+// The longest cell or proxy address cellroute accepts (a DNS name plus a port fits).
+inline constexpr std::size_t kMaxAddressBytes = 255;
+
+enum class Action : std::uint8_t { kNone = 0, kClassify = 1, kProxy = 2 };
+
+// What a classify action asks for. The claim kinds carry the field numbers of the Topology
+// Service's types.v1.Claim oneof.
+enum class ClassifyType : std::uint8_t {
+  kNone = 0,
+  kFirstCell = 1,
+  kSessionPrefix = 2,
+  kCellId = 3,
+  kClaimRoute = 101,
+  kClaimOrganizationPath = 102,
+  kClaimRedirectRoute = 103,
+  kClaimUsername = 104,
+  kClaimEmail = 105,
+  kClaimProjectId = 106,
+  kClaimNamespaceId = 107,
+  kClaimGpgKey = 108,
+  kClaimSshKey = 109,
+  kClaimUserId = 110,
+  kClaimOrganizationId = 111,
+  kClaimServiceDeskCustomEmail = 112,
+};
+
+inline constexpr bool IsClaim(ClassifyType t) noexcept { return static_cast<int>(t) > 100; }
+// The Claim oneof field number of a claim type (route = 1 ... service_desk_custom_email = 12).
+inline constexpr int ClaimFieldNumber(ClassifyType t) noexcept {
+  return IsClaim(t) ? static_cast<int>(t) - 100 : 0;
+}
+
+// "classify" / "proxy" (the X-GitLab-HTTP-Router-Rule-Action value); "" for kNone.
+CELLROUTE_EXPORT std::string_view ActionName(Action action) noexcept;
+// "FIRST_CELL", "SESSION_PREFIX", "CELL_ID", or the claim's field name ("route",
+// "organization_path", ...); "" for kNone.
+CELLROUTE_EXPORT std::string_view ClassifyTypeName(ClassifyType type) noexcept;
+// Inverse of ClassifyTypeName; claim names are also accepted in upper case ("ROUTE").
+CELLROUTE_EXPORT bool ParseClassifyType(std::string_view name, ClassifyType* out) noexcept;
+
+// The result of evaluating a ruleset against one request.
+class CELLROUTE_EXPORT Outcome {
+ public:
+  enum class Kind : std::uint8_t {
+    kNoMatch,   // no rule matched: the request goes to the legacy cell
+    kMatched,   // rule_id() matched; action() says what to do
+    kRejected,  // rule_id() matched but its input was malformed (e.g. a corrupt routable
+                // token): GitLab's router answers HTTP 400; reason() says why
+  };
+  static constexpr std::size_t kMaxVariables = 32;
+  static constexpr std::size_t kBufferBytes = 2048;
+
+  struct Variable {
+    std::string_view name;
+    std::string_view value;
+  };
+
+  Kind kind() const noexcept { return kind_; }
+  bool matched() const noexcept { return kind_ == Kind::kMatched; }
+  std::string_view rule_id() const noexcept { return rule_id_; }
+  // Index of the rule in the ruleset; -1 when none matched.
+  int rule_index() const noexcept { return rule_index_; }
+  Action action() const noexcept { return action_; }
+  ClassifyType type() const noexcept { return type_; }
+  // The rendered classify value (e.g. "cell-2", "7", "gitlab-org"); empty for FIRST_CELL.
+  std::string_view value() const noexcept { return View(value_); }
+  // The rendered proxy address; empty when the proxy action names none (the legacy cell).
+  std::string_view proxy_address() const noexcept { return View(proxy_); }
+  // Why a request was rejected.
+  std::string_view reason() const noexcept { return View(reason_); }
+
+  std::size_t variable_count() const noexcept { return nvars_; }
+  Variable variable(std::size_t i) const noexcept {
+    return {View(vars_[i].name), View(vars_[i].value)};
+  }
+  // The value of ${name}; false when the rule did not produce it.
+  bool Find(std::string_view name, std::string_view* out) const noexcept;
+
+ private:
+  friend class RuleEvaluator;  // in src/rules: fills an Outcome
+  struct Span {
+    std::uint16_t offset = 0;
+    std::uint16_t size = 0;
+  };
+  struct Slot {
+    Span name;
+    Span value;
+  };
+  std::string_view View(Span s) const noexcept { return {buffer_.data() + s.offset, s.size}; }
+
+  Kind kind_ = Kind::kNoMatch;
+  Action action_ = Action::kNone;
+  ClassifyType type_ = ClassifyType::kNone;
+  int rule_index_ = -1;
+  std::string_view rule_id_;
+  Span value_, proxy_, reason_;
+  std::uint16_t used_ = 0;
+  std::uint8_t nvars_ = 0;
+  std::array<Slot, kMaxVariables> vars_{};
+  std::array<char, kBufferBytes> buffer_{};
+};
+
+// One rule's part in an explanation.
+struct RuleTrace {
+  std::string rule_id;
+  Outcome::Kind result = Outcome::Kind::kNoMatch;
+  std::string reason;  // why it did not match, or what it matched on
+};
+
+struct Explanation {
+  std::vector<RuleTrace> rules;  // every rule tried, in order, up to and including the winner
+  Outcome outcome;
+};
+
+class CELLROUTE_EXPORT Ruleset {
+ public:
+  // `source` names the input in errors (a file name, "<embedded rules>").
+  static Result<Ruleset> Parse(std::string_view json, std::string_view source);
+  static Result<Ruleset> LoadFile(const std::string& path);
+
+  // First match wins. Never throws, never allocates.
+  void Evaluate(const RequestView& request, Outcome* out) const noexcept;
+  // The same decision, with every rule tried and why it did or did not match. Allocates.
+  Explanation Explain(const RequestView& request) const;
+
+  std::size_t size() const noexcept;
+  std::string_view rule_id(std::size_t index) const noexcept;
+  std::string_view source() const noexcept;
+
+  struct Compiled;  // defined in src/rules
+
+ private:
+  explicit Ruleset(std::shared_ptr<const Compiled> compiled) : compiled_(std::move(compiled)) {}
+  std::shared_ptr<const Compiled> compiled_;
+};
+
+}  // namespace cellroute

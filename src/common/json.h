@@ -1,0 +1,18 @@
+// JSON input for the loaders: syntax errors with file:line:column, and objects that repeat a
+// key rejected (nlohmann keeps the last one silently, which would hide a mistake in a ruleset).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+#include "cellroute/status.h"
+
+namespace cellroute::internal {
+
+Result<nlohmann::json> ParseJson(std::string_view text, std::string_view source);
+
+// "string", "number", "object", ... as errors name JSON types.
+std::string_view JsonTypeName(const nlohmann::json& value) noexcept;
+
+}  // namespace cellroute::internal

@@ -1,0 +1,129 @@
+#include "cellroute/router.h"
+
+#include <nlohmann/json.hpp>
+
+#include "common/text.h"
+
+namespace cellroute {
+
+std::string_view SourceName(Source s) noexcept {
+  switch (s) {
+    case Source::kNone: return "none";
+    case Source::kCellList: return "cell_list";
+    case Source::kClaims: return "claims_file";
+    case Source::kTable: return "route_table";
+    case Source::kTopologyService: return "topology_service";
+    case Source::kProxy: return "proxy";
+    case Source::kFallback: return "fallback";
+  }
+  return "unknown";
+}
+
+std::string_view FallbackName(Fallback f) noexcept {
+  switch (f) {
+    case Fallback::kNone: return "";
+    case Fallback::kNoRuleMatched: return "no_rule_matched";
+    case Fallback::kUnknownCell: return "unknown_cell";
+    case Fallback::kUnknownClaim: return "unknown_claim";
+    case Fallback::kUnavailable: return "unavailable";
+  }
+  return "unknown";
+}
+
+Result<Router> Router::Create(Ruleset rules, std::shared_ptr<const Resolver> resolver) {
+  if (!resolver) return Status::Invalid("router: no resolver");
+  return Router(std::move(rules), std::move(resolver));
+}
+
+Result<Router> Router::FromFiles(const Files& files) {
+  auto rules = files.rules.empty() ? Ruleset::Parse(defaults::RulesJson(), "<default rules>")
+                                   : Ruleset::LoadFile(files.rules);
+  if (!rules.ok()) return rules.status();
+  auto topology = files.topology.empty()
+                      ? Topology::ParseToml(defaults::TopologyToml(), "<default topology>")
+                      : Topology::LoadFile(files.topology);
+  if (!topology.ok()) return topology.status();
+  Result<Claims> claims = Claims::Empty();
+  if (!files.claims.empty()) {
+    claims = Claims::LoadFile(files.claims, topology.value());
+  } else if (files.topology.empty()) {
+    claims = Claims::Parse(defaults::ClaimsJson(), "<default claims>", topology.value());
+  }
+  if (!claims.ok()) return claims.status();
+  return Create(std::move(rules).value(),
+                MakeStaticResolver(std::move(topology).value(), std::move(claims).value()));
+}
+
+void Router::Resolve(Decision* d) const noexcept {
+  Resolution& r = d->resolution_;
+  r = Resolution();
+  const Outcome& o = d->outcome_;
+  switch (o.kind()) {
+    case Outcome::Kind::kRejected: return;  // no cell: the caller answers 400
+    case Outcome::Kind::kNoMatch:
+      resolver_->ResolveLegacy(&r);
+      r.fallback = Fallback::kNoRuleMatched;
+      return;
+    case Outcome::Kind::kMatched: break;
+  }
+  if (o.action() == Action::kProxy) {
+    if (o.proxy_address().empty()) {
+      resolver_->ResolveLegacy(&r);
+      r.source = Source::kCellList;  // the rule asked for the legacy cell: not a fallback
+    } else {
+      r.SetAddress(o.proxy_address());
+      r.source = Source::kProxy;
+    }
+    return;
+  }
+  resolver_->Resolve(o.type(), o.value(), &r);
+}
+
+void Router::Route(const RequestView& request, Decision* out) const noexcept {
+  rules_.Evaluate(request, &out->outcome_);
+  Resolve(out);
+}
+
+Decision Router::Route(const RequestView& request) const noexcept {
+  Decision d;
+  Route(request, &d);
+  return d;
+}
+
+Router::Explained Router::Explain(const RequestView& request) const {
+  Explained e{rules_.Explain(request), Decision()};
+  e.decision.outcome_ = e.rules.outcome;
+  Resolve(&e.decision);
+  return e;
+}
+
+std::string Decision::ToJson() const {
+  nlohmann::json j;
+  auto str = [](std::string_view s) { return std::string(s); };
+  j["rule"] = str(rule_id());
+  j["result"] = rejected() ? "rejected" : outcome_.matched() ? "matched" : "no_match";
+  j["action"] = str(action_header());
+  j["type"] = str(type_header());
+  j["value"] = str(value());
+  if (cell_id() != 0) {
+    j["cell_id"] = cell_id();
+  } else {
+    j["cell_id"] = nullptr;
+  }
+  j["address"] = str(address());
+  j["source"] = str(SourceName(source()));
+  if (fallback() != Fallback::kNone) j["fallback"] = str(FallbackName(fallback()));
+  if (rejected()) {
+    j["status"] = 400;
+    j["reason"] = str(outcome_.reason());
+  }
+  nlohmann::json vars = nlohmann::json::object();
+  for (std::size_t i = 0; i < outcome_.variable_count(); ++i) {
+    auto v = outcome_.variable(i);
+    vars[str(v.name)] = str(v.value);
+  }
+  j["variables"] = vars;
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace cellroute

@@ -1,0 +1,122 @@
+// The compiled form of a ruleset: what Ruleset::Parse builds and the evaluator walks.
+#pragma once
+
+#include <re2/re2.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cellroute/rules.h"
+
+namespace cellroute::internal {
+
+// Rewrites JavaScript named groups `(?<name>...)` as RE2's `(?P<name>...)`, leaving escapes,
+// character classes and lookbehind-looking text alone (RE2 then rejects lookbehind itself).
+std::string TranslateNamedGroups(std::string_view pattern);
+
+struct Regex {
+  struct Capture {
+    int group = 0;  // 1-based RE2 group index
+    std::string name;
+  };
+  std::string source;  // as written in the ruleset
+  std::unique_ptr<RE2> re;
+  std::vector<Capture> captures;  // named groups only
+  int groups = 0;                 // all capturing groups
+};
+
+enum class MatcherKind { kHeader, kCookie, kPath, kMethod, kHost, kQuery };
+
+struct PathSegment {
+  enum class Kind { kLiteral, kParam, kRest };
+  Kind kind = Kind::kLiteral;
+  std::string text;  // the literal, or the parameter's name
+};
+
+struct Matcher {
+  MatcherKind kind = MatcherKind::kHeader;
+  std::string name;                      // header name (lower case) or exact cookie name
+  std::unique_ptr<Regex> name_regex;     // cookie regex_name (whole name must match)
+  std::unique_ptr<Regex> value_regex;    // regex_value (searched anywhere, as JavaScript does)
+  std::vector<PathSegment> pattern;      // path segment pattern, when given
+  std::string pattern_source;
+  std::string description;               // for explanations: `header runner-token`, ...
+};
+
+struct Template {
+  struct Part {
+    bool variable = false;
+    std::string text;  // literal text or variable name
+  };
+  std::vector<Part> parts;
+  std::string source;
+  bool present = false;
+};
+
+enum class TransformKind {
+  kNone,
+  kRoutableTokenPayload,  // GitLab: captured B plus its base 36 length
+  kRoutableToken,         // extension: a whole token, CRC checked
+  kBase64LineDelimited,
+  kBase64Json,
+};
+
+struct Transform {
+  TransformKind kind = TransformKind::kNone;
+  std::string type_name;
+  Template input;
+  Template length;
+  std::string output = "decoded";
+};
+
+struct Rule {
+  std::string id;
+  std::vector<Matcher> matchers;
+  Transform transform;
+  std::vector<Template> validate_exist;
+  Action action = Action::kNone;
+  ClassifyType type = ClassifyType::kNone;
+  Template value;
+  Template proxy_address;
+};
+
+}  // namespace cellroute::internal
+
+namespace cellroute {
+
+struct Ruleset::Compiled {
+  std::string source;
+  std::vector<internal::Rule> rules;
+  std::vector<std::string> reserved_words;  // lower case; never a path parameter of segment 1
+};
+
+// Fills Outcomes. One evaluation routine serves Evaluate and Explain, so they cannot disagree.
+class RuleEvaluator {
+ public:
+  // Evaluates rules in order; when `trace` is non-null, records every rule tried.
+  static void Run(const Ruleset::Compiled& compiled, const RequestView& request, Outcome* out,
+                  std::vector<RuleTrace>* trace);
+
+ private:
+  using Span = Outcome::Span;
+  static Outcome::Kind EvalRule(const Ruleset::Compiled& compiled, const internal::Rule& rule,
+                                const RequestView& request, Outcome* out, std::string* why);
+  static bool Store(Outcome* out, std::string_view text, Span* span) noexcept;
+  static bool AddVariable(Outcome* out, std::string_view name, std::string_view value) noexcept;
+  static bool AddVariable(Outcome* out, std::string_view ns, std::string_view field,
+                          std::string_view value) noexcept;
+  enum class Render { kOk, kMissing, kFull };
+  static Render RenderTemplate(Outcome* out, const internal::Template& t, Span* span,
+                               std::string_view* missing) noexcept;
+  static bool MatchRegex(const internal::Regex& rx, std::string_view text, Outcome* out,
+                         bool* overflow) noexcept;
+  static bool MatchPath(const Ruleset::Compiled& compiled, const internal::Matcher& m,
+                        std::string_view path, Outcome* out, bool* overflow,
+                        std::string* why);
+  static bool ApplyTransform(const internal::Transform& t, Outcome* out, std::string* why);
+  static void Reset(Outcome* out) noexcept;
+};
+
+}  // namespace cellroute

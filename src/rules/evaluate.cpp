@@ -1,0 +1,533 @@
+// Evaluation: rules in order, first match wins. The same routine serves Evaluate (no trace,
+// no allocation) and Explain (a trace with reasons), so the two cannot disagree.
+#include <algorithm>
+#include <cstring>
+
+#include "cellroute/token.h"
+#include "common/json.h"
+#include "rules/compiled.h"
+
+namespace cellroute {
+
+namespace {
+
+constexpr int kMaxSubmatches = 21;  // kMaxGroups + the whole match
+
+struct TypeName {
+  ClassifyType type;
+  std::string_view name;
+};
+constexpr TypeName kTypeNames[] = {
+    {ClassifyType::kFirstCell, "FIRST_CELL"},
+    {ClassifyType::kSessionPrefix, "SESSION_PREFIX"},
+    {ClassifyType::kCellId, "CELL_ID"},
+    {ClassifyType::kClaimRoute, "route"},
+    {ClassifyType::kClaimOrganizationPath, "organization_path"},
+    {ClassifyType::kClaimRedirectRoute, "redirect_route"},
+    {ClassifyType::kClaimUsername, "username"},
+    {ClassifyType::kClaimEmail, "email"},
+    {ClassifyType::kClaimProjectId, "project_id"},
+    {ClassifyType::kClaimNamespaceId, "namespace_id"},
+    {ClassifyType::kClaimGpgKey, "gpg_key"},
+    {ClassifyType::kClaimSshKey, "ssh_key"},
+    {ClassifyType::kClaimUserId, "user_id"},
+    {ClassifyType::kClaimOrganizationId, "organization_id"},
+    {ClassifyType::kClaimServiceDeskCustomEmail, "service_desk_custom_email"},
+};
+
+bool IsReserved(const Ruleset::Compiled& c, std::string_view segment) {
+  char lower[64];
+  if (segment.size() > sizeof(lower)) return false;
+  for (std::size_t i = 0; i < segment.size(); ++i) {
+    char ch = segment[i];
+    lower[i] = (ch >= 'A' && ch <= 'Z') ? char(ch - 'A' + 'a') : ch;
+  }
+  std::string_view key(lower, segment.size());
+  return std::binary_search(c.reserved_words.begin(), c.reserved_words.end(), key,
+                            [](const auto& a, const auto& b) {
+                              return std::string_view(a) < std::string_view(b);
+                            });
+}
+
+// Standard or URL-safe base64, padded or not. False on anything else.
+bool DecodeBase64Any(std::string_view in, std::string* out) {
+  out->clear();
+  std::uint32_t acc = 0;
+  int bits = 0;
+  std::size_t pad = 0;
+  for (char c : in) {
+    int v;
+    if (c >= 'A' && c <= 'Z') v = c - 'A';
+    else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9') v = c - '0' + 52;
+    else if (c == '+' || c == '-') v = 62;
+    else if (c == '/' || c == '_') v = 63;
+    else if (c == '=') { ++pad; continue; }
+    else return false;
+    if (pad > 0) return false;  // data after padding
+    acc = (acc << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out->push_back(static_cast<char>((acc >> bits) & 0xFF));
+    }
+  }
+  return pad <= 2 && (in.size() - pad) % 4 != 1;
+}
+
+std::string_view TransformFailure(internal::TransformKind kind) {
+  using internal::TransformKind;
+  switch (kind) {
+    case TransformKind::kRoutableTokenPayload:
+    case TransformKind::kRoutableToken: return "malformed routable token";
+    case TransformKind::kBase64LineDelimited: return "malformed base64-line-delimited input";
+    case TransformKind::kBase64Json: return "malformed base64-json input";
+    case TransformKind::kNone: break;
+  }
+  return "malformed input";
+}
+
+}  // namespace
+
+std::string_view ActionName(Action action) noexcept {
+  switch (action) {
+    case Action::kClassify: return "classify";
+    case Action::kProxy: return "proxy";
+    case Action::kNone: break;
+  }
+  return "";
+}
+
+std::string_view ClassifyTypeName(ClassifyType type) noexcept {
+  for (const auto& t : kTypeNames) {
+    if (t.type == type) return t.name;
+  }
+  return "";
+}
+
+bool ParseClassifyType(std::string_view name, ClassifyType* out) noexcept {
+  for (const auto& t : kTypeNames) {
+    bool match = t.name == name;
+    if (!match && IsClaim(t.type) && name.size() == t.name.size()) {
+      match = true;  // claims may be written in upper case: ROUTE, ORGANIZATION_PATH
+      for (std::size_t i = 0; i < name.size(); ++i) {
+        char c = name[i];
+        char lower = (c >= 'A' && c <= 'Z') ? char(c - 'A' + 'a') : c;
+        if (lower != t.name[i]) {
+          match = false;
+          break;
+        }
+      }
+    }
+    if (match) {
+      *out = t.type;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool Outcome::Find(std::string_view name, std::string_view* out) const noexcept {
+  for (std::size_t i = 0; i < nvars_; ++i) {
+    if (View(vars_[i].name) == name) {
+      *out = View(vars_[i].value);
+      return true;
+    }
+  }
+  return false;
+}
+
+void RuleEvaluator::Reset(Outcome* out) noexcept {
+  out->kind_ = Outcome::Kind::kNoMatch;
+  out->action_ = Action::kNone;
+  out->type_ = ClassifyType::kNone;
+  out->rule_index_ = -1;
+  out->rule_id_ = {};
+  out->value_ = out->proxy_ = out->reason_ = {};
+  out->used_ = 0;
+  out->nvars_ = 0;
+}
+
+bool RuleEvaluator::Store(Outcome* out, std::string_view text, Span* span) noexcept {
+  if (text.size() > Outcome::kBufferBytes - out->used_) return false;
+  std::memcpy(out->buffer_.data() + out->used_, text.data(), text.size());
+  span->offset = out->used_;
+  span->size = static_cast<std::uint16_t>(text.size());
+  out->used_ = static_cast<std::uint16_t>(out->used_ + text.size());
+  return true;
+}
+
+bool RuleEvaluator::AddVariable(Outcome* out, std::string_view name,
+                                std::string_view value) noexcept {
+  return AddVariable(out, {}, name, value);
+}
+
+bool RuleEvaluator::AddVariable(Outcome* out, std::string_view ns, std::string_view field,
+                                std::string_view value) noexcept {
+  if (out->nvars_ == Outcome::kMaxVariables) return false;
+  std::size_t name_size = ns.empty() ? field.size() : ns.size() + 1 + field.size();
+  if (name_size + value.size() > Outcome::kBufferBytes - out->used_) return false;
+  Outcome::Slot& slot = out->vars_[out->nvars_];
+  slot.name.offset = out->used_;
+  if (!ns.empty()) {
+    Span ignored;
+    Store(out, ns, &ignored);
+    Store(out, ".", &ignored);
+  }
+  Span tail;
+  Store(out, field, &tail);
+  slot.name.size = static_cast<std::uint16_t>(name_size);
+  Store(out, value, &slot.value);
+  ++out->nvars_;
+  return true;
+}
+
+RuleEvaluator::Render RuleEvaluator::RenderTemplate(Outcome* out, const internal::Template& t,
+                                                    Span* span,
+                                                    std::string_view* missing) noexcept {
+  std::uint16_t start = out->used_;
+  for (const auto& part : t.parts) {
+    std::string_view text = part.text;
+    if (part.variable && !out->Find(part.text, &text)) {
+      out->used_ = start;
+      *missing = part.text;
+      return Render::kMissing;
+    }
+    Span ignored;
+    if (!Store(out, text, &ignored)) {
+      out->used_ = start;
+      return Render::kFull;
+    }
+  }
+  span->offset = start;
+  span->size = static_cast<std::uint16_t>(out->used_ - start);
+  return Render::kOk;
+}
+
+bool RuleEvaluator::MatchRegex(const internal::Regex& rx, std::string_view text, Outcome* out,
+                               bool* overflow) noexcept {
+  re2::StringPiece sub[kMaxSubmatches];
+  int n = rx.groups + 1;
+  if (!rx.re->Match(re2::StringPiece(text.data(), text.size()), 0, text.size(), RE2::UNANCHORED,
+                    sub, n)) {
+    return false;
+  }
+  for (const auto& c : rx.captures) {
+    const re2::StringPiece& s = sub[c.group];
+    if (s.data() == nullptr) continue;  // an optional group that did not take part
+    if (!AddVariable(out, c.name, std::string_view(s.data(), s.size()))) {
+      *overflow = true;
+      return false;
+    }
+  }
+  return true;
+}
+
+bool RuleEvaluator::MatchPath(const Ruleset::Compiled& compiled, const internal::Matcher& m,
+                              std::string_view path, Outcome* out, bool* overflow,
+                              std::string* why) {
+  using Kind = internal::PathSegment::Kind;
+  if (path.empty() || path[0] != '/') {
+    if (why) *why = "path '" + std::string(path) + "' does not start with '/'";
+    return false;
+  }
+  std::string_view rest = path.substr(1);
+  std::uint8_t nvars_before = out->nvars_;
+  std::uint16_t used_before = out->used_;
+  auto fail = [&](std::string reason) {
+    out->nvars_ = nvars_before;
+    out->used_ = used_before;
+    if (why) *why = std::move(reason);
+    return false;
+  };
+  for (std::size_t i = 0; i < m.pattern.size(); ++i) {
+    const auto& seg = m.pattern[i];
+    if (seg.kind == Kind::kRest) return true;
+    if (rest.empty()) {
+      return fail("path '" + std::string(path) + "' is shorter than pattern '" +
+                  m.pattern_source + "'");
+    }
+    std::size_t slash = rest.find('/');
+    std::string_view part = rest.substr(0, slash);
+    rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+    if (seg.kind == Kind::kLiteral) {
+      if (part != seg.text) {
+        return fail("path segment '" + std::string(part) + "' is not '" + seg.text + "'");
+      }
+    } else {
+      if (part.empty()) return fail("path segment for :" + seg.text + " is empty");
+      if (i == 0 && IsReserved(compiled, part)) {
+        return fail("path segment '" + std::string(part) + "' is a reserved word");
+      }
+      if (!AddVariable(out, seg.text, part)) {
+        *overflow = true;
+        return fail("captured values exceed the outcome buffer");
+      }
+    }
+  }
+  if (!rest.empty()) {
+    return fail("path '" + std::string(path) + "' is longer than pattern '" + m.pattern_source +
+                "'");
+  }
+  return true;
+}
+
+bool RuleEvaluator::ApplyTransform(const internal::Transform& t, Outcome* out,
+                                   std::string* why) {
+  using internal::TransformKind;
+  Span input_span, length_span;
+  std::string_view missing;
+  if (RenderTemplate(out, t.input, &input_span, &missing) != Render::kOk) {
+    if (why) *why = "transform input is absent or too long";
+    return false;
+  }
+  std::string_view length;
+  if (t.length.present) {
+    if (RenderTemplate(out, t.length, &length_span, &missing) != Render::kOk) {
+      if (why) *why = "transform length is absent or too long";
+      return false;
+    }
+    length = out->View(length_span);
+  }
+  std::string_view input = out->View(input_span);
+
+  try {
+    switch (t.kind) {
+      case TransformKind::kRoutableTokenPayload:
+      case TransformKind::kRoutableToken: {
+        auto payload = t.kind == TransformKind::kRoutableToken ? token::Decode(input)
+                                                               : token::DecodePayload(input, length);
+        if (!payload.ok()) {
+          if (why) *why = "malformed routable token: " + payload.status().message();
+          return false;
+        }
+        for (const auto& f : payload->fields()) {
+          char digits[24];
+          int n = std::snprintf(digits, sizeof digits, "%lld", static_cast<long long>(f.value));
+          if (!AddVariable(out, t.output, f.key(), std::string_view(digits, std::size_t(n)))) {
+            if (why) *why = "too many decoded fields";
+            return false;
+          }
+        }
+        return true;
+      }
+      case TransformKind::kBase64LineDelimited: {
+        std::string text;
+        if (!DecodeBase64Any(input, &text)) {
+          if (why) *why = "base64-line-delimited: bad base64";
+          return false;
+        }
+        std::string_view rest = text;
+        while (!rest.empty()) {
+          std::size_t nl = rest.find('\n');
+          std::string_view line = rest.substr(0, nl);
+          rest = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
+          if (line.empty()) continue;
+          std::size_t colon = line.find(':');
+          if (colon == std::string_view::npos || colon == 0) {
+            if (why) *why = "base64-line-delimited: a line is not key:value";
+            return false;
+          }
+          if (!AddVariable(out, t.output, line.substr(0, colon), line.substr(colon + 1))) {
+            if (why) *why = "base64-line-delimited: too many fields";
+            return false;
+          }
+        }
+        return true;
+      }
+      case TransformKind::kBase64Json: {
+        // A whole JWT (header.payload.signature) or just its payload.
+        std::string_view part = input;
+        std::size_t dot = part.find('.');
+        if (dot != std::string_view::npos) {
+          std::size_t dot2 = part.find('.', dot + 1);
+          part = part.substr(dot + 1, dot2 == std::string_view::npos ? dot2 : dot2 - dot - 1);
+        }
+        std::string text;
+        if (!DecodeBase64Any(part, &text)) {
+          if (why) *why = "base64-json: bad base64";
+          return false;
+        }
+        auto doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+        if (!doc.is_object()) {
+          if (why) *why = "base64-json: not a JSON object";
+          return false;
+        }
+        for (auto it = doc.begin(); it != doc.end(); ++it) {
+          std::string value;
+          if (it->is_string()) {
+            value = it->get<std::string>();
+          } else if (it->is_number() || it->is_boolean()) {
+            value = it->dump();
+          } else {
+            continue;  // nested values are not routing fields
+          }
+          if (!AddVariable(out, t.output, it.key(), value)) {
+            if (why) *why = "base64-json: too many fields";
+            return false;
+          }
+        }
+        return true;
+      }
+      case TransformKind::kNone: return true;
+    }
+  } catch (const std::exception&) {
+    if (why) *why = "transform failed";
+    return false;
+  }
+  return true;
+}
+
+Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled,
+                                      const internal::Rule& rule, const RequestView& request,
+                                      Outcome* out, std::string* why) {
+  using internal::MatcherKind;
+  Reset(out);
+  bool overflow = false;
+  auto reject = [&](std::string_view reason) {
+    out->used_ = 0;
+    out->nvars_ = 0;
+    if (!Store(out, reason.substr(0, 512), &out->reason_)) out->reason_ = {};
+    if (why) *why = std::string(reason);
+    return Outcome::Kind::kRejected;
+  };
+
+  for (const auto& m : rule.matchers) {
+    bool found = false;
+    const internal::Regex* value_rx = m.value_regex.get();
+    switch (m.kind) {
+      case MatcherKind::kHeader:
+        found = request.AnyHeader(m.name, [&](std::string_view value) {
+          return value_rx == nullptr || MatchRegex(*value_rx, value, out, &overflow);
+        });
+        if (!found && why) {
+          std::string_view ignored;
+          *why = m.description + (request.FindHeader(m.name, &ignored)
+                                      ? " does not match /" + value_rx->source + "/"
+                                      : " is absent");
+        }
+        break;
+      case MatcherKind::kCookie: {
+        bool name_seen = false;
+        found = request.AnyCookie([&](std::string_view name, std::string_view value) {
+          bool name_ok = m.name_regex
+                             ? m.name_regex->re->Match(re2::StringPiece(name.data(), name.size()),
+                                                       0, name.size(), RE2::ANCHOR_BOTH, nullptr,
+                                                       0)
+                             : name == m.name;
+          if (!name_ok) return false;
+          name_seen = true;
+          return value_rx == nullptr || MatchRegex(*value_rx, value, out, &overflow);
+        });
+        if (!found && why) {
+          *why = m.description + (name_seen ? " does not match /" + value_rx->source + "/"
+                                            : " is absent");
+        }
+        break;
+      }
+      case MatcherKind::kPath:
+        if (!m.pattern.empty() || !m.pattern_source.empty()) {
+          found = MatchPath(compiled, m, request.path, out, &overflow, why);
+          if (!found && why && why->empty()) *why = m.description + " does not match";
+        } else {
+          found = MatchRegex(*value_rx, request.path, out, &overflow);
+          if (!found && why) {
+            *why = "path '" + std::string(request.path) + "' does not match /" +
+                   value_rx->source + "/";
+          }
+        }
+        break;
+      case MatcherKind::kMethod:
+      case MatcherKind::kHost:
+      case MatcherKind::kQuery: {
+        std::string_view field = m.kind == MatcherKind::kMethod ? request.method
+                                 : m.kind == MatcherKind::kHost ? request.host
+                                                                : request.query;
+        found = MatchRegex(*value_rx, field, out, &overflow);
+        if (!found && why) {
+          *why = m.description + " '" + std::string(field) + "' does not match /" +
+                 value_rx->source + "/";
+        }
+        break;
+      }
+    }
+    if (overflow) return reject("captured values exceed " +
+                                std::to_string(Outcome::kBufferBytes) + " bytes");
+    if (!found) return Outcome::Kind::kNoMatch;
+  }
+
+  if (rule.transform.kind != internal::TransformKind::kNone) {
+    std::string reason;
+    if (!ApplyTransform(rule.transform, out, why ? &reason : nullptr)) {
+      // The message is built only when explaining; a proxy still learns which rule refused.
+      return reject(why ? std::string_view(reason) : TransformFailure(rule.transform.kind));
+    }
+  }
+
+  std::string_view missing;
+  for (const auto& t : rule.validate_exist) {
+    Span ignored;
+    Render r = RenderTemplate(out, t, &ignored, &missing);
+    if (r == Render::kMissing) {
+      if (why) *why = "validate: ${" + std::string(missing) + "} is absent";
+      return Outcome::Kind::kNoMatch;
+    }
+    if (r == Render::kFull) return reject("captured values exceed the outcome buffer");
+  }
+
+  const internal::Template* result = rule.action == Action::kClassify ? &rule.value
+                                                                      : &rule.proxy_address;
+  Span* target = rule.action == Action::kClassify ? &out->value_ : &out->proxy_;
+  Render r = RenderTemplate(out, *result, target, &missing);
+  if (r == Render::kMissing) {
+    if (why) *why = "${" + std::string(missing) + "} is absent";
+    return Outcome::Kind::kNoMatch;
+  }
+  if (r == Render::kFull) return reject("captured values exceed the outcome buffer");
+  if (rule.action == Action::kProxy && out->proxy_.size > kMaxAddressBytes) {
+    return reject("proxy address is longer than 255 bytes");
+  }
+
+  out->action_ = rule.action;
+  out->type_ = rule.type;
+  if (why) *why = "matched";
+  return Outcome::Kind::kMatched;
+}
+
+void RuleEvaluator::Run(const Ruleset::Compiled& compiled, const RequestView& request,
+                        Outcome* out, std::vector<RuleTrace>* trace) {
+  for (std::size_t i = 0; i < compiled.rules.size(); ++i) {
+    const internal::Rule& rule = compiled.rules[i];
+    Outcome::Kind kind;
+    if (trace != nullptr) {
+      std::string why;
+      kind = EvalRule(compiled, rule, request, out, &why);
+      trace->push_back({rule.id, kind, std::move(why)});
+    } else {
+      kind = EvalRule(compiled, rule, request, out, nullptr);
+    }
+    if (kind != Outcome::Kind::kNoMatch) {
+      out->kind_ = kind;
+      out->rule_index_ = static_cast<int>(i);
+      out->rule_id_ = rule.id;
+      if (kind == Outcome::Kind::kRejected) {
+        out->action_ = rule.action;
+        out->type_ = rule.type;
+      }
+      return;
+    }
+  }
+  Reset(out);
+}
+
+void Ruleset::Evaluate(const RequestView& request, Outcome* out) const noexcept {
+  RuleEvaluator::Run(*compiled_, request, out, nullptr);
+}
+
+Explanation Ruleset::Explain(const RequestView& request) const {
+  Explanation e;
+  RuleEvaluator::Run(*compiled_, request, &e.outcome, &e.rules);
+  return e;
+}
+
+}  // namespace cellroute

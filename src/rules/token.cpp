@@ -1,0 +1,260 @@
+#include "cellroute/token.h"
+
+#include <sys/random.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace cellroute::token {
+
+namespace {
+
+constexpr std::string_view kVersion = "01";
+constexpr std::size_t kCrcChars = 7;
+// 16 random bytes + the payload + its length byte, as unpadded base64.
+constexpr std::size_t kMaxRawBytes = kRandomBytes + kMaxPayloadBytes + 1;
+constexpr std::size_t kMaxEncodedChars = (kMaxRawBytes * 4 + 2) / 3;
+
+constexpr char kBase64Url[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+int Base64UrlValue(char c) noexcept {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '-') return 62;
+  if (c == '_') return 63;
+  return -1;
+}
+
+// Decodes unpadded base64url into out (capacity kMaxRawBytes). Returns the byte count, or -1.
+int DecodeBase64Url(std::string_view in, std::uint8_t* out) noexcept {
+  if (in.size() % 4 == 1) return -1;
+  std::size_t n = 0;
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    int v = Base64UrlValue(c);
+    if (v < 0) return -1;
+    acc = (acc << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      if (n == kMaxRawBytes) return -1;
+      out[n++] = static_cast<std::uint8_t>((acc >> bits) & 0xFF);
+    }
+  }
+  return static_cast<int>(n);
+}
+
+std::string EncodeBase64Url(const std::uint8_t* data, std::size_t size) {
+  std::string out;
+  out.reserve((size * 4 + 2) / 3);
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (std::size_t i = 0; i < size; ++i) {
+    acc = (acc << 8) | data[i];
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out.push_back(kBase64Url[(acc >> bits) & 0x3F]);
+    }
+  }
+  if (bits > 0) out.push_back(kBase64Url[(acc << (6 - bits)) & 0x3F]);
+  return out;
+}
+
+std::uint32_t Crc32(std::string_view text) noexcept {
+  return static_cast<std::uint32_t>(
+      crc32(0L, reinterpret_cast<const Bytef*>(text.data()), static_cast<uInt>(text.size())));
+}
+
+std::string PadLeft(std::string s, std::size_t width) {
+  if (s.size() < width) s.insert(0, width - s.size(), '0');
+  return s;
+}
+
+Status NotRoutable(std::string_view why) {
+  return Status::Invalid("token is not routable: " + std::string(why));
+}
+
+}  // namespace
+
+std::optional<std::int64_t> Payload::Get(std::string_view key) const noexcept {
+  for (std::size_t i = 0; i < size_; ++i) {
+    if (fields_[i].key() == key) return fields_[i].value;
+  }
+  return std::nullopt;
+}
+
+bool Payload::Add(std::string_view key, std::int64_t value) noexcept {
+  if (size_ == kMaxFields || key.empty() || key.size() > kMaxKeyBytes) return false;
+  Field& f = fields_[size_++];
+  std::memcpy(f.key_storage.data(), key.data(), key.size());
+  f.key_storage[key.size()] = '\0';
+  f.key_size = static_cast<std::uint8_t>(key.size());
+  f.value = value;
+  return true;
+}
+
+std::string ToBase36(std::uint64_t value) {
+  constexpr char kDigits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+  if (value == 0) return "0";
+  std::string out;
+  while (value > 0) {
+    out.push_back(kDigits[value % 36]);
+    value /= 36;
+  }
+  std::reverse(out.begin(), out.end());
+  return out;
+}
+
+bool ParseBase36(std::string_view text, std::uint64_t* out) noexcept {
+  if (text.empty()) return false;
+  std::uint64_t v = 0;
+  for (char c : text) {
+    int d;
+    if (c >= '0' && c <= '9') {
+      d = c - '0';
+    } else if (c >= 'a' && c <= 'z') {
+      d = c - 'a' + 10;
+    } else if (c >= 'A' && c <= 'Z') {
+      d = c - 'A' + 10;
+    } else {
+      return false;
+    }
+    if (v > (UINT64_MAX - static_cast<std::uint64_t>(d)) / 36) return false;
+    v = v * 36 + static_cast<std::uint64_t>(d);
+  }
+  *out = v;
+  return true;
+}
+
+Result<Payload> DecodePayload(std::string_view text, std::string_view length_base36) {
+  std::size_t b_size = text.size();
+  if (!length_base36.empty()) {
+    std::uint64_t n = 0;
+    if (!ParseBase36(length_base36, &n)) return NotRoutable("length is not base 36");
+    if (n > text.size()) return NotRoutable("length exceeds the token");
+    b_size = static_cast<std::size_t>(n);
+  }
+  if (b_size > kMaxEncodedChars) return NotRoutable("payload too long");
+  std::string_view b = text.substr(text.size() - b_size);
+
+  std::uint8_t raw[kMaxRawBytes];
+  int raw_size = DecodeBase64Url(b, raw);
+  if (raw_size < 0) return NotRoutable("bad base64");
+  if (static_cast<std::size_t>(raw_size) < kRandomBytes + 1) return NotRoutable("too short");
+  std::size_t payload_size = static_cast<std::size_t>(raw_size) - kRandomBytes - 1;
+  if (raw[raw_size - 1] != payload_size) return NotRoutable("payload length byte mismatch");
+
+  Payload payload;
+  std::string_view p(reinterpret_cast<const char*>(raw + kRandomBytes), payload_size);
+  while (!p.empty()) {
+    std::size_t nl = p.find('\n');
+    std::string_view line = p.substr(0, nl);
+    p = nl == std::string_view::npos ? std::string_view() : p.substr(nl + 1);
+    if (nl != std::string_view::npos && p.empty()) return NotRoutable("trailing newline");
+    std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos || line.find(':', colon + 1) != std::string_view::npos) {
+      return NotRoutable("a payload line has no single ':'");
+    }
+    std::string_view key = line.substr(0, colon);
+    std::uint64_t value = 0;
+    if (key.empty()) return NotRoutable("empty key");
+    if (!ParseBase36(line.substr(colon + 1), &value) ||
+        value > static_cast<std::uint64_t>(INT64_MAX)) {
+      return NotRoutable("value of '" + std::string(key) + "' is not base 36");
+    }
+    if (payload.Get(key)) return NotRoutable("duplicate key '" + std::string(key) + "'");
+    if (!payload.Add(key, static_cast<std::int64_t>(value))) {
+      return NotRoutable("too many fields or key too long");
+    }
+  }
+  return payload;
+}
+
+Result<Payload> Decode(std::string_view token) {
+  if (token.size() <= kCrcChars) return NotRoutable("too short");
+  std::string_view body = token.substr(0, token.size() - kCrcChars);
+  std::uint64_t crc = 0;
+  if (!ParseBase36(token.substr(body.size()), &crc) || crc != Crc32(body)) {
+    return NotRoutable("CRC mismatch");
+  }
+  std::size_t last_dot = body.rfind('.');
+  if (last_dot == std::string_view::npos || last_dot == 0) return NotRoutable("no version");
+  std::size_t version_dot = body.rfind('.', last_dot - 1);
+  if (version_dot == std::string_view::npos) return NotRoutable("no version");
+  if (body.substr(version_dot + 1, last_dot - version_dot - 1) != kVersion) {
+    return NotRoutable("unknown version");
+  }
+  return DecodePayload(body.substr(0, version_dot), body.substr(last_dot + 1));
+}
+
+Result<std::array<std::uint8_t, kRandomBytes>> SecureRandom() {
+  std::array<std::uint8_t, kRandomBytes> out{};
+  std::size_t got = 0;
+  while (got < out.size()) {
+    ssize_t n = getrandom(out.data() + got, out.size() - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::Unavailable(std::string("getrandom: ") + std::strerror(errno));
+    }
+    got += static_cast<std::size_t>(n);
+  }
+  return out;
+}
+
+Result<std::string> Encode(const EncodeOptions& options) {
+  if (options.prefix.size() > kMaxPrefixBytes) {
+    return Status::Invalid("prefix is longer than " + std::to_string(kMaxPrefixBytes) + " bytes");
+  }
+  auto fields = options.fields;
+  std::sort(fields.begin(), fields.end());
+  std::string payload;
+  for (std::size_t i = 0; i < fields.size(); ++i) {
+    const auto& [key, value] = fields[i];
+    if (key.empty() || key.size() > kMaxKeyBytes ||
+        key.find_first_of(":\n") != std::string::npos) {
+      return Status::Invalid("bad field key '" + key + "'");
+    }
+    if (i > 0 && fields[i - 1].first == key) {
+      return Status::Invalid("duplicate field key '" + key + "'");
+    }
+    if (value < 0) return Status::Invalid("field '" + key + "' is negative");
+    if (!payload.empty()) payload += '\n';
+    payload += key;
+    payload += ':';
+    payload += ToBase36(static_cast<std::uint64_t>(value));
+  }
+  if (payload.size() > kMaxPayloadBytes) {
+    return Status::Invalid("payload is longer than " + std::to_string(kMaxPayloadBytes) +
+                           " bytes");
+  }
+  std::array<std::uint8_t, kRandomBytes> random{};
+  if (options.random) {
+    random = *options.random;
+  } else {
+    auto r = SecureRandom();
+    if (!r.ok()) return r.status();
+    random = r.value();
+  }
+  std::uint8_t raw[kMaxRawBytes];
+  std::memcpy(raw, random.data(), kRandomBytes);
+  std::memcpy(raw + kRandomBytes, payload.data(), payload.size());
+  raw[kRandomBytes + payload.size()] = static_cast<std::uint8_t>(payload.size());
+  std::string b = EncodeBase64Url(raw, kRandomBytes + payload.size() + 1);
+
+  std::string token = options.prefix;
+  token += b;
+  token += '.';
+  token += kVersion;
+  token += '.';
+  token += PadLeft(ToBase36(b.size()), 2);
+  token += PadLeft(ToBase36(Crc32(token)), kCrcChars);
+  return token;
+}
+
+}  // namespace cellroute::token

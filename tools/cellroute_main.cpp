@@ -1,0 +1,511 @@
+// cellroute: route requests, explain decisions, validate configuration, decode and encode
+// routable tokens. Scripts drive it: every subcommand has --json output and stable exit codes
+// (0 ok, 1 bad input such as an invalid ruleset or a non-routable token, 2 usage or
+// configuration error).
+#include <CLI/CLI.hpp>
+#include <cellroute/router.h>
+#include <cellroute/token.h>
+#include <cellroute/version.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace {
+
+using json = nlohmann::json;
+
+constexpr int kExitOk = 0;
+constexpr int kExitBadInput = 1;
+constexpr int kExitUsage = 2;
+
+// One request, owning its strings, with a RequestView over them.
+struct OwnedRequest {
+  std::string method = "GET", host, path = "/", query;
+  std::vector<std::pair<std::string, std::string>> header_storage;
+  std::vector<cellroute::Header> headers;
+
+  cellroute::RequestView View() {
+    headers.clear();
+    for (const auto& [n, v] : header_storage) headers.push_back({n, v});
+    cellroute::RequestView r;
+    r.method = method;
+    r.host = host;
+    r.path = path;
+    r.query = query;
+    r.headers = headers;
+    return r;
+  }
+  std::string Label() const { return method + " " + path + (query.empty() ? "" : "?" + query); }
+};
+
+void SplitTarget(const std::string& target, OwnedRequest* r) {
+  std::size_t q = target.find('?');
+  r->path = target.substr(0, q);
+  if (q != std::string::npos) r->query = target.substr(q + 1);
+}
+
+// {"method": "GET", "host": "...", "path": "/...", "headers": {"name": "value"}}
+bool ParseRequestLine(const std::string& line, OwnedRequest* out, std::string* error) {
+  json j;
+  try {
+    j = json::parse(line);
+  } catch (const json::parse_error& e) {
+    std::string what = e.what();
+    std::size_t col = what.find("column ");
+    std::size_t colon = col == std::string::npos ? col : what.find(": ", col);
+    *error = std::to_string(e.byte) + ": " +
+             (colon == std::string::npos ? what : what.substr(colon + 2));
+    return false;
+  }
+  if (!j.is_object()) {
+    *error = "expected a JSON object";
+    return false;
+  }
+  static const std::vector<std::string> kKeys = {"method", "host", "path", "query",
+                                                 "headers", "id"};
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (std::find(kKeys.begin(), kKeys.end(), it.key()) == kKeys.end()) {
+      *error = "unknown key '" + it.key() + "' (expected method, host, path, query, headers)";
+      return false;
+    }
+  }
+  auto str = [&](const char* key, std::string* dst) {
+    if (!j.contains(key)) return true;
+    if (!j[key].is_string()) {
+      *error = std::string(key) + ": expected a string";
+      return false;
+    }
+    *dst = j[key].get<std::string>();
+    return true;
+  };
+  std::string target;
+  if (!str("method", &out->method) || !str("host", &out->host) || !str("path", &target) ||
+      !str("query", &out->query)) {
+    return false;
+  }
+  if (!j.contains("path")) {
+    *error = "path: required";
+    return false;
+  }
+  std::string query = out->query;
+  SplitTarget(target, out);
+  if (!query.empty()) out->query = query;
+  if (j.contains("headers")) {
+    if (!j["headers"].is_object()) {
+      *error = "headers: expected an object of name: value";
+      return false;
+    }
+    for (auto it = j["headers"].begin(); it != j["headers"].end(); ++it) {
+      if (it->is_string()) {
+        out->header_storage.emplace_back(it.key(), it->get<std::string>());
+      } else if (it->is_array()) {
+        for (const auto& v : *it) {
+          if (!v.is_string()) {
+            *error = "headers." + it.key() + ": expected strings";
+            return false;
+          }
+          out->header_storage.emplace_back(it.key(), v.get<std::string>());
+        }
+      } else {
+        *error = "headers." + it.key() + ": expected a string or an array of strings";
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+struct Config {
+  std::string rules, topology, claims;
+};
+
+void AddConfigOptions(CLI::App* cmd, Config* cfg) {
+  cmd->add_option("--rules", cfg->rules, "Ruleset JSON (default: the embedded GitLab-style set)");
+  cmd->add_option("--topology", cfg->topology,
+                  "Topology Service config.toml (default: the embedded three-cell topology)");
+  cmd->add_option("--claims", cfg->claims,
+                  "Claims JSON: claim type -> value -> cell id (default: the embedded claims "
+                  "when the topology is the default)");
+}
+
+struct RequestFlags {
+  std::string method = "GET", host, path, input;
+  std::vector<std::string> headers, cookies;
+};
+
+void AddRequestOptions(CLI::App* cmd, RequestFlags* f) {
+  cmd->add_option("--method", f->method, "Request method");
+  cmd->add_option("--host", f->host, "Request host");
+  cmd->add_option("--path", f->path, "Request path (with ?query); routes one request from flags");
+  cmd->add_option("--header,-H", f->headers, "Header as 'Name: value' (repeatable)");
+  cmd->add_option("--cookie", f->cookies, "Cookie as 'name=value' (repeatable)");
+  cmd->add_option("input", f->input,
+                  "JSON lines file of requests, '-' for standard input (default when no --path)");
+}
+
+bool FromFlags(const RequestFlags& f, OwnedRequest* r, std::string* error) {
+  r->method = f.method;
+  r->host = f.host;
+  SplitTarget(f.path, r);
+  for (const auto& h : f.headers) {
+    std::size_t colon = h.find(':');
+    if (colon == std::string::npos || colon == 0) {
+      *error = "--header '" + h + "': expected 'Name: value'";
+      return false;
+    }
+    std::string value = h.substr(colon + 1);
+    value.erase(0, value.find_first_not_of(" \t"));
+    r->header_storage.emplace_back(h.substr(0, colon), value);
+  }
+  if (!f.cookies.empty()) {
+    std::string cookie;
+    for (const auto& c : f.cookies) cookie += (cookie.empty() ? "" : "; ") + c;
+    r->header_storage.emplace_back("cookie", cookie);
+  }
+  return true;
+}
+
+// Calls fn(line_number, request) for each request: from flags, or each JSON line of the input.
+// Bad lines are reported (stderr, and to `bad`) and skipped. Returns false on a usage error.
+template <typename Fn, typename Bad>
+bool ForEachRequest(const RequestFlags& f, Fn&& fn, Bad&& bad) {
+  if (!f.path.empty()) {
+    if (!f.input.empty()) {
+      std::cerr << "cellroute: give --path or an input file, not both\n";
+      return false;
+    }
+    OwnedRequest r;
+    std::string error;
+    if (!FromFlags(f, &r, &error)) {
+      std::cerr << "cellroute: " << error << "\n";
+      return false;
+    }
+    fn(0, r);
+    return true;
+  }
+  std::string name = f.input.empty() || f.input == "-" ? "<stdin>" : f.input;
+  std::ifstream file;
+  if (name != "<stdin>") {
+    file.open(f.input);
+    if (!file) {
+      std::cerr << "cellroute: " << f.input << ": cannot open\n";
+      return false;
+    }
+  } else if (isatty(STDIN_FILENO)) {
+    std::cerr << "cellroute: reading JSON lines from standard input (or give --path or a file)\n";
+  }
+  std::istream& in = name == "<stdin>" ? std::cin : file;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    OwnedRequest r;
+    std::string error;
+    if (!ParseRequestLine(line, &r, &error)) {
+      std::cerr << name << ":" << n << ": " << error << "\n";
+      bad(n, error);
+      continue;
+    }
+    fn(n, r);
+  }
+  return true;
+}
+
+cellroute::Result<cellroute::Router> LoadRouter(const Config& cfg) {
+  return cellroute::Router::FromFiles({cfg.rules, cfg.topology, cfg.claims});
+}
+
+std::string Classification(const cellroute::Decision& d) {
+  if (d.rejected()) return "rejected (400): " + std::string(d.outcome().reason());
+  if (d.action() == cellroute::Action::kProxy) {
+    return d.outcome().proxy_address().empty() ? "proxy" : "proxy " + std::string(d.outcome().proxy_address());
+  }
+  if (d.action() == cellroute::Action::kNone) return "-";
+  std::string s(d.type_header());
+  if (!d.value().empty()) s += " " + std::string(d.value());
+  return s;
+}
+
+std::string CellLabel(const cellroute::Decision& d) {
+  if (d.cell_id() == 0) return "-";
+  std::string s = std::to_string(d.cell_id());
+  if (d.fallback() != cellroute::Fallback::kNone) {
+    s += " (fallback: " + std::string(cellroute::FallbackName(d.fallback())) + ")";
+  }
+  return s;
+}
+
+void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> width;
+  for (const auto& row : rows) {
+    width.resize(std::max(width.size(), row.size()));
+    for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  }
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    std::string line;
+    for (std::size_t i = 0; i < rows[r].size(); ++i) {
+      std::string cell = rows[r][i];
+      if (i + 1 < rows[r].size()) cell.resize(width[i], ' ');
+      line += (i ? "  " : "") + cell;
+    }
+    std::cout << line << "\n";
+    if (r == 0) {
+      std::string rule;
+      for (std::size_t i = 0; i < width.size(); ++i) rule += (i ? "  " : "") + std::string(width[i], '-');
+      std::cout << rule << "\n";
+    }
+  }
+}
+
+int RunRoute(const Config& cfg, const RequestFlags& flags, bool table) {
+  auto router = LoadRouter(cfg);
+  if (!router.ok()) {
+    std::cerr << router.status().message() << "\n";
+    return kExitUsage;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"#", "request", "rule", "classification", "cell", "address", "source"}};
+  int bad_lines = 0;
+  bool ok = ForEachRequest(
+      flags,
+      [&](int n, OwnedRequest& r) {
+        cellroute::Decision d = router->Route(r.View());
+        if (table) {
+          rows.push_back({n ? std::to_string(n) : "-", r.Label(),
+                          d.rule_id().empty() ? "(none)" : std::string(d.rule_id()),
+                          Classification(d), CellLabel(d),
+                          d.address().empty() ? "-" : std::string(d.address()),
+                          std::string(cellroute::SourceName(d.source()))});
+        } else {
+          json j = json::parse(d.ToJson());
+          if (n) j["line"] = n;
+          std::cout << j.dump() << "\n";
+        }
+      },
+      [&](int n, const std::string& error) {
+        ++bad_lines;
+        if (!table) std::cout << json{{"line", n}, {"error", error}}.dump() << "\n";
+      });
+  if (!ok) return kExitUsage;
+  if (table) PrintTable(rows);
+  return bad_lines ? kExitBadInput : kExitOk;
+}
+
+int RunExplain(const Config& cfg, const RequestFlags& flags, bool as_json) {
+  auto router = LoadRouter(cfg);
+  if (!router.ok()) {
+    std::cerr << router.status().message() << "\n";
+    return kExitUsage;
+  }
+  int bad_lines = 0;
+  bool ok = ForEachRequest(
+      flags,
+      [&](int n, OwnedRequest& r) {
+        auto e = router->Explain(r.View());
+        if (as_json) {
+          json trace = json::array();
+          for (const auto& t : e.rules.rules) {
+            const char* result = t.result == cellroute::Outcome::Kind::kMatched    ? "matched"
+                                 : t.result == cellroute::Outcome::Kind::kRejected ? "rejected"
+                                                                                   : "no_match";
+            trace.push_back({{"rule", t.rule_id}, {"result", result}, {"reason", t.reason}});
+          }
+          json j = {{"request", r.Label()}, {"trace", trace},
+                    {"decision", json::parse(e.decision.ToJson())}};
+          if (n) j["line"] = n;
+          std::cout << j.dump() << "\n";
+          return;
+        }
+        std::cout << (n ? "line " + std::to_string(n) + ": " : "") << r.Label() << "\n";
+        for (const auto& t : e.rules.rules) {
+          const char* mark = t.result == cellroute::Outcome::Kind::kMatched    ? "MATCH "
+                             : t.result == cellroute::Outcome::Kind::kRejected ? "REJECT"
+                                                                               : "  -   ";
+          std::cout << "  " << mark << " " << t.rule_id << ": " << t.reason << "\n";
+        }
+        const auto& d = e.decision;
+        std::cout << "  => " << Classification(d) << " -> cell " << CellLabel(d) << " "
+                  << (d.address().empty() ? "-" : std::string(d.address())) << " ["
+                  << cellroute::SourceName(d.source()) << "]\n";
+      },
+      [&](int, const std::string&) { ++bad_lines; });
+  if (!ok) return kExitUsage;
+  return bad_lines ? kExitBadInput : kExitOk;
+}
+
+int RunValidate(const Config& cfg, bool as_json) {
+  std::vector<std::string> errors;
+  auto add = [&](const cellroute::Status& s) {
+    std::size_t start = 0;
+    const std::string& m = s.message();
+    while (start <= m.size()) {
+      std::size_t nl = m.find('\n', start);
+      std::string line = m.substr(start, nl - start);
+      if (!line.empty()) errors.push_back(line);
+      if (nl == std::string::npos) break;
+      start = nl + 1;
+    }
+  };
+  auto rules = cfg.rules.empty()
+                   ? cellroute::Ruleset::Parse(cellroute::defaults::RulesJson(), "<default rules>")
+                   : cellroute::Ruleset::LoadFile(cfg.rules);
+  if (!rules.ok()) add(rules.status());
+  auto topology = cfg.topology.empty()
+                      ? cellroute::Topology::ParseToml(cellroute::defaults::TopologyToml(),
+                                                       "<default topology>")
+                      : cellroute::Topology::LoadFile(cfg.topology);
+  if (!topology.ok()) {
+    add(topology.status());
+    if (!cfg.claims.empty()) {
+      errors.push_back(cfg.claims + ": not checked: the topology it refers to is invalid");
+    }
+  } else if (!cfg.claims.empty() || cfg.topology.empty()) {
+    auto claims = cfg.claims.empty()
+                      ? cellroute::Claims::Parse(cellroute::defaults::ClaimsJson(),
+                                                 "<default claims>", topology.value())
+                      : cellroute::Claims::LoadFile(cfg.claims, topology.value());
+    if (!claims.ok()) add(claims.status());
+  }
+  if (as_json) {
+    std::cout << json{{"ok", errors.empty()}, {"errors", errors}}.dump() << "\n";
+  } else if (errors.empty()) {
+    std::cout << "ok: ruleset "
+              << (rules.ok() ? std::to_string(rules->size()) + " rules" : std::string("-"))
+              << ", topology "
+              << (topology.ok() ? std::to_string(topology->cells().size()) + " cells"
+                                : std::string("-"))
+              << "\n";
+  } else {
+    for (const auto& e : errors) std::cerr << e << "\n";
+    std::cerr << errors.size() << (errors.size() == 1 ? " error\n" : " errors\n");
+  }
+  return errors.empty() ? kExitOk : kExitBadInput;
+}
+
+int RunTokenDecode(const std::string& token, bool as_json) {
+  auto payload = cellroute::token::Decode(token);
+  if (!payload.ok()) {
+    if (as_json) {
+      std::cout << json{{"routable", false}, {"error", payload.status().message()}}.dump() << "\n";
+    }
+    std::cerr << "cellroute: " << payload.status().message() << "\n";
+    return kExitBadInput;
+  }
+  if (as_json) {
+    json j = json::object();
+    for (const auto& f : payload->fields()) j[std::string(f.key())] = f.value;
+    std::cout << j.dump() << "\n";
+  } else {
+    for (const auto& f : payload->fields()) std::cout << f.key() << " = " << f.value << "\n";
+  }
+  return kExitOk;
+}
+
+int RunTokenEncode(const std::string& prefix, const std::string& random_hex,
+                   const std::vector<std::string>& fields, bool as_json) {
+  cellroute::token::EncodeOptions opt;
+  opt.prefix = prefix;
+  for (const auto& f : fields) {
+    std::size_t eq = f.find('=');
+    std::int64_t value = 0;
+    std::size_t used = 0;
+    bool ok = eq != std::string::npos && eq > 0 && eq + 1 < f.size();
+    if (ok) {
+      try {
+        value = std::stoll(f.substr(eq + 1), &used);
+        ok = used == f.size() - eq - 1;
+      } catch (const std::exception&) {
+        ok = false;
+      }
+    }
+    if (!ok) {
+      std::cerr << "cellroute: field '" << f << "': expected key=integer, e.g. c=2\n";
+      return kExitUsage;
+    }
+    opt.fields.emplace_back(f.substr(0, eq), value);
+  }
+  if (!random_hex.empty()) {
+    if (random_hex.size() != 2 * cellroute::token::kRandomBytes ||
+        random_hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
+      std::cerr << "cellroute: --random: expected 32 hex digits\n";
+      return kExitUsage;
+    }
+    std::array<std::uint8_t, cellroute::token::kRandomBytes> bytes{};
+    for (std::size_t i = 0; i < bytes.size(); ++i) {
+      bytes[i] = static_cast<std::uint8_t>(std::stoul(random_hex.substr(2 * i, 2), nullptr, 16));
+    }
+    opt.random = bytes;
+  }
+  auto token = cellroute::token::Encode(opt);
+  if (!token.ok()) {
+    std::cerr << "cellroute: " << token.status().message() << "\n";
+    return kExitBadInput;
+  }
+  if (as_json) {
+    std::cout << json{{"token", token.value()}}.dump() << "\n";
+  } else {
+    std::cout << token.value() << "\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cellroute: decide which cell serves a request"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::to_string(CR_VERSION_MAJOR) + "." +
+                                        std::to_string(CR_VERSION_MINOR) + "." +
+                                        std::to_string(CR_VERSION_PATCH));
+
+  Config cfg;
+  RequestFlags flags;
+  bool table = false, as_json = false;
+
+  auto* route = app.add_subcommand("route", "Route one request (flags) or many (JSON lines)");
+  AddConfigOptions(route, &cfg);
+  AddRequestOptions(route, &flags);
+  route->add_flag("--table", table, "Print a table instead of JSON lines");
+  route->add_flag("--json", as_json, "Print one JSON object per request (the default)");
+
+  auto* explain = app.add_subcommand("explain", "Show every rule tried and why");
+  AddConfigOptions(explain, &cfg);
+  AddRequestOptions(explain, &flags);
+  explain->add_flag("--json", as_json, "Print JSON");
+
+  auto* validate = app.add_subcommand("validate", "Check a ruleset, topology and claims file");
+  AddConfigOptions(validate, &cfg);
+  validate->add_flag("--json", as_json, "Print {\"ok\": ..., \"errors\": [...]}");
+
+  auto* token = app.add_subcommand("token", "Routable tokens");
+  token->require_subcommand(1);
+  std::string token_text, prefix, random_hex;
+  std::vector<std::string> fields;
+  auto* decode = token->add_subcommand("decode", "Print a token's routing fields");
+  decode->add_option("token", token_text, "The token")->required();
+  decode->add_flag("--json", as_json, "Print the fields as a JSON object of integers");
+  auto* encode = token->add_subcommand("encode", "Mint a routable token");
+  encode->add_option("--prefix", prefix, "Token prefix, e.g. glrt-");
+  encode->add_option("--random", random_hex, "The 16 random bytes as 32 hex digits");
+  encode->add_option("fields", fields, "key=value pairs, e.g. c=2 o=1");
+  encode->add_flag("--json", as_json, "Print {\"token\": ...}");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+
+  if (*route) return RunRoute(cfg, flags, table && !as_json);
+  if (*explain) return RunExplain(cfg, flags, as_json);
+  if (*validate) return RunValidate(cfg, as_json);
+  if (*decode) return RunTokenDecode(token_text, as_json);
+  if (*encode) return RunTokenEncode(prefix, random_hex, fields, as_json);
+  return kExitUsage;
+}
