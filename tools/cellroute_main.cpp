@@ -2,12 +2,12 @@
 // routable tokens. Scripts drive it: every subcommand has --json output and stable exit codes
 // (0 ok, 1 bad input such as an invalid ruleset or a non-routable token, 2 usage or
 // configuration error).
-#include <CLI/CLI.hpp>
 #include <cellroute/router.h>
 #include <cellroute/token.h>
 #include <cellroute/version.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -24,34 +24,12 @@ constexpr int kExitOk = 0;
 constexpr int kExitBadInput = 1;
 constexpr int kExitUsage = 2;
 
-// One request, owning its strings, with a RequestView over them.
-struct OwnedRequest {
-  std::string method = "GET", host, path = "/", query;
-  std::vector<std::pair<std::string, std::string>> header_storage;
-  std::vector<cellroute::Header> headers;
-
-  cellroute::RequestView View() {
-    headers.clear();
-    for (const auto& [n, v] : header_storage) headers.push_back({n, v});
-    cellroute::RequestView r;
-    r.method = method;
-    r.host = host;
-    r.path = path;
-    r.query = query;
-    r.headers = headers;
-    return r;
-  }
-  std::string Label() const { return method + " " + path + (query.empty() ? "" : "?" + query); }
-};
-
-void SplitTarget(const std::string& target, OwnedRequest* r) {
-  std::size_t q = target.find('?');
-  r->path = target.substr(0, q);
-  if (q != std::string::npos) r->query = target.substr(q + 1);
+std::string Label(const cellroute::Request& r) {
+  return r.method + " " + r.path + (r.query.empty() ? "" : "?" + r.query);
 }
 
 // {"method": "GET", "host": "...", "path": "/...", "headers": {"name": "value"}}
-bool ParseRequestLine(const std::string& line, OwnedRequest* out, std::string* error) {
+bool ParseRequestLine(const std::string& line, cellroute::Request* out, std::string* error) {
   json j;
   try {
     j = json::parse(line);
@@ -67,8 +45,8 @@ bool ParseRequestLine(const std::string& line, OwnedRequest* out, std::string* e
     *error = "expected a JSON object";
     return false;
   }
-  static const std::vector<std::string> kKeys = {"method", "host", "path", "query",
-                                                 "headers", "id"};
+  static const std::vector<std::string> kKeys = {"method", "host",    "path",
+                                                 "query",  "headers", "id"};
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (std::find(kKeys.begin(), kKeys.end(), it.key()) == kKeys.end()) {
       *error = "unknown key '" + it.key() + "' (expected method, host, path, query, headers)";
@@ -94,7 +72,7 @@ bool ParseRequestLine(const std::string& line, OwnedRequest* out, std::string* e
     return false;
   }
   std::string query = out->query;
-  SplitTarget(target, out);
+  out->SetTarget(target);
   if (!query.empty()) out->query = query;
   if (j.contains("headers")) {
     if (!j["headers"].is_object()) {
@@ -103,14 +81,14 @@ bool ParseRequestLine(const std::string& line, OwnedRequest* out, std::string* e
     }
     for (auto it = j["headers"].begin(); it != j["headers"].end(); ++it) {
       if (it->is_string()) {
-        out->header_storage.emplace_back(it.key(), it->get<std::string>());
+        out->AddHeader(it.key(), it->get<std::string>());
       } else if (it->is_array()) {
         for (const auto& v : *it) {
           if (!v.is_string()) {
             *error = "headers." + it.key() + ": expected strings";
             return false;
           }
-          out->header_storage.emplace_back(it.key(), v.get<std::string>());
+          out->AddHeader(it.key(), v.get<std::string>());
         }
       } else {
         *error = "headers." + it.key() + ": expected a string or an array of strings";
@@ -149,10 +127,10 @@ void AddRequestOptions(CLI::App* cmd, RequestFlags* f) {
                   "JSON lines file of requests, '-' for standard input (default when no --path)");
 }
 
-bool FromFlags(const RequestFlags& f, OwnedRequest* r, std::string* error) {
+bool FromFlags(const RequestFlags& f, cellroute::Request* r, std::string* error) {
   r->method = f.method;
   r->host = f.host;
-  SplitTarget(f.path, r);
+  r->SetTarget(f.path);
   for (const auto& h : f.headers) {
     std::size_t colon = h.find(':');
     if (colon == std::string::npos || colon == 0) {
@@ -161,12 +139,12 @@ bool FromFlags(const RequestFlags& f, OwnedRequest* r, std::string* error) {
     }
     std::string value = h.substr(colon + 1);
     value.erase(0, value.find_first_not_of(" \t"));
-    r->header_storage.emplace_back(h.substr(0, colon), value);
+    r->AddHeader(h.substr(0, colon), value);
   }
   if (!f.cookies.empty()) {
     std::string cookie;
     for (const auto& c : f.cookies) cookie += (cookie.empty() ? "" : "; ") + c;
-    r->header_storage.emplace_back("cookie", cookie);
+    r->AddHeader("cookie", cookie);
   }
   return true;
 }
@@ -180,7 +158,7 @@ bool ForEachRequest(const RequestFlags& f, Fn&& fn, Bad&& bad) {
       std::cerr << "cellroute: give --path or an input file, not both\n";
       return false;
     }
-    OwnedRequest r;
+    cellroute::Request r;
     std::string error;
     if (!FromFlags(f, &r, &error)) {
       std::cerr << "cellroute: " << error << "\n";
@@ -204,7 +182,7 @@ bool ForEachRequest(const RequestFlags& f, Fn&& fn, Bad&& bad) {
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    OwnedRequest r;
+    cellroute::Request r;
     std::string error;
     if (!ParseRequestLine(line, &r, &error)) {
       std::cerr << name << ":" << n << ": " << error << "\n";
@@ -223,7 +201,9 @@ cellroute::Result<cellroute::Router> LoadRouter(const Config& cfg) {
 std::string Classification(const cellroute::Decision& d) {
   if (d.rejected()) return "rejected (400): " + std::string(d.outcome().reason());
   if (d.action() == cellroute::Action::kProxy) {
-    return d.outcome().proxy_address().empty() ? "proxy" : "proxy " + std::string(d.outcome().proxy_address());
+    return d.outcome().proxy_address().empty()
+               ? "proxy"
+               : "proxy " + std::string(d.outcome().proxy_address());
   }
   if (d.action() == cellroute::Action::kNone) return "-";
   std::string s(d.type_header());
@@ -256,7 +236,8 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows) {
     std::cout << line << "\n";
     if (r == 0) {
       std::string rule;
-      for (std::size_t i = 0; i < width.size(); ++i) rule += (i ? "  " : "") + std::string(width[i], '-');
+      for (std::size_t i = 0; i < width.size(); ++i)
+        rule += (i ? "  " : "") + std::string(width[i], '-');
       std::cout << rule << "\n";
     }
   }
@@ -273,10 +254,10 @@ int RunRoute(const Config& cfg, const RequestFlags& flags, bool table) {
   int bad_lines = 0;
   bool ok = ForEachRequest(
       flags,
-      [&](int n, OwnedRequest& r) {
-        cellroute::Decision d = router->Route(r.View());
+      [&](int n, cellroute::Request& r) {
+        cellroute::Decision d = router->Route(r.view());
         if (table) {
-          rows.push_back({n ? std::to_string(n) : "-", r.Label(),
+          rows.push_back({n ? std::to_string(n) : "-", Label(r),
                           d.rule_id().empty() ? "(none)" : std::string(d.rule_id()),
                           Classification(d), CellLabel(d),
                           d.address().empty() ? "-" : std::string(d.address()),
@@ -305,8 +286,8 @@ int RunExplain(const Config& cfg, const RequestFlags& flags, bool as_json) {
   int bad_lines = 0;
   bool ok = ForEachRequest(
       flags,
-      [&](int n, OwnedRequest& r) {
-        auto e = router->Explain(r.View());
+      [&](int n, cellroute::Request& r) {
+        auto e = router->Explain(r.view());
         if (as_json) {
           json trace = json::array();
           for (const auto& t : e.rules.rules) {
@@ -315,13 +296,14 @@ int RunExplain(const Config& cfg, const RequestFlags& flags, bool as_json) {
                                                                                    : "no_match";
             trace.push_back({{"rule", t.rule_id}, {"result", result}, {"reason", t.reason}});
           }
-          json j = {{"request", r.Label()}, {"trace", trace},
+          json j = {{"request", Label(r)},
+                    {"trace", trace},
                     {"decision", json::parse(e.decision.ToJson())}};
           if (n) j["line"] = n;
           std::cout << j.dump() << "\n";
           return;
         }
-        std::cout << (n ? "line " + std::to_string(n) + ": " : "") << r.Label() << "\n";
+        std::cout << (n ? "line " + std::to_string(n) + ": " : "") << Label(r) << "\n";
         for (const auto& t : e.rules.rules) {
           const char* mark = t.result == cellroute::Outcome::Kind::kMatched    ? "MATCH "
                              : t.result == cellroute::Outcome::Kind::kRejected ? "REJECT"

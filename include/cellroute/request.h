@@ -16,7 +16,10 @@
 
 #include <cstddef>
 #include <span>
+#include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "cellroute/export.h"
 
@@ -74,6 +77,34 @@ struct RequestView {
 
   CELLROUTE_EXPORT static bool EqualsIgnoreCase(std::string_view a, std::string_view b) noexcept;
   CELLROUTE_EXPORT static std::string_view Trim(std::string_view s) noexcept;
+};
+
+// An owning request for callers that build one (tools, bindings, tests):
+//
+//   cellroute::Request r;
+//   r.SetTarget("/api/v4/projects?page=2");
+//   r.AddHeader("Private-Token", token);
+//   router.Route(r.view());
+//
+// view() stays valid until the Request is changed or destroyed.
+class CELLROUTE_EXPORT Request {
+ public:
+  std::string method = "GET";
+  std::string host;
+  std::string path = "/";
+  std::string query;
+
+  // Splits "/path?query" into path and query.
+  void SetTarget(std::string_view target);
+  void AddHeader(std::string name, std::string value);
+  void AddCookie(std::string name, std::string value);
+  RequestView view() const noexcept;
+
+ private:
+  static void Rebuild(const std::vector<std::pair<std::string, std::string>>& from,
+                      std::vector<Header>* to);
+  std::vector<std::pair<std::string, std::string>> header_storage_, cookie_storage_;
+  std::vector<Header> headers_, cookies_;
 };
 
 }  // namespace cellroute

@@ -33,29 +33,29 @@ namespace cellroute {
 
 // Where the cell of a decision came from.
 enum class Source : std::uint8_t {
-  kNone = 0,          // rejected request: no cell
-  kCellList = 1,      // FIRST_CELL / SESSION_PREFIX / CELL_ID answered from the cell list
-  kClaims = 2,        // a claim answered from the local claims file
-  kTable = 3,         // a claim answered from the route table
+  kNone = 0,      // rejected request: no cell
+  kCellList = 1,  // FIRST_CELL / SESSION_PREFIX / CELL_ID answered from the cell list
+  kClaims = 2,    // a claim answered from the local claims file
+  kTable = 3,     // a claim answered from the route table
   kTopologyService = 4,
-  kProxy = 5,         // the rule's proxy action named the address
-  kFallback = 6,      // nothing knew: the legacy cell
+  kProxy = 5,     // the rule's proxy action named the address
+  kFallback = 6,  // nothing knew: the legacy cell
 };
 
 // Why a decision fell back to the legacy cell.
 enum class Fallback : std::uint8_t {
   kNone = 0,
   kNoRuleMatched = 1,
-  kUnknownCell = 2,     // SESSION_PREFIX / CELL_ID named no known cell
-  kUnknownClaim = 3,    // no owner known for the claim (the service's NOT_FOUND)
-  kUnavailable = 4,     // the owner could not be asked in time
+  kUnknownCell = 2,   // SESSION_PREFIX / CELL_ID named no known cell
+  kUnknownClaim = 3,  // no owner known for the claim (the service's NOT_FOUND)
+  kUnavailable = 4,   // the owner could not be asked in time
 };
 
 CELLROUTE_EXPORT std::string_view SourceName(Source s) noexcept;
 CELLROUTE_EXPORT std::string_view FallbackName(Fallback f) noexcept;
 
 // A resolver's answer for one classification.
-struct Resolution {
+struct CELLROUTE_EXPORT Resolution {
   std::int64_t cell_id = 0;
   std::array<char, kMaxAddressBytes + 1> address{};  // NUL-terminated copy
   std::uint16_t address_size = 0;
@@ -74,8 +74,8 @@ struct Resolution {
 class CELLROUTE_EXPORT Resolver {
  public:
   virtual ~Resolver();
-  virtual void Resolve(ClassifyType type, std::string_view value, Resolution* out) const
-      noexcept = 0;
+  virtual void Resolve(ClassifyType type, std::string_view value,
+                       Resolution* out) const noexcept = 0;
   // The cell that takes whatever nothing else claims.
   virtual void ResolveLegacy(Resolution* out) const noexcept = 0;
 };

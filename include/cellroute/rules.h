@@ -150,10 +150,11 @@ class CELLROUTE_EXPORT Ruleset {
   static Result<Ruleset> Parse(std::string_view json, std::string_view source);
   static Result<Ruleset> LoadFile(const std::string& path);
 
-  // First match wins. Never throws, never allocates.
-  void Evaluate(const RequestView& request, Outcome* out) const noexcept;
+  // First match wins, trying rules from index `first_rule` on. Never throws, never allocates.
+  void Evaluate(const RequestView& request, Outcome* out,
+                std::size_t first_rule = 0) const noexcept;
   // The same decision, with every rule tried and why it did or did not match. Allocates.
-  Explanation Explain(const RequestView& request) const;
+  Explanation Explain(const RequestView& request, std::size_t first_rule = 0) const;
 
   std::size_t size() const noexcept;
   std::string_view rule_id(std::size_t index) const noexcept;

@@ -13,16 +13,20 @@ Result<nlohmann::json> ParseJson(std::string_view text, std::string_view source)
   auto track = [&](int /*depth*/, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
     using E = nlohmann::json::parse_event_t;
     switch (event) {
-      case E::object_start: keys_by_depth.emplace_back(); break;
+      case E::object_start:
+        keys_by_depth.emplace_back();
+        break;
       case E::object_end:
         if (!keys_by_depth.empty()) keys_by_depth.pop_back();
         break;
       case E::key:
-        if (!keys_by_depth.empty() && !keys_by_depth.back().insert(parsed.get<std::string>()).second) {
+        if (!keys_by_depth.empty() &&
+            !keys_by_depth.back().insert(parsed.get<std::string>()).second) {
           duplicates.push_back(parsed.get<std::string>());
         }
         break;
-      default: break;
+      default:
+        break;
     }
     return true;
   };
@@ -51,15 +55,23 @@ Result<nlohmann::json> ParseJson(std::string_view text, std::string_view source)
 
 std::string_view JsonTypeName(const nlohmann::json& value) noexcept {
   switch (value.type()) {
-    case nlohmann::json::value_t::null: return "null";
-    case nlohmann::json::value_t::object: return "object";
-    case nlohmann::json::value_t::array: return "array";
-    case nlohmann::json::value_t::string: return "string";
-    case nlohmann::json::value_t::boolean: return "boolean";
+    case nlohmann::json::value_t::null:
+      return "null";
+    case nlohmann::json::value_t::object:
+      return "object";
+    case nlohmann::json::value_t::array:
+      return "array";
+    case nlohmann::json::value_t::string:
+      return "string";
+    case nlohmann::json::value_t::boolean:
+      return "boolean";
     case nlohmann::json::value_t::number_integer:
-    case nlohmann::json::value_t::number_unsigned: return "integer";
-    case nlohmann::json::value_t::number_float: return "number";
-    default: return "value";
+    case nlohmann::json::value_t::number_unsigned:
+      return "integer";
+    case nlohmann::json::value_t::number_float:
+      return "number";
+    default:
+      return "value";
   }
 }
 

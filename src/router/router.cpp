@@ -8,24 +8,36 @@ namespace cellroute {
 
 std::string_view SourceName(Source s) noexcept {
   switch (s) {
-    case Source::kNone: return "none";
-    case Source::kCellList: return "cell_list";
-    case Source::kClaims: return "claims_file";
-    case Source::kTable: return "route_table";
-    case Source::kTopologyService: return "topology_service";
-    case Source::kProxy: return "proxy";
-    case Source::kFallback: return "fallback";
+    case Source::kNone:
+      return "none";
+    case Source::kCellList:
+      return "cell_list";
+    case Source::kClaims:
+      return "claims_file";
+    case Source::kTable:
+      return "route_table";
+    case Source::kTopologyService:
+      return "topology_service";
+    case Source::kProxy:
+      return "proxy";
+    case Source::kFallback:
+      return "fallback";
   }
   return "unknown";
 }
 
 std::string_view FallbackName(Fallback f) noexcept {
   switch (f) {
-    case Fallback::kNone: return "";
-    case Fallback::kNoRuleMatched: return "no_rule_matched";
-    case Fallback::kUnknownCell: return "unknown_cell";
-    case Fallback::kUnknownClaim: return "unknown_claim";
-    case Fallback::kUnavailable: return "unavailable";
+    case Fallback::kNone:
+      return "";
+    case Fallback::kNoRuleMatched:
+      return "no_rule_matched";
+    case Fallback::kUnknownCell:
+      return "unknown_cell";
+    case Fallback::kUnknownClaim:
+      return "unknown_claim";
+    case Fallback::kUnavailable:
+      return "unavailable";
   }
   return "unknown";
 }
@@ -59,12 +71,14 @@ void Router::Resolve(Decision* d) const noexcept {
   r = Resolution();
   const Outcome& o = d->outcome_;
   switch (o.kind()) {
-    case Outcome::Kind::kRejected: return;  // no cell: the caller answers 400
+    case Outcome::Kind::kRejected:
+      return;  // no cell: the caller answers 400
     case Outcome::Kind::kNoMatch:
       resolver_->ResolveLegacy(&r);
       r.fallback = Fallback::kNoRuleMatched;
       return;
-    case Outcome::Kind::kMatched: break;
+    case Outcome::Kind::kMatched:
+      break;
   }
   if (o.action() == Action::kProxy) {
     if (o.proxy_address().empty()) {
@@ -79,9 +93,24 @@ void Router::Resolve(Decision* d) const noexcept {
   resolver_->Resolve(o.type(), o.value(), &r);
 }
 
+namespace {
+// A claim that nobody owns (the Topology Service's NOT_FOUND) does not decide the request:
+// evaluation goes on with the rules below it, as GitLab's router does for an unclaimed path.
+bool FallsThrough(const Decision& d) {
+  return d.outcome().matched() && IsClaim(d.type()) && d.fallback() == Fallback::kUnknownClaim;
+}
+}  // namespace
+
 void Router::Route(const RequestView& request, Decision* out) const noexcept {
   rules_.Evaluate(request, &out->outcome_);
   Resolve(out);
+  while (FallsThrough(*out)) {
+    rules_.Evaluate(request, &out->outcome_,
+                    static_cast<std::size_t>(out->outcome_.rule_index()) + 1);
+    Resolve(out);
+    if (out->outcome_.kind() == Outcome::Kind::kNoMatch)
+      out->resolution_.fallback = Fallback::kUnknownClaim;
+  }
 }
 
 Decision Router::Route(const RequestView& request) const noexcept {
@@ -94,6 +123,20 @@ Router::Explained Router::Explain(const RequestView& request) const {
   Explained e{rules_.Explain(request), Decision()};
   e.decision.outcome_ = e.rules.outcome;
   Resolve(&e.decision);
+  while (FallsThrough(e.decision)) {
+    e.rules.rules.back().reason = "matched, but no cell owns " +
+                                  std::string(ClassifyTypeName(e.decision.type())) + " '" +
+                                  std::string(e.decision.value()) + "': trying the next rules";
+    Explanation rest =
+        rules_.Explain(request, static_cast<std::size_t>(e.decision.outcome_.rule_index()) + 1);
+    e.rules.rules.insert(e.rules.rules.end(), rest.rules.begin(), rest.rules.end());
+    e.rules.outcome = rest.outcome;
+    e.decision.outcome_ = rest.outcome;
+    Resolve(&e.decision);
+    if (rest.outcome.kind() == Outcome::Kind::kNoMatch) {
+      e.decision.resolution_.fallback = Fallback::kUnknownClaim;
+    }
+  }
   return e;
 }
 

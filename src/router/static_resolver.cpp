@@ -29,14 +29,17 @@ class StaticResolver final : public Resolver {
   StaticResolver(Topology topology, Claims claims)
       : topology_(std::move(topology)), claims_(std::move(claims)) {}
 
-  void Resolve(ClassifyType type, std::string_view value, Resolution* out) const
-      noexcept override {
+  void Resolve(ClassifyType type, std::string_view value, Resolution* out) const noexcept override {
     const Cell* cell = nullptr;
     Source source = Source::kCellList;
     Fallback miss = Fallback::kUnknownCell;
     switch (type) {
-      case ClassifyType::kFirstCell: cell = &topology_.legacy(); break;
-      case ClassifyType::kSessionPrefix: cell = topology_.FindBySessionPrefix(value); break;
+      case ClassifyType::kFirstCell:
+        cell = &topology_.legacy();
+        break;
+      case ClassifyType::kSessionPrefix:
+        cell = topology_.FindBySessionPrefix(value);
+        break;
       case ClassifyType::kCellId: {
         std::int64_t id = 0;
         auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), id);

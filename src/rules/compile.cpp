@@ -25,13 +25,45 @@ constexpr int kMaxGroups = 20;
 
 // GitLab's top-level reserved words (paths that are never a namespace), used when a ruleset
 // does not list its own.
-const char* const kDefaultReservedWords[] = {
-    "-", ".well-known", "404.html", "422.html", "500.html", "502.html", "503.html", "admin",
-    "api", "apple-touch-icon.png", "assets", "dashboard", "deploy.html", "explore",
-    "favicon.ico", "favicon.png", "files", "groups", "health_check", "help", "import", "jwt",
-    "login", "o", "oauth", "profile", "projects", "public", "robots.txt", "s", "search",
-    "sitemap", "sitemap.xml", "sitemap.xml.gz", "snippets", "unsubscribes", "uploads", "users",
-    "v2"};
+const char* const kDefaultReservedWords[] = {"-",
+                                             ".well-known",
+                                             "404.html",
+                                             "422.html",
+                                             "500.html",
+                                             "502.html",
+                                             "503.html",
+                                             "admin",
+                                             "api",
+                                             "apple-touch-icon.png",
+                                             "assets",
+                                             "dashboard",
+                                             "deploy.html",
+                                             "explore",
+                                             "favicon.ico",
+                                             "favicon.png",
+                                             "files",
+                                             "groups",
+                                             "health_check",
+                                             "help",
+                                             "import",
+                                             "jwt",
+                                             "login",
+                                             "o",
+                                             "oauth",
+                                             "profile",
+                                             "projects",
+                                             "public",
+                                             "robots.txt",
+                                             "s",
+                                             "search",
+                                             "sitemap",
+                                             "sitemap.xml",
+                                             "sitemap.xml.gz",
+                                             "snippets",
+                                             "unsubscribes",
+                                             "uploads",
+                                             "users",
+                                             "v2"};
 
 // The fields a routable token can carry.
 const std::set<std::string> kTokenFields = {"c", "o", "g", "p", "u", "t"};
@@ -138,8 +170,8 @@ bool Compiler::CheckKeys(const json& obj, std::initializer_list<std::string_view
 std::unique_ptr<Regex> Compiler::CompileRegex(const json& value, const std::string& where,
                                               const std::string& field) {
   if (!value.is_string()) {
-    errors_.Add(where, field + ": expected a string, got " +
-                           std::string(internal::JsonTypeName(value)));
+    errors_.Add(where,
+                field + ": expected a string, got " + std::string(internal::JsonTypeName(value)));
     return nullptr;
   }
   auto rx = std::make_unique<Regex>();
@@ -165,11 +197,11 @@ std::unique_ptr<Regex> Compiler::CompileRegex(const json& value, const std::stri
   return rx;
 }
 
-bool Compiler::ParseTemplate(const json& value, const std::string& where,
-                             const std::string& field, Template* out) {
+bool Compiler::ParseTemplate(const json& value, const std::string& where, const std::string& field,
+                             Template* out) {
   if (!value.is_string()) {
-    errors_.Add(where, field + ": expected a string, got " +
-                           std::string(internal::JsonTypeName(value)));
+    errors_.Add(where,
+                field + ": expected a string, got " + std::string(internal::JsonTypeName(value)));
     return false;
   }
   out->source = value.get<std::string>();
@@ -190,8 +222,8 @@ bool Compiler::ParseTemplate(const json& value, const std::string& where,
                        : IsIdentifier(name.substr(0, dot)) && !name.substr(dot + 1).empty() &&
                              IsIdentifier("_" + name.substr(dot + 1));
       if (!valid) {
-        errors_.Add(where, field + ": bad variable name '${" + name + "}' in template \"" + s +
-                               "\"");
+        errors_.Add(where,
+                    field + ": bad variable name '${" + name + "}' in template \"" + s + "\"");
         return false;
       }
       if (!literal.empty()) out->parts.push_back({false, std::move(literal)});
@@ -245,8 +277,8 @@ bool Compiler::ParsePattern(const std::string& text, const std::string& where, M
       ps.kind = PathSegment::Kind::kParam;
       ps.text = std::string(seg.substr(1));
       if (!IsIdentifier(ps.text)) {
-        errors_.Add(where, "pattern: bad parameter name '" + std::string(seg) + "' in \"" +
-                               text + "\"");
+        errors_.Add(where,
+                    "pattern: bad parameter name '" + std::string(seg) + "' in \"" + text + "\"");
         return false;
       }
     } else if (seg.empty()) {
@@ -264,8 +296,8 @@ void Compiler::CompileMatcher(const json& mj, const std::string& where, const st
                               Scope* scope, Rule* rule) {
   std::string w = where + field + ".";
   if (!mj.is_object()) {
-    errors_.Add(where, field + ": expected an object, got " +
-                           std::string(internal::JsonTypeName(mj)));
+    errors_.Add(where,
+                field + ": expected an object, got " + std::string(internal::JsonTypeName(mj)));
     return;
   }
   CheckKeys(mj, {"type", "name", "regex_name", "regex_value", "regexValue", "pattern"},
@@ -397,8 +429,9 @@ void Compiler::CompileTransform(const json& tj, const std::string& where, Scope*
   auto& t = rule->transform;
   if (!tj.contains("type") || !tj["type"].is_string() ||
       !kKinds.count(tj["type"].get<std::string>())) {
-    errors_.Add(where, "transform.type: expected one of routable-token-payload, routable-token, "
-                       "base64-line-delimited, base64-json");
+    errors_.Add(where,
+                "transform.type: expected one of routable-token-payload, routable-token, "
+                "base64-line-delimited, base64-json");
     return;
   }
   t.type_name = tj["type"].get<std::string>();
@@ -410,9 +443,11 @@ void Compiler::CompileTransform(const json& tj, const std::string& where, Scope*
   const json& input = tj["input"];
   if (input.is_array()) {
     // GitLab also writes the payload and its length as a pair.
-    if (t.kind != TransformKind::kRoutableTokenPayload || input.size() != 2 || tj.contains("length")) {
-      errors_.Add(where, "transform.input: an array is [payload, length], for "
-                         "routable-token-payload only");
+    if (t.kind != TransformKind::kRoutableTokenPayload || input.size() != 2 ||
+        tj.contains("length")) {
+      errors_.Add(where,
+                  "transform.input: an array is [payload, length], for "
+                  "routable-token-payload only");
       return;
     }
     if (!ParseTemplate(input[0], where, "transform.input[0]", &t.input) ||
@@ -439,8 +474,8 @@ void Compiler::CompileTransform(const json& tj, const std::string& where, Scope*
     t.output = tj["output"].get<std::string>();
   }
   scope->transform_ns = t.output;
-  bool token = t.kind == TransformKind::kRoutableTokenPayload ||
-               t.kind == TransformKind::kRoutableToken;
+  bool token =
+      t.kind == TransformKind::kRoutableTokenPayload || t.kind == TransformKind::kRoutableToken;
   scope->transform_fields = token ? &kTokenFields : nullptr;
 }
 
@@ -451,8 +486,8 @@ void Compiler::CompileRule(const json& r, std::size_t index, bool is_default) {
     return;
   }
   std::size_t errors_before = errors_.size();
-  CheckKeys(r, {"id", "description", "match", "transform", "validate", "action", "classify",
-                "proxy"},
+  CheckKeys(r,
+            {"id", "description", "match", "transform", "validate", "action", "classify", "proxy"},
             where);
   Rule rule;
   if (r.contains("id")) {
@@ -527,18 +562,19 @@ void Compiler::CompileRule(const json& r, std::size_t index, bool is_default) {
   if (rule.action == Action::kClassify) {
     if (r.contains("proxy")) errors_.Add(where, "proxy: not allowed with action classify");
     if (!r.contains("classify") || !r["classify"].is_object()) {
-      errors_.Add(where, "classify: required with action classify, "
-                         "e.g. {\"type\": \"SESSION_PREFIX\", \"value\": \"${cell_name}\"}");
+      errors_.Add(where,
+                  "classify: required with action classify, "
+                  "e.g. {\"type\": \"SESSION_PREFIX\", \"value\": \"${cell_name}\"}");
     } else {
       const json& c = r["classify"];
       CheckKeys(c, {"type", "value"}, where + "classify: ");
-      std::string type = c.contains("type") && c["type"].is_string()
-                             ? c["type"].get<std::string>()
-                             : std::string();
+      std::string type = c.contains("type") && c["type"].is_string() ? c["type"].get<std::string>()
+                                                                     : std::string();
       if (!ParseClassifyType(type, &rule.type)) {
-        errors_.Add(where, "classify.type: expected FIRST_CELL, SESSION_PREFIX, CELL_ID or a "
-                           "claim type (route, organization_path, ...)" +
-                               (type.empty() ? std::string() : ", got \"" + type + "\""));
+        errors_.Add(where,
+                    "classify.type: expected FIRST_CELL, SESSION_PREFIX, CELL_ID or a "
+                    "claim type (route, organization_path, ...)" +
+                        (type.empty() ? std::string() : ", got \"" + type + "\""));
       } else if (c.contains("value")) {
         if (ParseTemplate(c["value"], where, "classify.value", &rule.value)) {
           CheckTemplate(rule.value, scope, where, "classify.value");
@@ -590,8 +626,8 @@ Status Compiler::Run(std::shared_ptr<Ruleset::Compiled>* out) {
       } else {
         for (std::size_t i = 0; i < rw.size(); ++i) {
           if (!rw[i].is_string() || rw[i].get<std::string>().empty()) {
-            errors_.Add(source_ + ": ", "reserved_words[" + std::to_string(i) +
-                                            "]: expected a non-empty string");
+            errors_.Add(source_ + ": ",
+                        "reserved_words[" + std::to_string(i) + "]: expected a non-empty string");
           } else {
             compiled_->reserved_words.push_back(internal::ToLower(rw[i].get<std::string>()));
           }
@@ -600,8 +636,10 @@ Status Compiler::Run(std::shared_ptr<Ruleset::Compiled>* out) {
     }
     if (doc.contains("default")) default_rule = &doc["default"];
   } else if (!doc.is_array()) {
-    return Status::Invalid(source_ + ": expected an array of rules or an object with \"rules\", "
-                                     "got " + std::string(internal::JsonTypeName(doc)));
+    return Status::Invalid(source_ +
+                           ": expected an array of rules or an object with \"rules\", "
+                           "got " +
+                           std::string(internal::JsonTypeName(doc)));
   }
   if (!reserved_given) {
     for (const char* w : kDefaultReservedWords) compiled_->reserved_words.emplace_back(w);

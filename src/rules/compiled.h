@@ -37,12 +37,12 @@ struct PathSegment {
 
 struct Matcher {
   MatcherKind kind = MatcherKind::kHeader;
-  std::string name;                      // header name (lower case) or exact cookie name
-  std::unique_ptr<Regex> name_regex;     // cookie regex_name (whole name must match)
-  std::unique_ptr<Regex> value_regex;    // regex_value (searched anywhere, as JavaScript does)
-  std::vector<PathSegment> pattern;      // path segment pattern, when given
+  std::string name;                    // header name (lower case) or exact cookie name
+  std::unique_ptr<Regex> name_regex;   // cookie regex_name (whole name must match)
+  std::unique_ptr<Regex> value_regex;  // regex_value (searched anywhere, as JavaScript does)
+  std::vector<PathSegment> pattern;    // path segment pattern, when given
   std::string pattern_source;
-  std::string description;               // for explanations: `header runner-token`, ...
+  std::string description;  // for explanations: `header runner-token`, ...
 };
 
 struct Template {
@@ -96,8 +96,8 @@ struct Ruleset::Compiled {
 class RuleEvaluator {
  public:
   // Evaluates rules in order; when `trace` is non-null, records every rule tried.
-  static void Run(const Ruleset::Compiled& compiled, const RequestView& request, Outcome* out,
-                  std::vector<RuleTrace>* trace);
+  static void Run(const Ruleset::Compiled& compiled, const RequestView& request,
+                  std::size_t first_rule, Outcome* out, std::vector<RuleTrace>* trace);
 
  private:
   using Span = Outcome::Span;
@@ -113,8 +113,7 @@ class RuleEvaluator {
   static bool MatchRegex(const internal::Regex& rx, std::string_view text, Outcome* out,
                          bool* overflow) noexcept;
   static bool MatchPath(const Ruleset::Compiled& compiled, const internal::Matcher& m,
-                        std::string_view path, Outcome* out, bool* overflow,
-                        std::string* why);
+                        std::string_view path, Outcome* out, bool* overflow, std::string* why);
   static bool ApplyTransform(const internal::Transform& t, Outcome* out, std::string* why);
   static void Reset(Outcome* out) noexcept;
 };

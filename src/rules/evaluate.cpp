@@ -43,10 +43,9 @@ bool IsReserved(const Ruleset::Compiled& c, std::string_view segment) {
     lower[i] = (ch >= 'A' && ch <= 'Z') ? char(ch - 'A' + 'a') : ch;
   }
   std::string_view key(lower, segment.size());
-  return std::binary_search(c.reserved_words.begin(), c.reserved_words.end(), key,
-                            [](const auto& a, const auto& b) {
-                              return std::string_view(a) < std::string_view(b);
-                            });
+  return std::binary_search(
+      c.reserved_words.begin(), c.reserved_words.end(), key,
+      [](const auto& a, const auto& b) { return std::string_view(a) < std::string_view(b); });
 }
 
 // Standard or URL-safe base64, padded or not. False on anything else.
@@ -57,13 +56,21 @@ bool DecodeBase64Any(std::string_view in, std::string* out) {
   std::size_t pad = 0;
   for (char c : in) {
     int v;
-    if (c >= 'A' && c <= 'Z') v = c - 'A';
-    else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
-    else if (c >= '0' && c <= '9') v = c - '0' + 52;
-    else if (c == '+' || c == '-') v = 62;
-    else if (c == '/' || c == '_') v = 63;
-    else if (c == '=') { ++pad; continue; }
-    else return false;
+    if (c >= 'A' && c <= 'Z')
+      v = c - 'A';
+    else if (c >= 'a' && c <= 'z')
+      v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9')
+      v = c - '0' + 52;
+    else if (c == '+' || c == '-')
+      v = 62;
+    else if (c == '/' || c == '_')
+      v = 63;
+    else if (c == '=') {
+      ++pad;
+      continue;
+    } else
+      return false;
     if (pad > 0) return false;  // data after padding
     acc = (acc << 6) | static_cast<std::uint32_t>(v);
     bits += 6;
@@ -79,10 +86,14 @@ std::string_view TransformFailure(internal::TransformKind kind) {
   using internal::TransformKind;
   switch (kind) {
     case TransformKind::kRoutableTokenPayload:
-    case TransformKind::kRoutableToken: return "malformed routable token";
-    case TransformKind::kBase64LineDelimited: return "malformed base64-line-delimited input";
-    case TransformKind::kBase64Json: return "malformed base64-json input";
-    case TransformKind::kNone: break;
+    case TransformKind::kRoutableToken:
+      return "malformed routable token";
+    case TransformKind::kBase64LineDelimited:
+      return "malformed base64-line-delimited input";
+    case TransformKind::kBase64Json:
+      return "malformed base64-json input";
+    case TransformKind::kNone:
+      break;
   }
   return "malformed input";
 }
@@ -91,9 +102,12 @@ std::string_view TransformFailure(internal::TransformKind kind) {
 
 std::string_view ActionName(Action action) noexcept {
   switch (action) {
-    case Action::kClassify: return "classify";
-    case Action::kProxy: return "proxy";
-    case Action::kNone: break;
+    case Action::kClassify:
+      return "classify";
+    case Action::kProxy:
+      return "proxy";
+    case Action::kNone:
+      break;
   }
   return "";
 }
@@ -234,46 +248,55 @@ bool RuleEvaluator::MatchPath(const Ruleset::Compiled& compiled, const internal:
   std::string_view rest = path.substr(1);
   std::uint8_t nvars_before = out->nvars_;
   std::uint16_t used_before = out->used_;
-  auto fail = [&](std::string reason) {
+  // The reason is built only when explaining: the routing path must not allocate.
+  auto fail = [&](auto&& reason) {
     out->nvars_ = nvars_before;
     out->used_ = used_before;
-    if (why) *why = std::move(reason);
+    if (why) *why = reason();
     return false;
   };
   for (std::size_t i = 0; i < m.pattern.size(); ++i) {
     const auto& seg = m.pattern[i];
     if (seg.kind == Kind::kRest) return true;
     if (rest.empty()) {
-      return fail("path '" + std::string(path) + "' is shorter than pattern '" +
-                  m.pattern_source + "'");
+      return fail([&] {
+        return std::string("path '" + std::string(path) + "' is shorter than pattern '" +
+                           m.pattern_source + "'");
+      });
     }
     std::size_t slash = rest.find('/');
     std::string_view part = rest.substr(0, slash);
     rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
     if (seg.kind == Kind::kLiteral) {
       if (part != seg.text) {
-        return fail("path segment '" + std::string(part) + "' is not '" + seg.text + "'");
+        return fail([&] {
+          return std::string("path segment '" + std::string(part) + "' is not '" + seg.text + "'");
+        });
       }
     } else {
-      if (part.empty()) return fail("path segment for :" + seg.text + " is empty");
+      if (part.empty())
+        return fail([&] { return std::string("path segment for :" + seg.text + " is empty"); });
       if (i == 0 && IsReserved(compiled, part)) {
-        return fail("path segment '" + std::string(part) + "' is a reserved word");
+        return fail([&] {
+          return std::string("path segment '" + std::string(part) + "' is a reserved word");
+        });
       }
       if (!AddVariable(out, seg.text, part)) {
         *overflow = true;
-        return fail("captured values exceed the outcome buffer");
+        return fail([&] { return std::string("captured values exceed the outcome buffer"); });
       }
     }
   }
   if (!rest.empty()) {
-    return fail("path '" + std::string(path) + "' is longer than pattern '" + m.pattern_source +
-                "'");
+    return fail([&] {
+      return std::string("path '" + std::string(path) + "' is longer than pattern '" +
+                         m.pattern_source + "'");
+    });
   }
   return true;
 }
 
-bool RuleEvaluator::ApplyTransform(const internal::Transform& t, Outcome* out,
-                                   std::string* why) {
+bool RuleEvaluator::ApplyTransform(const internal::Transform& t, Outcome* out, std::string* why) {
   using internal::TransformKind;
   Span input_span, length_span;
   std::string_view missing;
@@ -295,8 +318,9 @@ bool RuleEvaluator::ApplyTransform(const internal::Transform& t, Outcome* out,
     switch (t.kind) {
       case TransformKind::kRoutableTokenPayload:
       case TransformKind::kRoutableToken: {
-        auto payload = t.kind == TransformKind::kRoutableToken ? token::Decode(input)
-                                                               : token::DecodePayload(input, length);
+        auto payload = t.kind == TransformKind::kRoutableToken
+                           ? token::Decode(input)
+                           : token::DecodePayload(input, length);
         if (!payload.ok()) {
           if (why) *why = "malformed routable token: " + payload.status().message();
           return false;
@@ -369,7 +393,8 @@ bool RuleEvaluator::ApplyTransform(const internal::Transform& t, Outcome* out,
         }
         return true;
       }
-      case TransformKind::kNone: return true;
+      case TransformKind::kNone:
+        return true;
     }
   } catch (const std::exception&) {
     if (why) *why = "transform failed";
@@ -378,9 +403,8 @@ bool RuleEvaluator::ApplyTransform(const internal::Transform& t, Outcome* out,
   return true;
 }
 
-Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled,
-                                      const internal::Rule& rule, const RequestView& request,
-                                      Outcome* out, std::string* why) {
+Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const internal::Rule& rule,
+                                      const RequestView& request, Outcome* out, std::string* why) {
   using internal::MatcherKind;
   Reset(out);
   bool overflow = false;
@@ -412,16 +436,15 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled,
         found = request.AnyCookie([&](std::string_view name, std::string_view value) {
           bool name_ok = m.name_regex
                              ? m.name_regex->re->Match(re2::StringPiece(name.data(), name.size()),
-                                                       0, name.size(), RE2::ANCHOR_BOTH, nullptr,
-                                                       0)
+                                                       0, name.size(), RE2::ANCHOR_BOTH, nullptr, 0)
                              : name == m.name;
           if (!name_ok) return false;
           name_seen = true;
           return value_rx == nullptr || MatchRegex(*value_rx, value, out, &overflow);
         });
         if (!found && why) {
-          *why = m.description + (name_seen ? " does not match /" + value_rx->source + "/"
-                                            : " is absent");
+          *why = m.description +
+                 (name_seen ? " does not match /" + value_rx->source + "/" : " is absent");
         }
         break;
       }
@@ -432,8 +455,8 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled,
         } else {
           found = MatchRegex(*value_rx, request.path, out, &overflow);
           if (!found && why) {
-            *why = "path '" + std::string(request.path) + "' does not match /" +
-                   value_rx->source + "/";
+            *why = "path '" + std::string(request.path) + "' does not match /" + value_rx->source +
+                   "/";
           }
         }
         break;
@@ -451,8 +474,8 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled,
         break;
       }
     }
-    if (overflow) return reject("captured values exceed " +
-                                std::to_string(Outcome::kBufferBytes) + " bytes");
+    if (overflow)
+      return reject("captured values exceed " + std::to_string(Outcome::kBufferBytes) + " bytes");
     if (!found) return Outcome::Kind::kNoMatch;
   }
 
@@ -475,8 +498,8 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled,
     if (r == Render::kFull) return reject("captured values exceed the outcome buffer");
   }
 
-  const internal::Template* result = rule.action == Action::kClassify ? &rule.value
-                                                                      : &rule.proxy_address;
+  const internal::Template* result =
+      rule.action == Action::kClassify ? &rule.value : &rule.proxy_address;
   Span* target = rule.action == Action::kClassify ? &out->value_ : &out->proxy_;
   Render r = RenderTemplate(out, *result, target, &missing);
   if (r == Render::kMissing) {
@@ -495,8 +518,8 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled,
 }
 
 void RuleEvaluator::Run(const Ruleset::Compiled& compiled, const RequestView& request,
-                        Outcome* out, std::vector<RuleTrace>* trace) {
-  for (std::size_t i = 0; i < compiled.rules.size(); ++i) {
+                        std::size_t first_rule, Outcome* out, std::vector<RuleTrace>* trace) {
+  for (std::size_t i = first_rule; i < compiled.rules.size(); ++i) {
     const internal::Rule& rule = compiled.rules[i];
     Outcome::Kind kind;
     if (trace != nullptr) {
@@ -520,13 +543,14 @@ void RuleEvaluator::Run(const Ruleset::Compiled& compiled, const RequestView& re
   Reset(out);
 }
 
-void Ruleset::Evaluate(const RequestView& request, Outcome* out) const noexcept {
-  RuleEvaluator::Run(*compiled_, request, out, nullptr);
+void Ruleset::Evaluate(const RequestView& request, Outcome* out,
+                       std::size_t first_rule) const noexcept {
+  RuleEvaluator::Run(*compiled_, request, first_rule, out, nullptr);
 }
 
-Explanation Ruleset::Explain(const RequestView& request) const {
+Explanation Ruleset::Explain(const RequestView& request, std::size_t first_rule) const {
   Explanation e;
-  RuleEvaluator::Run(*compiled_, request, &e.outcome, &e.rules);
+  RuleEvaluator::Run(*compiled_, request, first_rule, &e.outcome, &e.rules);
   return e;
 }
 

@@ -17,8 +17,7 @@ constexpr std::size_t kCrcChars = 7;
 constexpr std::size_t kMaxRawBytes = kRandomBytes + kMaxPayloadBytes + 1;
 constexpr std::size_t kMaxEncodedChars = (kMaxRawBytes * 4 + 2) / 3;
 
-constexpr char kBase64Url[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+constexpr char kBase64Url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 int Base64UrlValue(char c) noexcept {
   if (c >= 'A' && c <= 'Z') return c - 'A';
@@ -216,8 +215,7 @@ Result<std::string> Encode(const EncodeOptions& options) {
   std::string payload;
   for (std::size_t i = 0; i < fields.size(); ++i) {
     const auto& [key, value] = fields[i];
-    if (key.empty() || key.size() > kMaxKeyBytes ||
-        key.find_first_of(":\n") != std::string::npos) {
+    if (key.empty() || key.size() > kMaxKeyBytes || key.find_first_of(":\n") != std::string::npos) {
       return Status::Invalid("bad field key '" + key + "'");
     }
     if (i > 0 && fields[i - 1].first == key) {
@@ -230,8 +228,7 @@ Result<std::string> Encode(const EncodeOptions& options) {
     payload += ToBase36(static_cast<std::uint64_t>(value));
   }
   if (payload.size() > kMaxPayloadBytes) {
-    return Status::Invalid("payload is longer than " + std::to_string(kMaxPayloadBytes) +
-                           " bytes");
+    return Status::Invalid("payload is longer than " + std::to_string(kMaxPayloadBytes) + " bytes");
   }
   std::array<std::uint8_t, kRandomBytes> random{};
   if (options.random) {

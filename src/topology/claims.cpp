@@ -96,8 +96,7 @@ Result<Claims> Claims::LoadFile(const std::string& path, const Topology& topolog
   return Parse(text.value(), path, topology);
 }
 
-std::optional<std::int64_t> Claims::Find(ClassifyType type, std::string_view value) const
-    noexcept {
+std::optional<std::int64_t> Claims::Find(ClassifyType type, std::string_view value) const noexcept {
   int kind = ClaimFieldNumber(type);
   if (kind <= 0 || kind >= kClaimKinds) return std::nullopt;
   const auto& map = index_->by_kind[kind];

@@ -22,7 +22,8 @@ std::string Loc(std::string_view source, const toml::source_region& region) {
 template <typename Where>
 std::vector<std::string> ValidateCells(const std::vector<Cell>& cells, Where where) {
   std::vector<std::string> errors;
-  if (cells.empty()) errors.push_back("no cells: the first cell is the legacy cell and is required");
+  if (cells.empty())
+    errors.push_back("no cells: the first cell is the legacy cell and is required");
   std::map<std::int64_t, std::size_t> ids;
   std::map<std::string, std::size_t> prefixes;
   struct Range {
@@ -33,7 +34,8 @@ std::vector<std::string> ValidateCells(const std::vector<Cell>& cells, Where whe
   for (std::size_t i = 0; i < cells.size(); ++i) {
     const Cell& c = cells[i];
     std::string w = where(i) + ": ";
-    if (c.id <= 0) errors.push_back(w + "id: must be a positive integer, got " + std::to_string(c.id));
+    if (c.id <= 0)
+      errors.push_back(w + "id: must be a positive integer, got " + std::to_string(c.id));
     auto [id_it, new_id] = ids.emplace(c.id, i);
     if (!new_id) {
       errors.push_back(w + "id: duplicate cell id " + std::to_string(c.id) + ", also at " +
@@ -66,12 +68,11 @@ std::vector<std::string> ValidateCells(const std::vector<Cell>& cells, Where whe
             [](const Range& a, const Range& b) { return a.r.minval < b.r.minval; });
   for (std::size_t i = 1; i < ranges.size(); ++i) {
     if (ranges[i].r.minval <= ranges[i - 1].r.maxval) {
-      errors.push_back(where(ranges[i].cell) + ": sequence_ranges: [" +
-                       std::to_string(ranges[i].r.minval) + ", " +
-                       std::to_string(ranges[i].r.maxval) + "] overlaps [" +
-                       std::to_string(ranges[i - 1].r.minval) + ", " +
-                       std::to_string(ranges[i - 1].r.maxval) + "] of " +
-                       where(ranges[i - 1].cell));
+      errors.push_back(
+          where(ranges[i].cell) + ": sequence_ranges: [" + std::to_string(ranges[i].r.minval) +
+          ", " + std::to_string(ranges[i].r.maxval) + "] overlaps [" +
+          std::to_string(ranges[i - 1].r.minval) + ", " + std::to_string(ranges[i - 1].r.maxval) +
+          "] of " + where(ranges[i - 1].cell));
     }
   }
   return errors;
@@ -112,8 +113,9 @@ Result<Topology> Topology::ParseToml(std::string_view text, std::string_view sou
   std::vector<std::string> where;  // file:line:col of each cell
   const toml::node* cells_node = root.get("cells");
   if (cells_node == nullptr) {
-    return Status::Invalid(std::string(source) + ": no [[cells]]: at least the legacy cell is "
-                                                 "required");
+    return Status::Invalid(std::string(source) +
+                           ": no [[cells]]: at least the legacy cell is "
+                           "required");
   }
   const toml::array* arr = cells_node->as_array();
   if (arr == nullptr) {
@@ -170,8 +172,9 @@ Result<Topology> Topology::ParseToml(std::string_view text, std::string_view sou
                                                         : ": expected a table"));
         }
       } else {
-        errors.push_back(kw + ": unknown key (expected id, address, session_prefix, "
-                              "sequence_ranges)");
+        errors.push_back(kw +
+                         ": unknown key (expected id, address, session_prefix, "
+                         "sequence_ranges)");
       }
     }
     if (!t->contains("id")) errors.push_back(w + ".id: required");

@@ -1,0 +1,242 @@
+#include <cellroute/router.h>
+#include <cellroute/token.h>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "common/test_util.h"
+
+using cellroute::Action;
+using cellroute::ClassifyType;
+using cellroute::Decision;
+using cellroute::Fallback;
+using cellroute::Request;
+using cellroute::Router;
+using cellroute::Source;
+using namespace cellroute::testing;
+
+namespace {
+
+Router Defaults() {
+  auto r = Router::FromDefaults();
+  INFO(r.status().message());
+  REQUIRE(r.ok());
+  return std::move(r).value();
+}
+
+Decision RouteTarget(const Router& router, const std::string& target,
+                     std::vector<std::pair<std::string, std::string>> headers = {}) {
+  Request r;
+  r.SetTarget(target);
+  for (auto& [n, v] : headers) r.AddHeader(n, v);
+  return router.Route(r.view());
+}
+
+std::string Token(std::int64_t cell) {
+  cellroute::token::EncodeOptions opt;
+  opt.prefix = "glpat-";
+  opt.fields = {{"c", cell}, {"o", 1}};
+  return cellroute::token::Encode(opt).value();
+}
+
+}  // namespace
+
+TEST_CASE("the default router answers each kind of classification") {
+  Router router = Defaults();
+
+  auto d = RouteTarget(router, "/gitlab-org/gitlab");
+  CHECK(d.rule_id() == "top_level_namespace");
+  CHECK(d.cell_id() == 2);
+  CHECK(d.address() == "cell-2.gitlab.example.com:443");
+  CHECK(d.source() == Source::kClaims);
+  CHECK(d.fallback() == Fallback::kNone);
+  CHECK(d.action_header() == "classify");
+  CHECK(d.type_header() == "route");
+
+  d = RouteTarget(router, "/o/acme-corp/x");
+  CHECK(d.cell_id() == 3);
+  CHECK(d.type_header() == "organization_path");
+
+  d = RouteTarget(router, "/api/v4/projects", {{"Private-Token", Token(3)}});
+  CHECK(d.rule_id() == "session_token_header_private_token");
+  CHECK(d.cell_id() == 3);
+  CHECK(d.source() == Source::kCellList);
+  CHECK(d.type_header() == "CELL_ID");
+
+  d = RouteTarget(router, "/dashboard", {{"Cookie", "_gitlab_session=cell-2-abcdef"}});
+  CHECK(d.cell_id() == 2);
+  CHECK(d.type_header() == "SESSION_PREFIX");
+
+  d = RouteTarget(router, "/users/sign_in");
+  CHECK(d.rule_id() == "fallback");
+  CHECK(d.cell_id() == 1);
+  CHECK(d.action_header() == "proxy");
+  CHECK(d.type_header() == "");
+  CHECK(d.source() == Source::kCellList);
+}
+
+TEST_CASE("unknown cells fall back to the legacy cell and say so") {
+  Router router = Defaults();
+  auto d = RouteTarget(router, "/help", {{"Cookie", "_gitlab_session=cell-9-abc"}});
+  CHECK(d.rule_id() == "session_cookie");
+  CHECK(d.value() == "cell-9");
+  CHECK(d.cell_id() == 1);
+  CHECK(d.source() == Source::kFallback);
+  CHECK(d.fallback() == Fallback::kUnknownCell);
+
+  d = RouteTarget(router, "/api/v4/user", {{"private-token", Token(99)}});
+  CHECK(d.value() == "99");
+  CHECK(d.cell_id() == 1);
+  CHECK(d.fallback() == Fallback::kUnknownCell);
+}
+
+TEST_CASE("an unclaimed path falls through to the token and cookie rules") {
+  Router router = Defaults();
+  auto d =
+      RouteTarget(router, "/nobody-owns-this/project", {{"Cookie", "_gitlab_session=cell-3-abc"}});
+  CHECK(d.rule_id() == "session_cookie");
+  CHECK(d.cell_id() == 3);
+  d = RouteTarget(router, "/nobody-owns-this/project");
+  CHECK(d.rule_id() == "fallback");
+  CHECK(d.cell_id() == 1);
+
+  auto e = router.Explain([] {
+    static Request r;
+    r.SetTarget("/nobody-owns-this");
+    return r.view();
+  }());
+  bool noted = false;
+  for (const auto& t : e.rules.rules) {
+    if (t.rule_id == "top_level_namespace") {
+      noted = t.reason.find("no cell owns route 'nobody-owns-this'") != std::string::npos;
+    }
+  }
+  CHECK(noted);
+  CHECK(e.decision.rule_id() == "fallback");
+}
+
+TEST_CASE("with no rule matching and no fallback rule, the legacy cell answers") {
+  auto rules = MustParse(R"J([{"id": "only", "match": {"type": "header", "name": "x"},
+                              "action": "classify", "classify": {"type": "CELL_ID", "value": "2"}}])J");
+  auto topo =
+      cellroute::Topology::FromCells({{5, "legacy:80", "", {}}, {2, "two:80", "", {}}}, "t");
+  auto router = Router::Create(
+      rules, cellroute::MakeStaticResolver(topo.value(), cellroute::Claims::Empty()));
+  REQUIRE(router.ok());
+  Request r;
+  auto d = router->Route(r.view());
+  CHECK(d.rule_id().empty());
+  CHECK(d.cell_id() == 5);
+  CHECK(d.fallback() == Fallback::kNoRuleMatched);
+  CHECK(d.source() == Source::kFallback);
+  r.AddHeader("x", "1");
+  CHECK(router->Route(r.view()).cell_id() == 2);
+}
+
+TEST_CASE("a rejected request has no cell") {
+  Router router = Defaults();
+  std::string tok = Token(2);
+  std::string bad = tok.substr(0, tok.size() - 9) + "zz" + tok.substr(tok.size() - 7);
+  auto d = RouteTarget(router, "/api/v4/user", {{"private-token", bad}});
+  CHECK(d.rejected());
+  CHECK(d.cell_id() == 0);
+  CHECK(d.address().empty());
+  CHECK(d.source() == Source::kNone);
+  auto j = nlohmann::json::parse(d.ToJson());
+  CHECK(j["status"] == 400);
+  CHECK(j["result"] == "rejected");
+  CHECK(j["cell_id"].is_null());
+}
+
+TEST_CASE("a proxy rule with an address sends there") {
+  auto rules = MustParse(R"J([{"id": "canary", "match": {"type": "header", "name": "x-canary"},
+                              "action": "proxy", "proxy": {"address": "canary.internal:8443"}}])J");
+  auto topo = cellroute::Topology::FromCells({{1, "legacy:80", "", {}}}, "t");
+  auto router = Router::Create(
+      rules, cellroute::MakeStaticResolver(topo.value(), cellroute::Claims::Empty()));
+  Request r;
+  r.AddHeader("X-Canary", "1");
+  auto d = router->Route(r.view());
+  CHECK(d.address() == "canary.internal:8443");
+  CHECK(d.source() == Source::kProxy);
+  CHECK(d.cell_id() == 0);
+}
+
+TEST_CASE("the router resolves through whatever Resolver it is given") {
+  struct Recording : cellroute::Resolver {
+    mutable std::vector<std::pair<ClassifyType, std::string>> calls;
+    void Resolve(ClassifyType type, std::string_view value,
+                 cellroute::Resolution* out) const noexcept override {
+      calls.emplace_back(type, std::string(value));
+      out->cell_id = 42;
+      out->SetAddress("from-resolver:1");
+      out->source = Source::kTable;
+      out->age_ms = 1500;
+    }
+    void ResolveLegacy(cellroute::Resolution* out) const noexcept override {
+      out->cell_id = 1;
+      out->SetAddress("legacy:1");
+      out->source = Source::kFallback;
+    }
+  };
+  auto resolver = std::make_shared<Recording>();
+  auto rules = cellroute::Ruleset::Parse(cellroute::defaults::RulesJson(), "defaults").value();
+  auto router = Router::Create(rules, resolver).value();
+  auto d = RouteTarget(router, "/some-group/x");
+  REQUIRE(resolver->calls.size() == 1);
+  CHECK(resolver->calls[0].first == ClassifyType::kClaimRoute);
+  CHECK(resolver->calls[0].second == "some-group");
+  CHECK(d.cell_id() == 42);
+  CHECK(d.source() == Source::kTable);
+  CHECK(d.resolution().age_ms == 1500);
+}
+
+TEST_CASE("decisions serialize to JSON with the fields tools read") {
+  Router router = Defaults();
+  auto j = nlohmann::json::parse(RouteTarget(router, "/gitlab-org/gitlab").ToJson());
+  CHECK(j["rule"] == "top_level_namespace");
+  CHECK(j["action"] == "classify");
+  CHECK(j["type"] == "route");
+  CHECK(j["value"] == "gitlab-org");
+  CHECK(j["cell_id"] == 2);
+  CHECK(j["address"] == "cell-2.gitlab.example.com:443");
+  CHECK(j["source"] == "claims_file");
+  CHECK(j["variables"]["route"] == "gitlab-org");
+  CHECK_FALSE(j.contains("fallback"));
+}
+
+TEST_CASE("configuration errors surface from FromFiles") {
+  auto r = Router::FromFiles({"", CELLROUTE_EXAMPLES_DIR "/topology.toml",
+                              CELLROUTE_TESTDATA_DIR "/claims_unknown_cell.json"});
+  REQUIRE_FALSE(r.ok());
+  CHECK_THAT(r.status().message(), Catch::Matchers::Contains("cell 7 is not in the topology"));
+  CHECK_FALSE(Router::FromFiles({"/missing.json", "", ""}).ok());
+}
+
+TEST_CASE("many threads share one router and agree with one thread") {
+  Router router = Defaults();
+  std::vector<Request> requests(6);
+  requests[0].SetTarget("/gitlab-org/x");
+  requests[1].SetTarget("/o/acme-corp/y");
+  requests[2].AddHeader("private-token", Token(3));
+  requests[3].AddHeader("cookie", "_gitlab_session=cell-2-aa");
+  requests[4].SetTarget("/api/v4/x");
+  requests[5].AddHeader("cookie", "force-cell=cell-3");
+  std::vector<std::int64_t> expected;
+  for (auto& r : requests) expected.push_back(router.Route(r.view()).cell_id());
+  CHECK(expected == std::vector<std::int64_t>{2, 3, 3, 2, 1, 3});
+
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 20000; ++i) {
+        std::size_t k = static_cast<std::size_t>(i + t) % requests.size();
+        if (router.Route(requests[k].view()).cell_id() != expected[k]) ++mismatches;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(mismatches == 0);
+}
