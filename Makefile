@@ -4,10 +4,11 @@
 BUILD      ?= build
 GENERATOR  ?= Ninja
 JOBS       ?= 2
+comma      := ,
 CMAKE_ARGS ?=
 CELLROUTE   = $(BUILD)/tools/cellroute
 
-.PHONY: all bootstrap configure build demo test clean
+.PHONY: all bootstrap configure build demo test test-tsan test-asan clean
 
 all: build
 
@@ -27,5 +28,26 @@ demo: build
 test: build
 	@ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
 
+# The table, rule and router tests under a sanitizer, each in a build of its own:
+# ThreadSanitizer for publication and grace periods, AddressSanitizer (with UBSan) for any read
+# of memory reclaimed too early.
+SANITIZED_TESTS = table_test rules_test router_test token_test topology_test
+define sanitized
+	@cmake -S . -B $(BUILD)-$(1) -G $(GENERATOR) -DCELLROUTE_BUILD_TESTS=ON \
+	  -DCELLROUTE_WARNINGS_AS_ERRORS=ON -DCELLROUTE_SANITIZE=$(2) \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS) >/dev/null
+	@cmake --build $(BUILD)-$(1) -j$(JOBS) --target $(SANITIZED_TESTS)
+	@TSAN_OPTIONS="halt_on_error=1" ASAN_OPTIONS="detect_leaks=1" \
+	  UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1" \
+	  ctest --test-dir $(BUILD)-$(1) --output-on-failure -j$(JOBS) \
+	  -R '^($(subst $(eval) ,|,$(SANITIZED_TESTS))):'
+endef
+
+test-tsan: bootstrap
+	$(call sanitized,tsan,thread)
+
+test-asan: bootstrap
+	$(call sanitized,asan,address$(comma)undefined)
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(BUILD)-tsan $(BUILD)-asan

@@ -71,16 +71,33 @@ struct CELLROUTE_EXPORT Resolution {
 
 // Turns a classification into a cell. Implementations must be thread-safe, must not throw, and
 // must not block the caller on the network.
+//
+// Everything one request resolves goes through one Session, opened by Begin and closed by End
+// on the caller's stack, so that the request sees one version of the topology even while a
+// writer publishes a new one.
 class CELLROUTE_EXPORT Resolver {
  public:
+  struct Session {
+    alignas(16) unsigned char storage[48];
+  };
+
   virtual ~Resolver();
-  virtual void Resolve(ClassifyType type, std::string_view value,
+  virtual void Begin(Session* session) const noexcept = 0;
+  virtual void End(Session* session) const noexcept = 0;
+  virtual void Resolve(Session& session, ClassifyType type, std::string_view value,
                        Resolution* out) const noexcept = 0;
   // The cell that takes whatever nothing else claims.
-  virtual void ResolveLegacy(Resolution* out) const noexcept = 0;
+  virtual void ResolveLegacy(Session& session, Resolution* out) const noexcept = 0;
 };
 
-// Answers from a fixed Topology and Claims.
+class RouteTable;
+
+// Answers from a route table: the cell list for FIRST_CELL, SESSION_PREFIX and CELL_ID, the
+// table's entries for claims. The table may change while the resolver is in use.
+CELLROUTE_EXPORT std::shared_ptr<const Resolver> MakeTableResolver(
+    std::shared_ptr<const RouteTable> table);
+
+// A table holding `topology` and, as static entries, every claim of `claims`.
 CELLROUTE_EXPORT std::shared_ptr<const Resolver> MakeStaticResolver(Topology topology,
                                                                     Claims claims);
 
@@ -139,7 +156,7 @@ class CELLROUTE_EXPORT Router {
  private:
   Router(Ruleset rules, std::shared_ptr<const Resolver> resolver)
       : rules_(std::move(rules)), resolver_(std::move(resolver)) {}
-  void Resolve(Decision* d) const noexcept;
+  void Resolve(Resolver::Session& session, Decision* d) const noexcept;
 
   Ruleset rules_;
   std::shared_ptr<const Resolver> resolver_;

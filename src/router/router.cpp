@@ -66,7 +66,7 @@ Result<Router> Router::FromFiles(const Files& files) {
                 MakeStaticResolver(std::move(topology).value(), std::move(claims).value()));
 }
 
-void Router::Resolve(Decision* d) const noexcept {
+void Router::Resolve(Resolver::Session& session, Decision* d) const noexcept {
   Resolution& r = d->resolution_;
   r = Resolution();
   const Outcome& o = d->outcome_;
@@ -74,7 +74,7 @@ void Router::Resolve(Decision* d) const noexcept {
     case Outcome::Kind::kRejected:
       return;  // no cell: the caller answers 400
     case Outcome::Kind::kNoMatch:
-      resolver_->ResolveLegacy(&r);
+      resolver_->ResolveLegacy(session, &r);
       r.fallback = Fallback::kNoRuleMatched;
       return;
     case Outcome::Kind::kMatched:
@@ -82,15 +82,16 @@ void Router::Resolve(Decision* d) const noexcept {
   }
   if (o.action() == Action::kProxy) {
     if (o.proxy_address().empty()) {
-      resolver_->ResolveLegacy(&r);
-      r.source = Source::kCellList;  // the rule asked for the legacy cell: not a fallback
+      resolver_->ResolveLegacy(session, &r);
+      if (r.source == Source::kFallback)
+        r.source = Source::kCellList;  // the rule asked for the legacy cell: not a fallback
     } else {
       r.SetAddress(o.proxy_address());
       r.source = Source::kProxy;
     }
     return;
   }
-  resolver_->Resolve(o.type(), o.value(), &r);
+  resolver_->Resolve(session, o.type(), o.value(), &r);
 }
 
 namespace {
@@ -102,15 +103,19 @@ bool FallsThrough(const Decision& d) {
 }  // namespace
 
 void Router::Route(const RequestView& request, Decision* out) const noexcept {
+  Resolver::Session session;
+  resolver_->Begin(&session);
   rules_.Evaluate(request, &out->outcome_);
-  Resolve(out);
+  Resolve(session, out);
   while (FallsThrough(*out)) {
     rules_.Evaluate(request, &out->outcome_,
                     static_cast<std::size_t>(out->outcome_.rule_index()) + 1);
-    Resolve(out);
-    if (out->outcome_.kind() == Outcome::Kind::kNoMatch)
+    Resolve(session, out);
+    if (out->outcome_.kind() == Outcome::Kind::kNoMatch) {
       out->resolution_.fallback = Fallback::kUnknownClaim;
+    }
   }
+  resolver_->End(&session);
 }
 
 Decision Router::Route(const RequestView& request) const noexcept {
@@ -120,9 +125,11 @@ Decision Router::Route(const RequestView& request) const noexcept {
 }
 
 Router::Explained Router::Explain(const RequestView& request) const {
+  Resolver::Session session;
+  resolver_->Begin(&session);
   Explained e{rules_.Explain(request), Decision()};
   e.decision.outcome_ = e.rules.outcome;
-  Resolve(&e.decision);
+  Resolve(session, &e.decision);
   while (FallsThrough(e.decision)) {
     e.rules.rules.back().reason = "matched, but no cell owns " +
                                   std::string(ClassifyTypeName(e.decision.type())) + " '" +
@@ -132,11 +139,12 @@ Router::Explained Router::Explain(const RequestView& request) const {
     e.rules.rules.insert(e.rules.rules.end(), rest.rules.begin(), rest.rules.end());
     e.rules.outcome = rest.outcome;
     e.decision.outcome_ = rest.outcome;
-    Resolve(&e.decision);
+    Resolve(session, &e.decision);
     if (rest.outcome.kind() == Outcome::Kind::kNoMatch) {
       e.decision.resolution_.fallback = Fallback::kUnknownClaim;
     }
   }
+  resolver_->End(&session);
   return e;
 }
 
@@ -155,6 +163,7 @@ std::string Decision::ToJson() const {
   }
   j["address"] = str(address());
   j["source"] = str(SourceName(source()));
+  if (resolution_.age_ms != 0) j["age_ms"] = resolution_.age_ms;
   if (fallback() != Fallback::kNone) j["fallback"] = str(FallbackName(fallback()));
   if (rejected()) {
     j["status"] = 400;

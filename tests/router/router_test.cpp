@@ -166,7 +166,13 @@ TEST_CASE("a proxy rule with an address sends there") {
 TEST_CASE("the router resolves through whatever Resolver it is given") {
   struct Recording : cellroute::Resolver {
     mutable std::vector<std::pair<ClassifyType, std::string>> calls;
-    void Resolve(ClassifyType type, std::string_view value,
+    mutable int open_sessions = 0, sessions = 0;
+    void Begin(Session*) const noexcept override {
+      ++open_sessions;
+      ++sessions;
+    }
+    void End(Session*) const noexcept override { --open_sessions; }
+    void Resolve(Session&, ClassifyType type, std::string_view value,
                  cellroute::Resolution* out) const noexcept override {
       calls.emplace_back(type, std::string(value));
       out->cell_id = 42;
@@ -174,7 +180,7 @@ TEST_CASE("the router resolves through whatever Resolver it is given") {
       out->source = Source::kTable;
       out->age_ms = 1500;
     }
-    void ResolveLegacy(cellroute::Resolution* out) const noexcept override {
+    void ResolveLegacy(Session&, cellroute::Resolution* out) const noexcept override {
       out->cell_id = 1;
       out->SetAddress("legacy:1");
       out->source = Source::kFallback;
@@ -190,6 +196,8 @@ TEST_CASE("the router resolves through whatever Resolver it is given") {
   CHECK(d.cell_id() == 42);
   CHECK(d.source() == Source::kTable);
   CHECK(d.resolution().age_ms == 1500);
+  CHECK(resolver->sessions == 1);
+  CHECK(resolver->open_sessions == 0);
 }
 
 TEST_CASE("decisions serialize to JSON with the fields tools read") {

@@ -1,0 +1,157 @@
+// RouteTable: classification key -> cell, read without locks, written by a background writer.
+//
+//   cellroute::RouteTable table;
+//   table.SetTopology(topology);                                   // the cell list
+//   table.Put(ClassifyType::kClaimRoute, "gitlab-org", 2, std::chrono::hours(1));
+//   table.PutNegative(ClassifyType::kClaimRoute, "nobody", std::chrono::minutes(10));
+//
+//   {
+//     cellroute::RouteTable::Reader r(table);        // one consistent version until it ends
+//     auto hit = r.Lookup(ClassifyType::kClaimRoute, "gitlab-org");
+//     if (hit.kind == cellroute::TableHit::Kind::kPositive) {
+//       const cellroute::Cell* cell = r.topology()->FindById(hit.cell_id);
+//     }
+//   }
+//
+// Readers never lock, never allocate (after a thread's first read, which registers it) and
+// never write to memory another thread reads: a Reader is an RCU read-side critical section
+// (liburcu's bp flavour) around one atomic load of the current snapshot. Each snapshot is an
+// immutable hash array mapped trie plus the cell list; a writer builds the next snapshot by
+// copying the paths it changes, publishes it with one atomic store, and frees what the old
+// snapshot alone used only after a grace period, when no reader can still see it. So a change,
+// whether one entry, a batch or a whole new cell list, becomes visible all at once, and a
+// Reader sees the same version for as long as it lives.
+//
+// Entries are static (from a claims file: never expire, never evicted) or cached (with a time
+// to live and a refresh time, for answers from the Topology Service). A negative entry records
+// "no cell owns this". When cached entries exceed `max_cached_entries`, the writer evicts by
+// sampling: of a few random cached entries, the one that expires soonest goes (so entries kept
+// fresh by use survive). Writers are serialized by an internal mutex and never wait for
+// readers except, rarely, for a grace period when reclaiming memory.
+//
+// Keep Readers short: a Reader that lives long delays reclamation (memory), never correctness.
+// Do not hold a Reader across fork().
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cellroute/export.h"
+#include "cellroute/rules.h"
+#include "cellroute/topology.h"
+
+namespace cellroute {
+
+struct TableHit {
+  enum class Kind : std::uint8_t { kMiss, kPositive, kNegative };
+  Kind kind = Kind::kMiss;
+  std::int64_t cell_id = 0;    // for kPositive
+  std::int64_t age_ms = 0;     // since the entry was written
+  bool is_static = false;      // from a claims file: no expiry
+  bool needs_refresh = false;  // past its refresh time: still valid, ask again in background
+};
+
+struct TableOptions {
+  // Bound on cached (expiring) entries; static entries are not counted.
+  std::size_t max_cached_entries = 1'000'000;
+  // Retired memory waiting for readers to move on; past it the writer waits for a grace period.
+  std::size_t reclaim_batch = 4096;
+  // Milliseconds on a monotonic clock; tests substitute their own. Null: CLOCK_MONOTONIC_COARSE.
+  std::int64_t (*now_ms)() = nullptr;
+};
+
+class CELLROUTE_EXPORT RouteTable {
+ public:
+  using Duration = std::chrono::milliseconds;
+
+  explicit RouteTable(TableOptions options = {});
+  ~RouteTable();
+  RouteTable(const RouteTable&) = delete;
+  RouteTable& operator=(const RouteTable&) = delete;
+
+  // A read-side critical section over one snapshot. Cheap: construct one per request.
+  class CELLROUTE_EXPORT Reader {
+   public:
+    explicit Reader(const RouteTable& table) noexcept;
+    ~Reader();
+    Reader(const Reader&) = delete;
+    Reader& operator=(const Reader&) = delete;
+
+    std::uint64_t version() const noexcept;
+    // The published cell list; nullptr until one is set.
+    const Topology* topology() const noexcept;
+    TableHit Lookup(ClassifyType type, std::string_view value) const noexcept;
+
+   private:
+    const RouteTable& table_;
+    const void* snapshot_;
+  };
+
+  // Changes applied together: readers see all of them or none.
+  class CELLROUTE_EXPORT Batch {
+   public:
+    void SetTopology(Topology topology);
+    // ttl zero: a static entry.
+    void Put(ClassifyType type, std::string_view value, std::int64_t cell_id,
+             Duration ttl = Duration::zero(), Duration refresh_after = Duration::zero());
+    void PutNegative(ClassifyType type, std::string_view value, Duration ttl,
+                     Duration refresh_after = Duration::zero());
+    void Erase(ClassifyType type, std::string_view value);
+    // Removes every entry that names the cell.
+    void PurgeCell(std::int64_t cell_id);
+    bool empty() const noexcept { return ops_.empty() && !topology_; }
+
+   private:
+    friend class RouteTable;
+    struct Op {
+      enum class Kind : std::uint8_t { kPut, kPutNegative, kErase, kPurgeCell } kind;
+      ClassifyType type;
+      std::string value;
+      std::int64_t cell_id;
+      Duration ttl, refresh_after;
+    };
+    std::vector<Op> ops_;
+    std::shared_ptr<const Topology> topology_;
+  };
+
+  // Publishes a batch as one new version and returns it.
+  std::uint64_t Apply(Batch batch);
+
+  // One-change conveniences, each a version of its own.
+  std::uint64_t SetTopology(Topology topology);
+  std::uint64_t Put(ClassifyType type, std::string_view value, std::int64_t cell_id,
+                    Duration ttl = Duration::zero(), Duration refresh_after = Duration::zero());
+  std::uint64_t PutNegative(ClassifyType type, std::string_view value, Duration ttl,
+                            Duration refresh_after = Duration::zero());
+  std::uint64_t Erase(ClassifyType type, std::string_view value);
+  std::uint64_t PurgeCell(std::int64_t cell_id);
+  // Static entries for every claim of a claims file.
+  std::uint64_t LoadClaims(const Claims& claims);
+
+  struct Stats {
+    std::uint64_t version = 0;
+    std::size_t entries = 0;         // static + cached
+    std::size_t cached_entries = 0;  // expiring entries, bounded by max_cached_entries
+    std::size_t negative_entries = 0;
+    std::uint64_t evictions = 0;
+    std::size_t bytes = 0;  // trie nodes and entries, keys included
+    std::size_t pending_reclaim = 0;
+  };
+  Stats stats() const;
+
+  std::int64_t NowMs() const noexcept;
+
+  // Waits for a grace period and frees everything retired. The destructor does this too.
+  void Reclaim();
+
+  struct State;  // defined in src/table
+
+ private:
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace cellroute

@@ -1,0 +1,125 @@
+// The resolver over a route table: FIRST_CELL, SESSION_PREFIX and CELL_ID from the published
+// cell list, claims from the table's entries, the legacy cell for everything unknown. One
+// table Reader per request session, so a request sees one version.
+#include <charconv>
+#include <cstring>
+#include <new>
+
+#include "cellroute/router.h"
+#include "cellroute/table.h"
+
+namespace cellroute {
+
+Resolver::~Resolver() = default;
+
+void Resolution::SetAddress(std::string_view addr) noexcept {
+  std::size_t n = addr.size() < kMaxAddressBytes ? addr.size() : kMaxAddressBytes;
+  std::memcpy(address.data(), addr.data(), n);
+  address[n] = '\0';
+  address_size = static_cast<std::uint16_t>(n);
+}
+
+void Resolution::SetCell(const Cell& cell, Source from) noexcept {
+  cell_id = cell.id;
+  SetAddress(cell.address);
+  source = from;
+}
+
+namespace {
+
+using Reader = RouteTable::Reader;
+static_assert(sizeof(Reader) <= sizeof(Resolver::Session::storage));
+static_assert(alignof(Reader) <= 16);
+
+class TableResolver final : public Resolver {
+ public:
+  explicit TableResolver(std::shared_ptr<const RouteTable> table) : table_(std::move(table)) {}
+
+  void Begin(Session* session) const noexcept override { new (session->storage) Reader(*table_); }
+  void End(Session* session) const noexcept override { reader(*session).~Reader(); }
+
+  void Resolve(Session& session, ClassifyType type, std::string_view value,
+               Resolution* out) const noexcept override {
+    const Reader& r = reader(session);
+    const Topology* topo = r.topology();
+    if (topo == nullptr) {
+      ResolveLegacy(session, out);
+      return;
+    }
+    const Cell* cell = nullptr;
+    Source source = Source::kCellList;
+    Fallback miss = Fallback::kUnknownCell;
+    std::int64_t age = 0;
+    switch (type) {
+      case ClassifyType::kFirstCell:
+        cell = &topo->legacy();
+        break;
+      case ClassifyType::kSessionPrefix:
+        cell = topo->FindBySessionPrefix(value);
+        break;
+      case ClassifyType::kCellId: {
+        std::int64_t id = 0;
+        auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), id);
+        if (ec == std::errc() && end == value.data() + value.size()) cell = topo->FindById(id);
+        break;
+      }
+      default: {
+        if (!IsClaim(type)) break;
+        TableHit hit = r.Lookup(type, value);
+        age = hit.age_ms;
+        miss = Fallback::kUnknownClaim;
+        if (hit.kind == TableHit::Kind::kPositive) {
+          source = hit.is_static ? Source::kClaims : Source::kTable;
+          cell = topo->FindById(hit.cell_id);
+          if (cell == nullptr) miss = Fallback::kUnknownCell;  // owner left the topology
+        }
+        break;
+      }
+    }
+    if (cell == nullptr) {
+      ResolveLegacy(session, out);
+      out->fallback = miss;
+      out->age_ms = age;
+      return;
+    }
+    out->SetCell(*cell, source);
+    out->fallback = Fallback::kNone;
+    out->age_ms = age;
+  }
+
+  void ResolveLegacy(Session& session, Resolution* out) const noexcept override {
+    const Topology* topo = reader(session).topology();
+    if (topo == nullptr) {  // nothing published yet: no cell to name
+      out->cell_id = 0;
+      out->SetAddress({});
+      out->source = Source::kNone;
+      out->fallback = Fallback::kUnavailable;
+      return;
+    }
+    out->SetCell(topo->legacy(), Source::kFallback);
+    out->age_ms = 0;
+  }
+
+ private:
+  static Reader& reader(Session& s) noexcept {
+    return *std::launder(reinterpret_cast<Reader*>(s.storage));
+  }
+  std::shared_ptr<const RouteTable> table_;
+};
+
+}  // namespace
+
+std::shared_ptr<const Resolver> MakeTableResolver(std::shared_ptr<const RouteTable> table) {
+  return std::make_shared<TableResolver>(std::move(table));
+}
+
+std::shared_ptr<const Resolver> MakeStaticResolver(Topology topology, Claims claims) {
+  auto table = std::make_shared<RouteTable>();
+  RouteTable::Batch batch;
+  batch.SetTopology(std::move(topology));
+  for (const ClaimEntry& e : claims.Entries()) batch.Put(e.type, e.value, e.cell_id);
+  table->Apply(std::move(batch));
+  return MakeTableResolver(std::move(table));
+}
+
+}  // namespace cellroute

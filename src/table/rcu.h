@@ -1,0 +1,41 @@
+// The RCU read side and grace periods the route table uses (liburcu, bp flavour: threads
+// register themselves on their first read and fork() is supported), plus the annotations that
+// tell ThreadSanitizer what a grace period means: every reader's section happens before the
+// writer's wait returns, so freeing afterwards is not a race.
+#pragma once
+
+#include <urcu/urcu-bp.h>
+
+#if defined(__SANITIZE_THREAD__)
+#define CELLROUTE_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CELLROUTE_TSAN 1
+#endif
+#endif
+
+#ifdef CELLROUTE_TSAN
+extern "C" void __tsan_acquire(void* addr);
+extern "C" void __tsan_release(void* addr);
+#endif
+
+namespace cellroute::internal {
+
+inline void RcuReadLock() noexcept { urcu_bp_read_lock(); }
+
+inline void RcuReadUnlock(void* sync [[maybe_unused]]) noexcept {
+#ifdef CELLROUTE_TSAN
+  __tsan_release(sync);
+#endif
+  urcu_bp_read_unlock();
+}
+
+// Returns when every read-side section that began before the call has ended.
+inline void RcuSynchronize(void* sync [[maybe_unused]]) noexcept {
+  urcu_bp_synchronize_rcu();
+#ifdef CELLROUTE_TSAN
+  __tsan_acquire(sync);
+#endif
+}
+
+}  // namespace cellroute::internal

@@ -1,0 +1,248 @@
+#include <cellroute/table.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <map>
+#include <random>
+#include <string>
+
+using cellroute::Cell;
+using cellroute::ClassifyType;
+using cellroute::RouteTable;
+using cellroute::TableHit;
+using cellroute::TableOptions;
+using cellroute::Topology;
+using std::chrono::milliseconds;
+using Kind = TableHit::Kind;
+
+namespace {
+
+std::atomic<std::int64_t> g_now{1'000'000};
+std::int64_t FakeNow() { return g_now.load(); }
+
+TableOptions FakeClock() {
+  TableOptions o;
+  o.now_ms = &FakeNow;
+  return o;
+}
+
+Topology Cells(std::initializer_list<std::int64_t> ids) {
+  std::vector<Cell> cells;
+  for (auto id : ids) cells.push_back({id, "cell-" + std::to_string(id) + ":443", "", {}});
+  return Topology::FromCells(cells, "test").value();
+}
+
+TableHit Find(const RouteTable& t, ClassifyType type, const std::string& v) {
+  RouteTable::Reader r(t);
+  return r.Lookup(type, v);
+}
+
+constexpr auto kRoute = ClassifyType::kClaimRoute;
+constexpr auto kOrg = ClassifyType::kClaimOrganizationPath;
+
+}  // namespace
+
+TEST_CASE("put, look up, replace and erase") {
+  RouteTable t;
+  CHECK(Find(t, kRoute, "a").kind == Kind::kMiss);
+  auto v1 = t.Put(kRoute, "a", 2);
+  auto hit = Find(t, kRoute, "a");
+  CHECK(hit.kind == Kind::kPositive);
+  CHECK(hit.cell_id == 2);
+  CHECK(hit.is_static);
+  // The claim type is part of the key.
+  CHECK(Find(t, kOrg, "a").kind == Kind::kMiss);
+  auto v2 = t.Put(kRoute, "a", 3);
+  CHECK(v2 == v1 + 1);
+  CHECK(Find(t, kRoute, "a").cell_id == 3);
+  CHECK(t.stats().entries == 1);
+  t.Erase(kRoute, "a");
+  CHECK(Find(t, kRoute, "a").kind == Kind::kMiss);
+  CHECK(t.stats().entries == 0);
+  t.Erase(kRoute, "never-there");
+  CHECK(t.stats().version == v2 + 2);
+}
+
+TEST_CASE("the cell list is part of the snapshot") {
+  RouteTable t;
+  {
+    RouteTable::Reader r(t);
+    CHECK(r.topology() == nullptr);
+    CHECK(r.version() == 0);
+  }
+  t.SetTopology(Cells({1, 2}));
+  RouteTable::Reader before(t);
+  t.SetTopology(Cells({1, 2, 3}));
+  RouteTable::Reader after(t);
+  CHECK(before.topology()->cells().size() == 2);
+  CHECK(after.topology()->cells().size() == 3);
+  CHECK(after.version() == before.version() + 1);
+}
+
+TEST_CASE("a batch becomes visible all at once, and a reader keeps its version") {
+  RouteTable t;
+  RouteTable::Batch b;
+  for (int i = 0; i < 100; ++i) b.Put(kRoute, "ns" + std::to_string(i), 1);
+  t.Apply(std::move(b));
+
+  RouteTable::Reader old_reader(t);
+  RouteTable::Batch change;
+  for (int i = 0; i < 100; ++i) change.Put(kRoute, "ns" + std::to_string(i), 2);
+  change.Erase(kRoute, "ns0");
+  change.SetTopology(Cells({2}));
+  t.Apply(std::move(change));
+
+  for (int i = 0; i < 100; ++i) {
+    CHECK(old_reader.Lookup(kRoute, "ns" + std::to_string(i)).cell_id == 1);
+  }
+  CHECK(old_reader.topology() == nullptr);
+  RouteTable::Reader new_reader(t);
+  CHECK(new_reader.Lookup(kRoute, "ns0").kind == Kind::kMiss);
+  for (int i = 1; i < 100; ++i) {
+    CHECK(new_reader.Lookup(kRoute, "ns" + std::to_string(i)).cell_id == 2);
+  }
+  CHECK(new_reader.topology()->legacy().id == 2);
+}
+
+TEST_CASE("cached and negative entries expire, refresh is flagged, age is reported") {
+  RouteTable t(FakeClock());
+  g_now = 1'000'000;
+  t.Put(kRoute, "pos", 4, milliseconds(60'000), milliseconds(10'000));
+  t.PutNegative(kRoute, "neg", milliseconds(30'000));
+  auto hit = Find(t, kRoute, "pos");
+  CHECK(hit.kind == Kind::kPositive);
+  CHECK_FALSE(hit.is_static);
+  CHECK_FALSE(hit.needs_refresh);
+  CHECK(hit.age_ms == 0);
+  CHECK(Find(t, kRoute, "neg").kind == Kind::kNegative);
+
+  g_now += 10'000;
+  hit = Find(t, kRoute, "pos");
+  CHECK(hit.needs_refresh);
+  CHECK(hit.age_ms == 10'000);
+  g_now += 20'000;
+  CHECK(Find(t, kRoute, "neg").kind == Kind::kMiss);
+  CHECK(Find(t, kRoute, "pos").kind == Kind::kPositive);
+  g_now += 30'000;
+  CHECK(Find(t, kRoute, "pos").kind == Kind::kMiss);
+
+  auto s = t.stats();
+  CHECK(s.cached_entries == 2);  // expired entries stay until replaced or evicted
+  CHECK(s.negative_entries == 1);
+}
+
+TEST_CASE("purging a cell removes exactly its entries") {
+  RouteTable t;
+  RouteTable::Batch b;
+  for (int i = 0; i < 3000; ++i) b.Put(kRoute, "k" + std::to_string(i), i % 3 + 1);
+  b.PutNegative(kRoute, "none", milliseconds(100000));
+  t.Apply(std::move(b));
+  t.PurgeCell(2);
+  RouteTable::Reader r(t);
+  for (int i = 0; i < 3000; ++i) {
+    auto hit = r.Lookup(kRoute, "k" + std::to_string(i));
+    if (i % 3 + 1 == 2) {
+      CHECK(hit.kind == Kind::kMiss);
+    } else {
+      CHECK(hit.cell_id == i % 3 + 1);
+    }
+  }
+  CHECK(r.Lookup(kRoute, "none").kind == Kind::kNegative);
+  CHECK(t.stats().entries == 2001);
+}
+
+TEST_CASE("cached entries are bounded, eviction prefers what expires soonest, static stays") {
+  TableOptions o = FakeClock();
+  o.max_cached_entries = 1000;
+  RouteTable t(o);
+  RouteTable::Batch statics;
+  for (int i = 0; i < 500; ++i) statics.Put(kOrg, "s" + std::to_string(i), 1);
+  t.Apply(std::move(statics));
+  // 4000 cached entries: the first half short-lived, the second half long-lived.
+  for (int chunk = 0; chunk < 40; ++chunk) {
+    RouteTable::Batch b;
+    for (int i = chunk * 100; i < chunk * 100 + 100; ++i) {
+      auto ttl = milliseconds(i < 2000 ? 1'000 : 1'000'000);
+      b.Put(kRoute, "c" + std::to_string(i), 2, ttl);
+    }
+    t.Apply(std::move(b));
+  }
+  auto s = t.stats();
+  CHECK(s.cached_entries == 1000);
+  CHECK(s.entries == 1500);
+  CHECK(s.evictions == 3000);
+  RouteTable::Reader r(t);
+  for (int i = 0; i < 500; ++i) CHECK(r.Lookup(kOrg, "s" + std::to_string(i)).cell_id == 1);
+  int long_lived = 0;
+  for (int i = 2000; i < 4000; ++i) {
+    long_lived += r.Lookup(kRoute, "c" + std::to_string(i)).kind == Kind::kPositive;
+  }
+  // Sampled eviction is approximate; most survivors must be the long-lived ones.
+  CHECK(long_lived > 800);
+}
+
+TEST_CASE("agrees with a std::map under random puts, erases and purges") {
+  RouteTable t;
+  std::map<std::pair<int, std::string>, std::int64_t> model;
+  std::mt19937_64 rng(7);
+  for (int round = 0; round < 200; ++round) {
+    RouteTable::Batch b;
+    int ops = 1 + static_cast<int>(rng() % 200);
+    for (int i = 0; i < ops; ++i) {
+      int type = rng() % 2 ? 101 : 102;
+      std::string key = "key-" + std::to_string(rng() % 2000);
+      std::uint64_t what = rng() % 10;
+      if (what < 6) {
+        std::int64_t cell = static_cast<std::int64_t>(rng() % 5) + 1;
+        b.Put(static_cast<ClassifyType>(type), key, cell);
+        model[{type, key}] = cell;
+      } else if (what < 9) {
+        b.Erase(static_cast<ClassifyType>(type), key);
+        model.erase({type, key});
+      } else {
+        std::int64_t cell = static_cast<std::int64_t>(rng() % 5) + 1;
+        b.PurgeCell(cell);
+        for (auto it = model.begin(); it != model.end();) {
+          it = it->second == cell ? model.erase(it) : std::next(it);
+        }
+      }
+    }
+    t.Apply(std::move(b));
+    if (round % 20 == 19) {
+      RouteTable::Reader r(t);
+      for (int type : {101, 102}) {
+        for (int k = 0; k < 2000; ++k) {
+          std::string key = "key-" + std::to_string(k);
+          auto hit = r.Lookup(static_cast<ClassifyType>(type), key);
+          auto it = model.find({type, key});
+          if (it == model.end()) {
+            REQUIRE(hit.kind == Kind::kMiss);
+          } else {
+            REQUIRE(hit.kind == Kind::kPositive);
+            REQUIRE(hit.cell_id == it->second);
+          }
+        }
+      }
+      REQUIRE(t.stats().entries == model.size());
+    }
+  }
+}
+
+TEST_CASE("memory is accounted and returned") {
+  RouteTable t;
+  auto empty = t.stats().bytes;
+  RouteTable::Batch b;
+  for (int i = 0; i < 50000; ++i) b.Put(kRoute, "namespace-" + std::to_string(i), 2);
+  t.Apply(std::move(b));
+  auto full = t.stats();
+  CHECK(full.entries == 50000);
+  double per_entry = static_cast<double>(full.bytes - empty) / 50000.0;
+  CHECK(per_entry > 32);   // at least the entry header
+  CHECK(per_entry < 160);  // header, key, allocator and trie overhead
+  RouteTable::Batch e;
+  for (int i = 0; i < 50000; ++i) e.Erase(kRoute, "namespace-" + std::to_string(i));
+  t.Apply(std::move(e));
+  t.Reclaim();
+  CHECK(t.stats().bytes == empty);
+  CHECK(t.stats().pending_reclaim == 0);
+}
