@@ -650,6 +650,7 @@ Status Compiler::Run(std::shared_ptr<Ruleset::Compiled>* out) {
   if (default_rule != nullptr) CompileRule(*default_rule, rules->size(), true);
 
   if (!errors_.empty()) return Status::Invalid(errors_.Join());
+  compiled_->index.Build(compiled_->rules, compiled_->reserved_words);
   *out = compiled_;
   return Status::Ok();
 }

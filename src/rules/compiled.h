@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cellroute/rules.h"
+#include "rules/index.h"
 
 namespace cellroute::internal {
 
@@ -90,12 +91,15 @@ struct Ruleset::Compiled {
   std::string source;
   std::vector<internal::Rule> rules;
   std::vector<std::string> reserved_words;  // lower case; never a path parameter of segment 1
+  internal::RuleIndex index;                // which rules a request could match
 };
 
 // Fills Outcomes. One evaluation routine serves Evaluate and Explain, so they cannot disagree.
 class RuleEvaluator {
  public:
-  // Evaluates rules in order; when `trace` is non-null, records every rule tried.
+  // Evaluates rules in order; when `trace` is non-null, records every rule tried. Without a
+  // trace only the index's candidates are tried; with one, every rule is (the reference
+  // evaluation that tests compare the index against).
   static void Run(const Ruleset::Compiled& compiled, const RequestView& request,
                   std::size_t first_rule, Outcome* out, std::vector<RuleTrace>* trace);
 

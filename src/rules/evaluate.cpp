@@ -1,6 +1,7 @@
 // Evaluation: rules in order, first match wins. The same routine serves Evaluate (no trace,
 // no allocation) and Explain (a trace with reasons), so the two cannot disagree.
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "cellroute/token.h"
@@ -519,6 +520,36 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
 
 void RuleEvaluator::Run(const Ruleset::Compiled& compiled, const RequestView& request,
                         std::size_t first_rule, Outcome* out, std::vector<RuleTrace>* trace) {
+  auto finish = [&](std::size_t i, Outcome::Kind kind) {
+    const internal::Rule& rule = compiled.rules[i];
+    out->kind_ = kind;
+    out->rule_index_ = static_cast<int>(i);
+    out->rule_id_ = rule.id;
+    if (kind == Outcome::Kind::kRejected) {
+      out->action_ = rule.action;
+      out->type_ = rule.type;
+    }
+  };
+  const internal::RuleIndex& index = compiled.index;
+  if (trace == nullptr && index.enabled()) {
+    std::uint64_t candidates[internal::RuleIndex::kMaxWords];
+    index.Candidates(request, candidates);
+    for (std::size_t w = first_rule / 64; w < index.words(); ++w) {
+      std::uint64_t bits = candidates[w];
+      if (w == first_rule / 64) bits &= ~0ULL << (first_rule % 64);
+      while (bits != 0) {
+        std::size_t i = w * 64 + static_cast<std::size_t>(std::countr_zero(bits));
+        bits &= bits - 1;
+        Outcome::Kind kind = EvalRule(compiled, compiled.rules[i], request, out, nullptr);
+        if (kind != Outcome::Kind::kNoMatch) {
+          finish(i, kind);
+          return;
+        }
+      }
+    }
+    Reset(out);
+    return;
+  }
   for (std::size_t i = first_rule; i < compiled.rules.size(); ++i) {
     const internal::Rule& rule = compiled.rules[i];
     Outcome::Kind kind;
@@ -530,13 +561,7 @@ void RuleEvaluator::Run(const Ruleset::Compiled& compiled, const RequestView& re
       kind = EvalRule(compiled, rule, request, out, nullptr);
     }
     if (kind != Outcome::Kind::kNoMatch) {
-      out->kind_ = kind;
-      out->rule_index_ = static_cast<int>(i);
-      out->rule_id_ = rule.id;
-      if (kind == Outcome::Kind::kRejected) {
-        out->action_ = rule.action;
-        out->type_ = rule.type;
-      }
+      finish(i, kind);
       return;
     }
   }

@@ -1,0 +1,70 @@
+// The prefilter that makes evaluation cost track the rules that could match rather than the
+// rules there are. Each rule is filed under one "anchor": something cheap to check that the
+// rule cannot match without (a header's presence, a cookie name, the path's first segment).
+// Per request, one pass over the headers, the cookies and the path's first segment collects
+// the rules whose anchors are present; only those are evaluated, in order, so first-match-wins
+// is unchanged. Rules with no usable anchor are always candidates.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "cellroute/request.h"
+
+namespace cellroute::internal {
+
+struct Rule;
+struct Regex;
+
+class RuleIndex {
+ public:
+  // Rulesets larger than this are evaluated rule by rule, without the index.
+  static constexpr std::size_t kMaxRules = 4096;
+  static constexpr std::size_t kMaxWords = kMaxRules / 64;
+
+  void Build(const std::vector<Rule>& rules, const std::vector<std::string>& reserved_words);
+  bool enabled() const noexcept { return enabled_; }
+  std::size_t words() const noexcept { return words_; }
+
+  // Sets `out` (words() words) to the candidate rules for the request.
+  void Candidates(const RequestView& request, std::uint64_t* out) const noexcept;
+
+ private:
+  using Bits = std::vector<std::uint64_t>;
+  struct StringHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+
+  std::size_t AddAnchor(std::vector<Bits>* table);
+  void Or(const Bits& bits, std::uint64_t* out) const noexcept;
+  bool Reserved(std::string_view segment) const noexcept;
+
+  bool enabled_ = false;
+  std::size_t words_ = 0;
+  Bits always_;
+  // Header names (lower case), grouped by length for a cheap first test.
+  std::vector<std::string> header_names_;
+  std::vector<Bits> header_rules_;
+  std::uint64_t header_lengths_ = 0;  // bit n: some name has length n (names >= 63: bit 63)
+  // Exact cookie names, and cookie name regexes with the literal prefix every match starts with.
+  std::unordered_map<std::string, Bits, StringHash, std::equal_to<>> cookie_rules_;
+  struct CookieRegex {
+    const Regex* regex;
+    std::string prefix;
+    Bits rules;
+  };
+  std::vector<CookieRegex> cookie_regexes_;
+  // The path's first segment: rules that need a given literal, and rules whose first segment is
+  // a parameter (never a reserved word, never empty).
+  std::unordered_map<std::string, Bits, StringHash, std::equal_to<>> segment_rules_;
+  Bits param_segment_rules_;
+  std::vector<std::string> reserved_;  // sorted, lower case
+};
+
+}  // namespace cellroute::internal
