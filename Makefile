@@ -8,7 +8,7 @@ comma      := ,
 CMAKE_ARGS ?=
 CELLROUTE   = $(BUILD)/tools/cellroute
 
-.PHONY: all bootstrap configure build demo test test-tsan test-asan clean
+.PHONY: all bootstrap configure build demo test test-tsan test-asan bench bench-short clean
 
 all: build
 
@@ -27,6 +27,19 @@ demo: build
 
 test: build
 	@ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
+
+# Benchmarks are run on purpose, never by `make test`. bench-short uses small sizes and few
+# repetitions so that CI keeps them compiling and running; its timings mean little.
+bench: build
+	@$(BUILD)/benchmarks/cellroute_bench --benchmark_repetitions=5 \
+	  --benchmark_report_aggregates_only=true --benchmark_out=$(BUILD)/bench.json \
+	  --benchmark_out_format=json
+	@scripts/bench-ratios $(BUILD)/bench.json
+
+bench-short: build
+	@CELLROUTE_BENCH_SHORT=1 $(BUILD)/benchmarks/cellroute_bench --benchmark_min_time=0.05 \
+	  --benchmark_out=$(BUILD)/bench-short.json --benchmark_out_format=json >/dev/null
+	@scripts/bench-ratios $(BUILD)/bench-short.json
 
 # The table, rule and router tests under a sanitizer, each in a build of its own:
 # ThreadSanitizer for publication and grace periods, AddressSanitizer (with UBSan) for any read

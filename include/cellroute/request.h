@@ -75,7 +75,17 @@ struct RequestView {
     return false;
   }
 
-  CELLROUTE_EXPORT static bool EqualsIgnoreCase(std::string_view a, std::string_view b) noexcept;
+  static bool EqualsIgnoreCase(std::string_view a, std::string_view b) noexcept {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      char x = a[i], y = b[i];
+      if (x == y) continue;
+      if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+      if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+      if (x != y) return false;
+    }
+    return true;
+  }
   CELLROUTE_EXPORT static std::string_view Trim(std::string_view s) noexcept;
 };
 

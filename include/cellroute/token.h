@@ -32,13 +32,14 @@ namespace cellroute::token {
 inline constexpr std::size_t kRandomBytes = 16;
 inline constexpr std::size_t kMaxPayloadBytes = 159;
 inline constexpr std::size_t kMaxPrefixBytes = 20;
-inline constexpr std::size_t kMaxFields = 16;
-inline constexpr std::size_t kMaxKeyBytes = 15;
+inline constexpr std::size_t kMaxFields = 12;
+inline constexpr std::size_t kMaxKeyBytes = 7;
 
+// Keys are short (Rails writes one letter); a field is 16 bytes.
 struct Field {
-  std::array<char, kMaxKeyBytes + 1> key_storage{};
-  std::uint8_t key_size = 0;
-  std::int64_t value = 0;
+  std::array<char, kMaxKeyBytes> key_storage;
+  std::uint8_t key_size;
+  std::int64_t value;
 
   std::string_view key() const noexcept { return {key_storage.data(), key_size}; }
 };
@@ -55,7 +56,7 @@ class CELLROUTE_EXPORT Payload {
   bool Add(std::string_view key, std::int64_t value) noexcept;
 
  private:
-  std::array<Field, kMaxFields> fields_{};
+  std::array<Field, kMaxFields> fields_;  // only the first size_ are set
   std::size_t size_ = 0;
 };
 

@@ -194,6 +194,7 @@ std::unique_ptr<Regex> Compiler::CompileRegex(const json& value, const std::stri
   }
   std::sort(rx->captures.begin(), rx->captures.end(),
             [](const auto& a, const auto& b) { return a.group < b.group; });
+  rx->prefix = internal::RegexLiteralPrefix(*rx, /*whole=*/field.ends_with("regex_name"));
   return rx;
 }
 

@@ -26,7 +26,16 @@ struct Regex {
   std::unique_ptr<RE2> re;
   std::vector<Capture> captures;  // named groups only
   int groups = 0;                 // all capturing groups
+  // Literal text every match starts with, checked before RE2 runs ("" when none is known).
+  std::string prefix;
 };
+
+// The literal text every match of `rx` starts at: for a search (`whole` false) only when the
+// regex is anchored at the start; for a whole-text match (cookie names) always.
+std::string RegexLiteralPrefix(const Regex& rx, bool whole);
+
+// A cookie name against a regex_name: the whole name must match.
+bool MatchWholeName(const Regex& rx, std::string_view name) noexcept;
 
 enum class MatcherKind { kHeader, kCookie, kPath, kMethod, kHost, kQuery };
 

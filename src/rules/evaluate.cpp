@@ -2,6 +2,7 @@
 // no allocation) and Explain (a trace with reasons), so the two cannot disagree.
 #include <algorithm>
 #include <bit>
+#include <charconv>
 #include <cstring>
 
 #include "cellroute/token.h"
@@ -221,6 +222,7 @@ RuleEvaluator::Render RuleEvaluator::RenderTemplate(Outcome* out, const internal
 
 bool RuleEvaluator::MatchRegex(const internal::Regex& rx, std::string_view text, Outcome* out,
                                bool* overflow) noexcept {
+  if (text.substr(0, rx.prefix.size()) != rx.prefix) return false;
   re2::StringPiece sub[kMaxSubmatches];
   int n = rx.groups + 1;
   if (!rx.re->Match(re2::StringPiece(text.data(), text.size()), 0, text.size(), RE2::UNANCHORED,
@@ -236,6 +238,12 @@ bool RuleEvaluator::MatchRegex(const internal::Regex& rx, std::string_view text,
     }
   }
   return true;
+}
+
+bool internal::MatchWholeName(const Regex& rx, std::string_view name) noexcept {
+  if (name.substr(0, rx.prefix.size()) != rx.prefix) return false;
+  return rx.re->Match(re2::StringPiece(name.data(), name.size()), 0, name.size(), RE2::ANCHOR_BOTH,
+                      nullptr, 0);
 }
 
 bool RuleEvaluator::MatchPath(const Ruleset::Compiled& compiled, const internal::Matcher& m,
@@ -328,8 +336,9 @@ bool RuleEvaluator::ApplyTransform(const internal::Transform& t, Outcome* out, s
         }
         for (const auto& f : payload->fields()) {
           char digits[24];
-          int n = std::snprintf(digits, sizeof digits, "%lld", static_cast<long long>(f.value));
-          if (!AddVariable(out, t.output, f.key(), std::string_view(digits, std::size_t(n)))) {
+          auto end = std::to_chars(digits, digits + sizeof digits, f.value).ptr;
+          if (!AddVariable(out, t.output, f.key(),
+                           std::string_view(digits, static_cast<std::size_t>(end - digits)))) {
             if (why) *why = "too many decoded fields";
             return false;
           }
@@ -435,10 +444,7 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
       case MatcherKind::kCookie: {
         bool name_seen = false;
         found = request.AnyCookie([&](std::string_view name, std::string_view value) {
-          bool name_ok = m.name_regex
-                             ? m.name_regex->re->Match(re2::StringPiece(name.data(), name.size()),
-                                                       0, name.size(), RE2::ANCHOR_BOTH, nullptr, 0)
-                             : name == m.name;
+          bool name_ok = m.name_regex ? internal::MatchWholeName(*m.name_regex, name) : name == m.name;
           if (!name_ok) return false;
           name_seen = true;
           return value_rx == nullptr || MatchRegex(*value_rx, value, out, &overflow);

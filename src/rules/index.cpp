@@ -18,10 +18,7 @@ std::string CommonPrefix(const std::string& a, const std::string& b) {
   return a.substr(0, n);
 }
 
-// True when every match of the regex must start where the text starts: a leading '^' and no
-// '|' outside parentheses or classes (which could offer an unanchored branch).
-bool AnchoredAtStart(std::string_view source) {
-  if (source.empty() || source[0] != '^') return false;
+bool HasTopLevelAlternation(std::string_view source) {
   int depth = 0;
   bool in_class = false;
   for (std::size_t i = 0; i < source.size(); ++i) {
@@ -37,28 +34,40 @@ bool AnchoredAtStart(std::string_view source) {
     } else if (c == ')') {
       --depth;
     } else if (c == '|' && depth == 0) {
-      return false;
+      return true;
     }
   }
-  return true;
+  return false;
 }
 
-// The literal text every match of `rx` begins with ("" when unknown).
-std::string LiteralPrefix(const Regex& rx) {
-  if (!AnchoredAtStart(rx.source)) return {};
+// True when every match of the regex must start where the text starts: a leading '^' and no
+// '|' outside parentheses or classes (which could offer an unanchored branch).
+bool AnchoredAtStart(std::string_view source) {
+  if (source.empty() || source[0] != '^') return false;
+  return !HasTopLevelAlternation(source);
+}
+
+}  // namespace
+
+std::string RegexLiteralPrefix(const Regex& rx, bool whole) {
+  if (whole ? HasTopLevelAlternation(rx.source) : !AnchoredAtStart(rx.source)) return {};
   std::string min, max;
   if (!rx.re->PossibleMatchRange(&min, &max, 64)) return {};
   return CommonPrefix(min, max);
 }
 
-// The first path segment every match of a path regex must have, when its literal prefix pins
-// one ("/api/v4/..." pins "api"); "" otherwise.
-std::string PinnedSegment(const Regex& rx) {
-  std::string prefix = LiteralPrefix(rx);
-  if (prefix.size() < 2 || prefix[0] != '/') return {};
-  std::size_t slash = prefix.find('/', 1);
-  if (slash == std::string::npos || slash == 1) return {};
-  return prefix.substr(1, slash - 1);
+namespace {
+
+// The literal text every path a matcher accepts starts with ("" when unknown): the leading
+// literal segments of a pattern ("/api/v4/:id" gives "/api/v4"), or an anchored regex's prefix.
+std::string PathPrefix(const Matcher& m) {
+  if (m.pattern.empty()) return m.value_regex ? m.value_regex->prefix : std::string();
+  std::string prefix;
+  for (const PathSegment& seg : m.pattern) {
+    if (seg.kind != PathSegment::Kind::kLiteral) break;
+    prefix += "/" + seg.text;
+  }
+  return prefix;
 }
 
 std::string_view FirstSegment(std::string_view path, bool* complete) {
@@ -74,11 +83,6 @@ std::string_view FirstSegment(std::string_view path, bool* complete) {
 
 }  // namespace
 
-std::size_t RuleIndex::AddAnchor(std::vector<Bits>* table) {
-  table->emplace_back(words_, 0);
-  return table->size() - 1;
-}
-
 void RuleIndex::Build(const std::vector<Rule>& rules,
                       const std::vector<std::string>& reserved_words) {
   enabled_ = !rules.empty() && rules.size() <= kMaxRules;
@@ -86,6 +90,7 @@ void RuleIndex::Build(const std::vector<Rule>& rules,
   words_ = (rules.size() + 63) / 64;
   always_.assign(words_, 0);
   param_segment_rules_.assign(words_, 0);
+  any_cookie_rules_.assign(words_, 0);
   reserved_ = reserved_words;
 
   for (std::size_t i = 0; i < rules.size(); ++i) {
@@ -97,45 +102,34 @@ void RuleIndex::Build(const std::vector<Rule>& rules,
     for (int pass = 0; pass < 2 && anchor == nullptr; ++pass) {
       for (const Matcher& m : rules[i].matchers) {
         if (pass == 0 && m.kind == MatcherKind::kHeader) {
-          auto it = std::find(header_names_.begin(), header_names_.end(), m.name);
-          std::size_t slot = static_cast<std::size_t>(it - header_names_.begin());
-          if (it == header_names_.end()) {
-            header_names_.push_back(m.name);
-            AddAnchor(&header_rules_);
+          auto [it, inserted] = header_rules_.try_emplace(m.name, Bits(words_, 0));
+          if (inserted) {
             header_lengths_ |= 1ULL << std::min<std::size_t>(m.name.size(), 63);
+            if (m.name.size() > kMaxHeaderName) long_header_names_.emplace_back(m.name, &it->second);
           }
-          anchor = &header_rules_[slot];
+          anchor = &it->second;
         } else if (pass == 0 && m.kind == MatcherKind::kCookie && !m.name_regex) {
           auto [it, inserted] = cookie_rules_.try_emplace(m.name, Bits(words_, 0));
+          cookie_lengths_ |= 1ULL << std::min<std::size_t>(m.name.size(), 63);
           anchor = &it->second;
         } else if (pass == 0 && m.kind == MatcherKind::kCookie) {
-          auto same = [&](const CookieRegex& c) { return c.regex->source == m.name_regex->source; };
-          auto it = std::find_if(cookie_regexes_.begin(), cookie_regexes_.end(), same);
-          if (it == cookie_regexes_.end()) {
-            cookie_regexes_.push_back({m.name_regex.get(), {}, Bits(words_, 0)});
-            // regex_name matches the whole name, so the prefix holds without a leading '^'.
-            std::string min, max;
-            if (m.name_regex->source.find('|') == std::string::npos &&
-                m.name_regex->re->PossibleMatchRange(&min, &max, 64)) {
-              cookie_regexes_.back().prefix = CommonPrefix(min, max);
-            }
-            it = cookie_regexes_.end() - 1;
-          }
-          anchor = &it->rules;
+          has_any_cookie_rules_ = true;
+          anchor = &any_cookie_rules_;
         } else if (pass == 1 && m.kind == MatcherKind::kPath) {
-          std::string segment;
-          if (!m.pattern.empty()) {
-            if (m.pattern[0].kind == PathSegment::Kind::kLiteral) {
-              segment = m.pattern[0].text;
-            } else if (m.pattern[0].kind == PathSegment::Kind::kParam) {
-              anchor = &param_segment_rules_;
-              break;
-            }
-          } else if (m.value_regex) {
-            segment = PinnedSegment(*m.value_regex);
+          if (!m.pattern.empty() && m.pattern[0].kind == PathSegment::Kind::kParam) {
+            anchor = &param_segment_rules_;
+            break;
           }
-          if (!segment.empty()) {
-            auto [it, inserted] = segment_rules_.try_emplace(segment, Bits(words_, 0));
+          std::string prefix = PathPrefix(m);
+          bool known_length = std::find(prefix_lengths_.begin(), prefix_lengths_.end(),
+                                        prefix.size()) != prefix_lengths_.end();
+          if (prefix.size() >= 2 &&
+              (known_length || prefix_lengths_.size() < kMaxPrefixLengths)) {
+            if (!known_length) {
+              prefix_lengths_.push_back(prefix.size());
+              std::sort(prefix_lengths_.begin(), prefix_lengths_.end());
+            }
+            auto [it, inserted] = prefix_rules_.try_emplace(prefix, Bits(words_, 0));
             anchor = &it->second;
           }
         }
@@ -162,44 +156,45 @@ bool RuleIndex::Reserved(std::string_view segment) const noexcept {
 void RuleIndex::Candidates(const RequestView& request, std::uint64_t* out) const noexcept {
   std::copy(always_.begin(), always_.end(), out);
 
-  if (!header_names_.empty()) {
+  if (!header_rules_.empty()) {
+    char lower[kMaxHeaderName];
     for (const Header& h : request.headers) {
-      if (!(header_lengths_ >> std::min<std::size_t>(h.name.size(), 63) & 1)) continue;
-      for (std::size_t slot = 0; slot < header_names_.size(); ++slot) {
-        if (RequestView::EqualsIgnoreCase(h.name, header_names_[slot])) {
-          Or(header_rules_[slot], out);
-          break;
+      std::size_t n = h.name.size();
+      if (!(header_lengths_ >> std::min<std::size_t>(n, 63) & 1)) continue;
+      if (n > kMaxHeaderName) {
+        for (const auto& [name, bits] : long_header_names_) {
+          if (RequestView::EqualsIgnoreCase(h.name, name)) Or(*bits, out);
         }
+        continue;
       }
+      for (std::size_t i = 0; i < n; ++i) lower[i] = Lower(h.name[i]);
+      auto it = header_rules_.find(std::string_view(lower, n));
+      if (it != header_rules_.end()) Or(it->second, out);
     }
   }
 
-  if (!cookie_rules_.empty() || !cookie_regexes_.empty()) {
+  if (!cookie_rules_.empty() || has_any_cookie_rules_) {
+    bool any = false;
     request.AnyCookie([&](std::string_view name, std::string_view) {
-      if (!cookie_rules_.empty()) {
+      any = true;
+      if (cookie_lengths_ >> std::min<std::size_t>(name.size(), 63) & 1) {
         auto it = cookie_rules_.find(name);
         if (it != cookie_rules_.end()) Or(it->second, out);
       }
-      for (const CookieRegex& c : cookie_regexes_) {
-        if (name.substr(0, c.prefix.size()) != c.prefix) continue;
-        if (c.regex->re->Match(re2::StringPiece(name.data(), name.size()), 0, name.size(),
-                               RE2::ANCHOR_BOTH, nullptr, 0)) {
-          Or(c.rules, out);
-        }
-      }
-      return false;  // visit every cookie
+      return cookie_rules_.empty();  // with only regex-named rules, one cookie is enough
     });
+    if (any) Or(any_cookie_rules_, out);
   }
 
-  bool complete = false;
-  std::string_view segment = FirstSegment(request.path, &complete);
-  if (complete) {
-    if (!segment_rules_.empty()) {
-      auto it = segment_rules_.find(segment);
-      if (it != segment_rules_.end()) Or(it->second, out);
-    }
-    if (!segment.empty() && !Reserved(segment)) Or(param_segment_rules_, out);
+  const std::string_view path = request.path;
+  for (std::size_t len : prefix_lengths_) {
+    if (len > path.size()) break;
+    auto it = prefix_rules_.find(path.substr(0, len));
+    if (it != prefix_rules_.end()) Or(it->second, out);
   }
+  bool complete = false;
+  std::string_view segment = FirstSegment(path, &complete);
+  if (complete && !segment.empty() && !Reserved(segment)) Or(param_segment_rules_, out);
 }
 
 }  // namespace cellroute::internal

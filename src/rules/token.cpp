@@ -19,14 +19,15 @@ constexpr std::size_t kMaxEncodedChars = (kMaxRawBytes * 4 + 2) / 3;
 
 constexpr char kBase64Url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-int Base64UrlValue(char c) noexcept {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '-') return 62;
-  if (c == '_') return 63;
-  return -1;
-}
+// Each byte's base64url value, or -1.
+constexpr std::array<std::int8_t, 256> kBase64UrlValues = [] {
+  std::array<std::int8_t, 256> t{};
+  t.fill(-1);
+  for (int i = 0; i < 64; ++i) t[static_cast<unsigned char>(kBase64Url[i])] = static_cast<std::int8_t>(i);
+  return t;
+}();
+
+int Base64UrlValue(char c) noexcept { return kBase64UrlValues[static_cast<unsigned char>(c)]; }
 
 // Decodes unpadded base64url into out (capacity kMaxRawBytes). Returns the byte count, or -1.
 int DecodeBase64Url(std::string_view in, std::uint8_t* out) noexcept {
@@ -92,7 +93,6 @@ bool Payload::Add(std::string_view key, std::int64_t value) noexcept {
   if (size_ == kMaxFields || key.empty() || key.size() > kMaxKeyBytes) return false;
   Field& f = fields_[size_++];
   std::memcpy(f.key_storage.data(), key.data(), key.size());
-  f.key_storage[key.size()] = '\0';
   f.key_size = static_cast<std::uint8_t>(key.size());
   f.value = value;
   return true;

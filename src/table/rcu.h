@@ -4,6 +4,9 @@
 // writer's wait returns, so freeing afterwards is not a race.
 #pragma once
 
+// Small liburcu functions (the read-side lock and unlock) inline, as liburcu permits for any
+// application; the rest are calls into the shared library.
+#define URCU_INLINE_SMALL_FUNCTIONS
 #include <urcu/urcu-bp.h>
 
 #if defined(__SANITIZE_THREAD__)

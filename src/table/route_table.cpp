@@ -4,14 +4,13 @@
 
 #include <algorithm>
 #include <atomic>
-#include <bit>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <mutex>
 
 #include "cellroute/table.h"
-#include "table/hash.h"
+#include "common/hash.h"
 #include "table/rcu.h"
 
 namespace cellroute {
@@ -61,6 +60,16 @@ struct Node {
 };
 static_assert(sizeof(Node) == 8);
 
+// Population count without a libgcc call: the library targets baseline x86-64, which has no
+// POPCNT instruction, and std::popcount would call __popcountdi2 on every trie level.
+constexpr int PopCount(std::uint32_t x) noexcept {
+  x = x - ((x >> 1) & 0x55555555u);
+  x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+  x = (x + (x >> 4)) & 0x0F0F0F0Fu;
+  return static_cast<int>((x * 0x01010101u) >> 24);
+}
+static_assert(PopCount(0) == 0 && PopCount(0xFFFFFFFFu) == 32 && PopCount(0x80000001u) == 2);
+
 std::uintptr_t Tag(const void* p, std::uintptr_t tag) noexcept {
   return reinterpret_cast<std::uintptr_t>(p) | tag;
 }
@@ -71,7 +80,7 @@ Node* AsNode(std::uintptr_t s) noexcept { return reinterpret_cast<Node*>(s & ~kT
 int Count(std::uintptr_t s) noexcept {
   const Node* n = AsNode(s);
   return TagOf(s) == kCollisionTag ? static_cast<int>(n->bitmap_or_count)
-                                   : std::popcount(n->bitmap_or_count);
+                                   : PopCount(n->bitmap_or_count);
 }
 
 std::uint64_t LeafHash(const Leaf* l) noexcept { return HashKey(l->type, l->key_view()); }
@@ -245,7 +254,7 @@ struct RouteTable::State {
     }
     Node* n = AsNode(s);
     std::uint32_t bit = 1u << ((h >> shift) & kIndexMask);
-    int pos = std::popcount(n->bitmap_or_count & (bit - 1));
+    int pos = PopCount(n->bitmap_or_count & (bit - 1));
     if (n->bitmap_or_count & bit) {
       std::uintptr_t child = n->child()[pos];
       std::uintptr_t updated = Insert(child, leaf, h, shift + kBits);
@@ -363,7 +372,7 @@ struct RouteTable::State {
     Node* n = AsNode(s);
     std::uint32_t bit = 1u << ((h >> shift) & kIndexMask);
     if (!(n->bitmap_or_count & bit)) return s;
-    int pos = std::popcount(n->bitmap_or_count & (bit - 1));
+    int pos = PopCount(n->bitmap_or_count & (bit - 1));
     std::uintptr_t child = n->child()[pos];
     std::uintptr_t updated = Erase(child, type, key, h, shift + kBits);
     if (updated == child) return s;
@@ -498,7 +507,7 @@ TableHit RouteTable::Reader::Lookup(ClassifyType type, std::string_view value) c
     }
     std::uint32_t bit = 1u << ((h >> shift) & kIndexMask);
     if (!(n->bitmap_or_count & bit)) break;
-    s = n->child()[std::popcount(n->bitmap_or_count & (bit - 1))];
+    s = n->child()[PopCount(n->bitmap_or_count & (bit - 1))];
     shift += kBits;
   }
   if (found == nullptr) return hit;

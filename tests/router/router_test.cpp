@@ -1,4 +1,5 @@
 #include <cellroute/router.h>
+#include <cellroute/table.h>
 #include <cellroute/token.h>
 
 #include <catch2/catch.hpp>
@@ -247,4 +248,60 @@ TEST_CASE("many threads share one router and agree with one thread") {
   }
   for (auto& th : threads) th.join();
   CHECK(mismatches == 0);
+}
+
+TEST_CASE("the router resolves claims through a route table and reports the age") {
+  static std::atomic<std::int64_t> now{5'000'000};
+  cellroute::TableOptions options;
+  options.now_ms = [] { return now.load(); };
+  auto table = std::make_shared<cellroute::RouteTable>(options);
+  cellroute::RouteTable::Batch b;
+  b.SetTopology(cellroute::Topology::FromCells(
+                    {{1, "legacy:1", "", {}}, {2, "two:1", "cell-2", {}}, {3, "three:1", "", {}}},
+                    "t")
+                    .value());
+  b.Put(ClassifyType::kClaimRoute, "static-group", 3);
+  b.Put(ClassifyType::kClaimRoute, "cached-group", 2, std::chrono::minutes(60),
+        std::chrono::minutes(10));
+  b.PutNegative(ClassifyType::kClaimRoute, "nobody", std::chrono::minutes(5));
+  table->Apply(std::move(b));
+  auto rules = cellroute::Ruleset::Parse(cellroute::defaults::RulesJson(), "defaults").value();
+  auto router = Router::Create(rules, cellroute::MakeTableResolver(table)).value();
+
+  now += 90'000;
+  auto d = RouteTarget(router, "/static-group/x");
+  CHECK(d.cell_id() == 3);
+  CHECK(d.source() == Source::kClaims);
+  d = RouteTarget(router, "/cached-group/x");
+  CHECK(d.cell_id() == 2);
+  CHECK(d.source() == Source::kTable);
+  CHECK(d.resolution().age_ms == 90'000);
+  auto j = nlohmann::json::parse(d.ToJson());
+  CHECK(j["source"] == "route_table");
+  CHECK(j["age_ms"] == 90'000);
+
+  // A negative entry is a known "nobody owns it": the rules below decide.
+  d = RouteTarget(router, "/nobody/x", {{"cookie", "_gitlab_session=cell-2-ab"}});
+  CHECK(d.rule_id() == "session_cookie");
+  CHECK(d.cell_id() == 2);
+
+  // A new version is picked up by the next request; the cell list moves with it.
+  table->Put(ClassifyType::kClaimRoute, "cached-group", 3, std::chrono::minutes(60));
+  CHECK(RouteTarget(router, "/cached-group/x").cell_id() == 3);
+  table->PurgeCell(3);
+  d = RouteTarget(router, "/cached-group/x");
+  CHECK(d.rule_id() == "fallback");
+  CHECK(d.cell_id() == 1);
+
+  // Expired answers no longer route.
+  table->Put(ClassifyType::kClaimRoute, "short-lived", 2, std::chrono::seconds(30));
+  CHECK(RouteTarget(router, "/short-lived").cell_id() == 2);
+  now += 31'000;
+  CHECK(RouteTarget(router, "/short-lived").rule_id() == "fallback");
+
+  // An owner that left the topology is not routed to.
+  table->Put(ClassifyType::kClaimRoute, "orphan", 9);
+  d = RouteTarget(router, "/orphan");
+  CHECK(d.cell_id() == 1);
+  CHECK(d.fallback() == Fallback::kUnknownCell);
 }

@@ -1,0 +1,228 @@
+// Route table lookups against a std::mutex + std::unordered_map baseline: alone, warm
+// (Zipf-skewed keys) and cold (uniform keys), and on both cores while a writer applies more
+// than 100k updates per second. Memory per entry is reported as a counter.
+#include <benchmark/benchmark.h>
+#include <cellroute/table.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+namespace cellroute::bench {
+
+namespace {
+
+constexpr auto kRoute = ClassifyType::kClaimRoute;
+constexpr std::size_t kSample = 1 << 16;
+
+std::string Key(std::size_t i) { return "group-" + std::to_string(i * 2654435761u % 1000000007u); }
+
+struct Dataset {
+  explicit Dataset(std::size_t n) : size(n) {
+    std::size_t key_bytes = 0;
+    RouteTable::Batch batch;
+    batch.SetTopology(Topology::FromCells({{1, "a:1", "", {}}, {2, "b:1", "", {}}}, "bench").value());
+    map.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      std::string k = Key(i);
+      key_bytes += k.size();
+      auto cell = static_cast<std::int64_t>(1 + i % 2);
+      batch.Put(kRoute, k, cell, std::chrono::hours(1));
+      map.emplace(k, cell);
+    }
+    TableOptions options;
+    options.max_cached_entries = n + 1;
+    table = std::make_unique<RouteTable>(options);
+    std::size_t empty = table->stats().bytes;
+    table->Apply(std::move(batch));
+    table->Reclaim();
+    bytes_per_entry =
+        static_cast<double>(table->stats().bytes - empty - key_bytes) / static_cast<double>(n);
+
+    std::mt19937_64 rng(1);
+    // Zipf (s = 1) over the keys by inverse transform on the harmonic CDF, approximated.
+    double hn = std::log(static_cast<double>(n)) + 0.5772;
+    std::uniform_real_distribution<double> u(0, 1);
+    for (std::size_t i = 0; i < kSample; ++i) {
+      auto rank = static_cast<std::size_t>(std::exp(u(rng) * hn - 0.5772));
+      warm.push_back(Key(std::min(rank, n - 1)));
+      cold.push_back(Key(rng() % n));
+    }
+  }
+  std::size_t size;
+  std::unique_ptr<RouteTable> table;
+  std::unordered_map<std::string, std::int64_t> map;
+  std::mutex map_mu;
+  double bytes_per_entry = 0;
+  std::vector<std::string> warm, cold;
+};
+
+Dataset& DatasetFor(std::size_t n) {
+  static std::map<std::size_t, std::unique_ptr<Dataset>> cache;
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& d = cache[n];
+  if (!d) d = std::make_unique<Dataset>(n);
+  return *d;
+}
+
+const std::vector<std::string>& Keys(Dataset& d, const benchmark::State& state) {
+  return state.range(1) ? d.warm : d.cold;
+}
+
+void BM_Lookup_cellroute(benchmark::State& state) {
+  Dataset& d = DatasetFor(static_cast<std::size_t>(state.range(0)));
+  const auto& keys = Keys(d, state);
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919;
+  std::int64_t found = 0;
+  for (auto _ : state) {
+    RouteTable::Reader r(*d.table);  // one per request, as the router does
+    found += r.Lookup(kRoute, keys[i++ & (kSample - 1)]).cell_id;
+  }
+  benchmark::DoNotOptimize(found);
+  state.SetItemsProcessed(state.iterations());
+  state.counters["bytes_per_entry"] = d.bytes_per_entry;
+}
+
+void BM_Lookup_baseline(benchmark::State& state) {
+  Dataset& d = DatasetFor(static_cast<std::size_t>(state.range(0)));
+  const auto& keys = Keys(d, state);
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919;
+  std::int64_t found = 0;
+  for (auto _ : state) {
+    std::lock_guard<std::mutex> lock(d.map_mu);
+    auto it = d.map.find(keys[i++ & (kSample - 1)]);
+    found += it == d.map.end() ? 0 : it->second;
+  }
+  benchmark::DoNotOptimize(found);
+  state.SetItemsProcessed(state.iterations());
+}
+
+// --- readers on both cores, a writer churning ------------------------------------------------
+
+constexpr std::size_t kChurnKeys = 100000;
+constexpr int kUpdatesPerBatch = 100;
+constexpr auto kBatchEvery = std::chrono::microseconds(800);  // 125k updates/s when on time
+
+struct Churn {
+  std::unique_ptr<Dataset> data;
+  std::thread writer;
+  std::atomic<bool> stop{false};
+  std::atomic<long> updates{0};
+  std::chrono::steady_clock::time_point started;
+  bool baseline = false;
+} g_churn;
+
+void WriterLoop() {
+  std::mt19937_64 rng(3);
+  auto next = std::chrono::steady_clock::now();
+  while (!g_churn.stop.load(std::memory_order_relaxed)) {
+    if (g_churn.baseline) {
+      for (int u = 0; u < kUpdatesPerBatch; ++u) {
+        std::lock_guard<std::mutex> lock(g_churn.data->map_mu);
+        g_churn.data->map[Key(rng() % kChurnKeys)] = static_cast<std::int64_t>(1 + rng() % 2);
+      }
+    } else {
+      RouteTable::Batch b;
+      for (int u = 0; u < kUpdatesPerBatch; ++u) {
+        b.Put(kRoute, Key(rng() % kChurnKeys), static_cast<std::int64_t>(1 + rng() % 2),
+              std::chrono::hours(1));
+      }
+      g_churn.data->table->Apply(std::move(b));
+    }
+    g_churn.updates.fetch_add(kUpdatesPerBatch, std::memory_order_relaxed);
+    next += kBatchEvery;
+    std::this_thread::sleep_until(next);
+  }
+}
+
+void StartChurn(bool baseline) {
+  if (!g_churn.data) g_churn.data = std::make_unique<Dataset>(kChurnKeys);
+  g_churn.baseline = baseline;
+  g_churn.stop = false;
+  g_churn.updates = 0;
+  g_churn.started = std::chrono::steady_clock::now();
+  g_churn.writer = std::thread(WriterLoop);
+}
+void StartChurnCellroute(const benchmark::State&) { StartChurn(false); }
+void StartChurnBaseline(const benchmark::State&) { StartChurn(true); }
+void StopChurn(const benchmark::State&) {
+  g_churn.stop = true;
+  g_churn.writer.join();
+}
+
+template <bool kBaseline>
+void BM_ChurnLookup(benchmark::State& state) {
+  Dataset& d = *g_churn.data;
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919;
+  std::int64_t found = 0;
+  std::int64_t worst_ns = 0, timed_count = 0, slow_count = 0;
+  for (auto _ : state) {
+    // Time one lookup in 64: the slowest tells whether a reader ever waits for the writer.
+    bool timed = (i & 63) == 0;
+    auto t0 = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+    const std::string& key = d.cold[i++ & (kSample - 1)];
+    if constexpr (kBaseline) {
+      std::lock_guard<std::mutex> lock(d.map_mu);
+      auto it = d.map.find(key);
+      found += it == d.map.end() ? 0 : it->second;
+    } else {
+      RouteTable::Reader r(*d.table);
+      found += r.Lookup(kRoute, key).cell_id;
+    }
+    if (timed) {
+      auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::steady_clock::now() - t0)
+                    .count();
+      worst_ns = std::max<std::int64_t>(worst_ns, ns);
+      ++timed_count;
+      slow_count += ns > 10'000;
+    }
+  }
+  benchmark::DoNotOptimize(found);
+  state.SetItemsProcessed(state.iterations());
+  // With two readers and a writer on two cores, any lookup can be preempted; what separates a
+  // reader that waits for the writer is how often a lookup takes over 10 us.
+  state.counters["worst_sampled_ns"] =
+      benchmark::Counter(static_cast<double>(worst_ns), benchmark::Counter::kAvgThreads);
+  state.counters["over_10us_per_million"] = benchmark::Counter(
+      timed_count ? 1e6 * static_cast<double>(slow_count) / static_cast<double>(timed_count) : 0,
+      benchmark::Counter::kAvgThreads);
+  if (state.thread_index() == 0) {
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                g_churn.started)
+                      .count();
+    state.counters["writer_updates_per_s"] = static_cast<double>(g_churn.updates.load()) / secs;
+  }
+}
+
+}  // namespace
+
+void RegisterTableBenchmarks(bool short_mode) {
+  std::vector<std::int64_t> sizes = short_mode ? std::vector<std::int64_t>{1000, 100000}
+                                               : std::vector<std::int64_t>{1000, 1000000, 10000000};
+  for (std::int64_t n : sizes) {
+    for (int warm : {1, 0}) {
+      benchmark::RegisterBenchmark("Lookup/cellroute", BM_Lookup_cellroute)->Args({n, warm});
+      benchmark::RegisterBenchmark("Lookup/baseline", BM_Lookup_baseline)->Args({n, warm});
+    }
+  }
+  benchmark::RegisterBenchmark("ChurnLookup/cellroute", BM_ChurnLookup<false>)
+      ->Threads(2)
+      ->UseRealTime()
+      ->Setup(StartChurnCellroute)
+      ->Teardown(StopChurn);
+  benchmark::RegisterBenchmark("ChurnLookup/baseline", BM_ChurnLookup<true>)
+      ->Threads(2)
+      ->UseRealTime()
+      ->Setup(StartChurnBaseline)
+      ->Teardown(StopChurn);
+}
+
+}  // namespace cellroute::bench
