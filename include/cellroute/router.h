@@ -18,7 +18,9 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -49,6 +51,7 @@ enum class Fallback : std::uint8_t {
   kUnknownCell = 2,   // SESSION_PREFIX / CELL_ID named no known cell
   kUnknownClaim = 3,  // no owner known for the claim (the service's NOT_FOUND)
   kUnavailable = 4,   // the owner could not be asked in time
+  kPending = 5,       // the owner is being asked now: RouteWait or RouteAsync get the answer
 };
 
 CELLROUTE_EXPORT std::string_view SourceName(Source s) noexcept;
@@ -88,6 +91,13 @@ class CELLROUTE_EXPORT Resolver {
                        Resolution* out) const noexcept = 0;
   // The cell that takes whatever nothing else claims.
   virtual void ResolveLegacy(Session& session, Resolution* out) const noexcept = 0;
+
+  // For resolvers that answer kPending: wait up to `deadline` for the answer to arrive (true
+  // when it did), or run `done` once it has. The defaults have nothing to wait for.
+  virtual bool Wait(ClassifyType type, std::string_view value,
+                    std::chrono::milliseconds deadline) const;
+  virtual void WhenResolved(ClassifyType type, std::string_view value,
+                            std::function<void()> done) const;
 };
 
 class RouteTable;
@@ -142,8 +152,15 @@ class CELLROUTE_EXPORT Router {
   static Result<Router> FromFiles(const Files& files);
   static Result<Router> FromDefaults() { return FromFiles({}); }
 
+  // Never waits: a claim that must be asked for comes back pending (fallback() == kPending,
+  // routed to the legacy cell) while the answer is fetched.
   Decision Route(const RequestView& request) const noexcept;
   void Route(const RequestView& request, Decision* out) const noexcept;
+  // For Rails and tooling: waits up to `deadline` for a pending answer, then decides.
+  Decision RouteWait(const RequestView& request, std::chrono::milliseconds deadline) const;
+  // For event loops: `done` runs with the decision, at once when nothing is pending, else on
+  // a resolver thread when the answer arrives. The request is copied.
+  void RouteAsync(const RequestView& request, std::function<void(const Decision&)> done) const;
 
   struct Explained {
     Explanation rules;
@@ -156,6 +173,8 @@ class CELLROUTE_EXPORT Router {
  private:
   Router(Ruleset rules, std::shared_ptr<const Resolver> resolver)
       : rules_(std::move(rules)), resolver_(std::move(resolver)) {}
+  // The classification a pending decision waits for.
+  static bool PendingClaim(const Decision& d) noexcept;
   void Resolve(Resolver::Session& session, Decision* d) const noexcept;
 
   Ruleset rules_;

@@ -45,6 +45,9 @@ class CELLROUTE_EXPORT Topology {
   // Validates cells that came from elsewhere (the Topology Service); `source` names them.
   static Result<Topology> FromCells(std::vector<Cell> cells, std::string_view source);
 
+  // The cells in the Topology Service's config.toml format (ParseToml reads it back).
+  std::string ToToml() const;
+
   const std::vector<Cell>& cells() const noexcept { return cells_; }
   const Cell& legacy() const noexcept { return cells_.front(); }
   const Cell* FindById(std::int64_t id) const noexcept;

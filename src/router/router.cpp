@@ -38,6 +38,8 @@ std::string_view FallbackName(Fallback f) noexcept {
       return "unknown_claim";
     case Fallback::kUnavailable:
       return "unavailable";
+    case Fallback::kPending:
+      return "pending";
   }
   return "unknown";
 }
@@ -116,6 +118,44 @@ void Router::Route(const RequestView& request, Decision* out) const noexcept {
     }
   }
   resolver_->End(&session);
+}
+
+bool Router::PendingClaim(const Decision& d) noexcept {
+  return d.outcome().matched() && d.fallback() == Fallback::kPending;
+}
+
+Decision Router::RouteWait(const RequestView& request, std::chrono::milliseconds deadline) const {
+  Decision d = Route(request);
+  if (!PendingClaim(d)) return d;
+  resolver_->Wait(d.type(), d.value(), deadline);
+  Route(request, &d);
+  if (PendingClaim(d)) d.resolution_.fallback = Fallback::kUnavailable;  // out of time
+  return d;
+}
+
+void Router::RouteAsync(const RequestView& request,
+                        std::function<void(const Decision&)> done) const {
+  Decision d = Route(request);
+  if (!PendingClaim(d)) {
+    done(d);
+    return;
+  }
+  // Own the request: the caller's memory may be gone when the answer arrives.
+  auto owned = std::make_shared<Request>();
+  owned->method = std::string(request.method);
+  owned->host = std::string(request.host);
+  owned->path = std::string(request.path);
+  owned->query = std::string(request.query);
+  for (const Header& h : request.headers)
+    owned->AddHeader(std::string(h.name), std::string(h.value));
+  for (const Header& c : request.cookies)
+    owned->AddCookie(std::string(c.name), std::string(c.value));
+  Router self = *this;
+  resolver_->WhenResolved(d.type(), d.value(), [self, owned, done = std::move(done)] {
+    Decision again = self.Route(owned->view());
+    if (PendingClaim(again)) again.resolution_.fallback = Fallback::kUnavailable;
+    done(again);
+  });
 }
 
 Decision Router::Route(const RequestView& request) const noexcept {

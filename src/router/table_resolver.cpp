@@ -7,10 +7,19 @@
 
 #include "cellroute/router.h"
 #include "cellroute/table.h"
+#include "cellroute/topology_service.h"
 
 namespace cellroute {
 
 Resolver::~Resolver() = default;
+
+bool Resolver::Wait(ClassifyType, std::string_view, std::chrono::milliseconds) const {
+  return false;
+}
+
+void Resolver::WhenResolved(ClassifyType, std::string_view, std::function<void()> done) const {
+  done();
+}
 
 void Resolution::SetAddress(std::string_view addr) noexcept {
   std::size_t n = addr.size() < kMaxAddressBytes ? addr.size() : kMaxAddressBytes;
@@ -33,7 +42,22 @@ static_assert(alignof(Reader) <= 16);
 
 class TableResolver final : public Resolver {
  public:
-  explicit TableResolver(std::shared_ptr<const RouteTable> table) : table_(std::move(table)) {}
+  explicit TableResolver(std::shared_ptr<const RouteTable> table,
+                         std::shared_ptr<TopologyServiceClient> client = nullptr)
+      : table_(std::move(table)), client_(std::move(client)) {}
+
+  bool Wait(ClassifyType type, std::string_view value,
+            std::chrono::milliseconds deadline) const override {
+    return client_ && client_->FetchWait(type, value, deadline);
+  }
+  void WhenResolved(ClassifyType type, std::string_view value,
+                    std::function<void()> done) const override {
+    if (client_) {
+      client_->Fetch(type, value, std::move(done));
+    } else {
+      done();
+    }
+  }
 
   void Begin(Session* session) const noexcept override { new (session->storage) Reader(*table_); }
   void End(Session* session) const noexcept override { reader(*session).~Reader(); }
@@ -68,6 +92,17 @@ class TableResolver final : public Resolver {
         TableHit hit = r.Lookup(type, value);
         age = hit.age_ms;
         miss = Fallback::kUnknownClaim;
+        if (client_) {
+          client_->CountLookup(hit.kind);
+          // A miss is asked for now; an answer past its refresh time is refreshed in the
+          // background while it keeps serving.
+          if (hit.kind == TableHit::Kind::kMiss) {
+            client_->Fetch(type, value);
+            miss = Fallback::kPending;
+          } else if (hit.needs_refresh) {
+            client_->Fetch(type, value);
+          }
+        }
         if (hit.kind == TableHit::Kind::kPositive) {
           source = hit.is_static ? Source::kClaims : Source::kTable;
           cell = topo->FindById(hit.cell_id);
@@ -80,6 +115,7 @@ class TableResolver final : public Resolver {
       ResolveLegacy(session, out);
       out->fallback = miss;
       out->age_ms = age;
+      if (client_) client_->CountFallback();
       return;
     }
     out->SetCell(*cell, source);
@@ -105,12 +141,18 @@ class TableResolver final : public Resolver {
     return *std::launder(reinterpret_cast<Reader*>(s.storage));
   }
   std::shared_ptr<const RouteTable> table_;
+  std::shared_ptr<TopologyServiceClient> client_;
 };
 
 }  // namespace
 
 std::shared_ptr<const Resolver> MakeTableResolver(std::shared_ptr<const RouteTable> table) {
   return std::make_shared<TableResolver>(std::move(table));
+}
+
+std::shared_ptr<const Resolver> MakeServiceResolver(std::shared_ptr<TopologyServiceClient> client) {
+  auto table = client->table();
+  return std::make_shared<TableResolver>(std::move(table), std::move(client));
 }
 
 std::shared_ptr<const Resolver> MakeStaticResolver(Topology topology, Claims claims) {

@@ -197,6 +197,28 @@ Result<Topology> Topology::LoadFile(const std::string& path) {
   return ParseToml(text.value(), path);
 }
 
+std::string Topology::ToToml() const {
+  auto quoted = [](const std::string& v) {
+    std::string out = "\"";
+    for (char c : v) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    return out + "\"";
+  };
+  std::string out;
+  for (const Cell& c : cells_) {
+    out += "[[cells]]\nid = " + std::to_string(c.id) + "\naddress = " + quoted(c.address) + "\n";
+    if (!c.session_prefix.empty()) out += "session_prefix = " + quoted(c.session_prefix) + "\n";
+    for (const SequenceRange& r : c.sequence_ranges) {
+      out += "[[cells.sequence_ranges]]\nminval = " + std::to_string(r.minval) +
+             "\nmaxval = " + std::to_string(r.maxval) + "\n";
+    }
+    out += "\n";
+  }
+  return out;
+}
+
 const Cell* Topology::FindById(std::int64_t id) const noexcept {
   for (const Cell& c : cells_) {
     if (c.id == id) return &c;

@@ -1,0 +1,131 @@
+// TopologyServiceClient: keeps a RouteTable in step with the Topology Service over gRPC, and
+// keeps serving the last good topology when the service is down, slow or wrong.
+//
+//   auto table = std::make_shared<cellroute::RouteTable>();
+//   cellroute::TopologyServiceOptions opt;
+//   opt.address = "topology.internal:9095";
+//   opt.snapshot_path = "/var/lib/cellroute/topology.toml";   // fail static across restarts
+//   auto client = cellroute::TopologyServiceClient::Start(opt, table);
+//   auto router = cellroute::Router::Create(rules, cellroute::MakeServiceResolver(*client));
+//
+//   router->Route(request);                       // never waits: a claim the table lacks is
+//                                                 // fetched in the background (pending)
+//   router->RouteWait(request, 50ms);             // waits up to 50 ms for such a fetch
+//   router->RouteAsync(request, [](const cellroute::Decision& d) { ... });
+//
+// The client polls GetCells (with jitter), validates the whole answer and swaps it into the
+// table; a rejected answer keeps the last good one and is reported in status(). Claims the
+// table lacks are asked with Classify under a deadline; concurrent asks for one key make one
+// call; NOT_FOUND becomes a negative entry; answers are cached with an expiry and refreshed in
+// the background while in use. Calls that fail with UNAVAILABLE or DEADLINE_EXCEEDED are
+// retried with exponential backoff and jitter. The last good cell list is written atomically
+// to `snapshot_path` and read at start when the service cannot be reached.
+//
+// Thread-safe. The client runs its own threads (one poller, a few fetchers); Stop() or the
+// destructor ends them. gRPC stays inside the library: no gRPC type appears here.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cellroute/export.h"
+#include "cellroute/router.h"
+#include "cellroute/status.h"
+#include "cellroute/table.h"
+#include "cellroute/topology.h"
+
+namespace cellroute {
+
+struct TopologyServiceOptions {
+  std::string address;  // host:port
+
+  // mTLS when ca_file is set (cert_file and key_file then identify this client); plaintext
+  // otherwise. server_name overrides the name checked against the server's certificate.
+  std::string ca_file, cert_file, key_file, server_name;
+  // Sent with every call, e.g. {"authorization", "Bearer ..."}.
+  std::vector<std::pair<std::string, std::string>> metadata;
+
+  std::chrono::milliseconds call_deadline{5000};     // GetCells
+  std::chrono::milliseconds classify_deadline{500};  // one Classify attempt
+  std::chrono::milliseconds poll_interval{10000};
+  double poll_jitter = 0.2;  // +/- this fraction of the interval
+  int max_retries = 3;       // after the first attempt
+  std::chrono::milliseconds backoff_initial{50};
+  std::chrono::milliseconds backoff_max{2000};
+
+  std::chrono::milliseconds claim_ttl{std::chrono::hours(1)};
+  std::chrono::milliseconds claim_refresh{std::chrono::minutes(10)};
+  std::chrono::milliseconds negative_ttl{std::chrono::minutes(5)};
+
+  std::string snapshot_path;  // empty: no snapshot
+  // Past this age of the last good sync, status() reports kFailed. Zero: no limit. Routing
+  // keeps using the last good topology either way: there is nothing better to use.
+  std::chrono::milliseconds max_staleness{0};
+  int fetch_threads = 2;
+};
+
+struct CELLROUTE_EXPORT TopologyServiceStatus {
+  enum class State : std::uint8_t {
+    kStarting,      // no answer yet and nothing to serve
+    kSyncing,       // the last poll succeeded
+    kServingStale,  // serving a topology older than the last poll (service down or wrong)
+    kFailed,        // nothing to serve, or stale past max_staleness
+  };
+  State state = State::kStarting;
+  std::string topology_source;  // "topology_service", "snapshot", "static", ""
+  std::uint64_t table_version = 0;
+  std::int64_t last_good_sync_age_ms = -1;  // -1: never
+  std::string last_error;
+  std::uint64_t calls = 0, errors = 0, retries = 0;
+  std::uint64_t cache_hits = 0, misses = 0, negative_hits = 0, fallbacks = 0;
+  std::uint64_t rejected_answers = 0;
+
+  std::string ToJson() const;
+};
+
+CELLROUTE_EXPORT std::string_view StateName(TopologyServiceStatus::State s) noexcept;
+
+class CELLROUTE_EXPORT TopologyServiceClient {
+ public:
+  // Starts the client. Never fails because the service is down: it then serves the snapshot,
+  // or `static_topology`, and keeps trying. Fails on bad options (unreadable certificates).
+  static Result<std::shared_ptr<TopologyServiceClient>> Start(
+      TopologyServiceOptions options, std::shared_ptr<RouteTable> table,
+      std::optional<Topology> static_topology = std::nullopt);
+  ~TopologyServiceClient();
+
+  // Asks the service about a claim in the background (one call per key at a time); `done`,
+  // if given, runs on a client thread when the answer is in the table or the call failed.
+  void Fetch(ClassifyType type, std::string_view value, std::function<void()> done = nullptr);
+  // The same, waiting up to `deadline`. True when an answer (positive or negative) arrived.
+  bool FetchWait(ClassifyType type, std::string_view value, std::chrono::milliseconds deadline);
+  // Polls GetCells once now. The poller does this on its own schedule.
+  Status SyncNow();
+
+  TopologyServiceStatus status() const;
+  const std::shared_ptr<RouteTable>& table() const noexcept;
+  void Stop();
+
+  // Counters the resolver feeds.
+  void CountLookup(TableHit::Kind kind) noexcept;
+  void CountFallback() noexcept;
+
+  struct Impl;
+
+ private:
+  explicit TopologyServiceClient(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// A resolver over the client's table that fetches what the table lacks: claims it has no entry
+// for come back as pending (Fallback::kPending) while the client asks the service.
+CELLROUTE_EXPORT std::shared_ptr<const Resolver> MakeServiceResolver(
+    std::shared_ptr<TopologyServiceClient> client);
+
+}  // namespace cellroute

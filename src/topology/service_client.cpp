@@ -1,0 +1,594 @@
+// The Topology Service client: polls the cell list, fetches claims the table lacks, and keeps
+// the last good topology (in memory and in an on-disk snapshot) whatever the service does.
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "cellroute/topology_service.h"
+#include "common/text.h"
+#include "proto/classify_service.grpc.pb.h"
+
+namespace cellroute {
+
+namespace {
+
+namespace ts = gitlab::cells::topology_service;
+using Clock = std::chrono::steady_clock;
+
+std::int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+std::string CodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    default:
+      return "code " + std::to_string(static_cast<int>(code));
+  }
+}
+
+// Sets the Claim oneof field for a claim type; false when the value cannot be such a claim.
+bool SetClaim(ClassifyType type, std::string_view value, ts::types::v1::Claim* claim) {
+  std::string v(value);
+  auto as_int = [&](auto setter) {
+    std::int64_t n = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+    if (ec != std::errc() || end != value.data() + value.size()) return false;
+    setter(n);
+    return true;
+  };
+  switch (type) {
+    case ClassifyType::kClaimRoute:
+      claim->set_route(v);
+      return true;
+    case ClassifyType::kClaimOrganizationPath:
+      claim->set_organization_path(v);
+      return true;
+    case ClassifyType::kClaimRedirectRoute:
+      claim->set_redirect_route(v);
+      return true;
+    case ClassifyType::kClaimUsername:
+      claim->set_username(v);
+      return true;
+    case ClassifyType::kClaimEmail:
+      claim->set_email(v);
+      return true;
+    case ClassifyType::kClaimProjectId:
+      return as_int([&](std::int64_t n) { claim->set_project_id(n); });
+    case ClassifyType::kClaimNamespaceId:
+      return as_int([&](std::int64_t n) { claim->set_namespace_id(n); });
+    case ClassifyType::kClaimGpgKey:
+      claim->set_gpg_key(v);
+      return true;
+    case ClassifyType::kClaimSshKey:
+      claim->set_ssh_key(v);
+      return true;
+    case ClassifyType::kClaimUserId:
+      return as_int([&](std::int64_t n) { claim->set_user_id(n); });
+    case ClassifyType::kClaimOrganizationId:
+      return as_int([&](std::int64_t n) { claim->set_organization_id(n); });
+    case ClassifyType::kClaimServiceDeskCustomEmail:
+      claim->set_service_desk_custom_email(v);
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool SameCells(const Topology* a, const Topology& b) {
+  if (a == nullptr || a->cells().size() != b.cells().size()) return false;
+  for (std::size_t i = 0; i < b.cells().size(); ++i) {
+    const Cell &x = a->cells()[i], &y = b.cells()[i];
+    if (x.id != y.id || x.address != y.address || x.session_prefix != y.session_prefix ||
+        x.sequence_ranges.size() != y.sequence_ranges.size()) {
+      return false;
+    }
+    for (std::size_t r = 0; r < x.sequence_ranges.size(); ++r) {
+      if (x.sequence_ranges[r].minval != y.sequence_ranges[r].minval ||
+          x.sequence_ranges[r].maxval != y.sequence_ranges[r].maxval) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+// Writes `text` to `path` so that a reader sees the old file or the new one, never a part.
+Status WriteAtomically(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp." + std::to_string(getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) return Status::Unavailable(tmp + ": cannot write");
+  }
+  if (FILE* f = std::fopen(tmp.c_str(), "rb")) {
+    fsync(fileno(f));
+    std::fclose(f);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return Status::Unavailable(path + ": cannot replace snapshot");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+struct TopologyServiceClient::Impl {
+  TopologyServiceOptions opt;
+  std::shared_ptr<RouteTable> table;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<ts::ClassifyService::Stub> stub;
+
+  mutable std::mutex mu;
+  std::condition_variable wake;      // sleepers: the poller and retry backoffs; signals stop
+  std::condition_variable queue_cv;  // fetchers: work or stop
+  bool stopping = false;
+  std::string source, last_error;
+  std::int64_t last_good_ms = -1;
+  bool last_poll_ok = false;
+  bool polled = false;
+  std::mt19937_64 rng{std::random_device{}()};
+
+  using Key = std::pair<int, std::string>;
+  std::map<Key, std::vector<std::function<void()>>> inflight;
+  std::deque<Key> queue;
+
+  std::atomic<std::uint64_t> calls{0}, errors{0}, retries{0}, hits{0}, misses{0}, negative_hits{0},
+      fallbacks{0}, rejected{0};
+
+  std::thread poller;
+  std::vector<std::thread> fetchers;
+
+  void SetError(std::string e) {
+    std::lock_guard<std::mutex> lock(mu);
+    last_error = std::move(e);
+  }
+
+  // Sleeps up to `d`; false when the client is stopping.
+  bool Sleep(std::chrono::milliseconds d) {
+    std::unique_lock<std::mutex> lock(mu);
+    return !wake.wait_for(lock, d, [&] { return stopping; });
+  }
+
+  std::chrono::milliseconds Jittered(std::chrono::milliseconds base, double fraction) {
+    std::lock_guard<std::mutex> lock(mu);
+    std::uniform_real_distribution<double> u(1.0 - fraction, 1.0 + fraction);
+    return std::chrono::milliseconds(
+        static_cast<std::int64_t>(static_cast<double>(base.count()) * u(rng)));
+  }
+
+  // One call with a deadline per attempt, retried with backoff on UNAVAILABLE and
+  // DEADLINE_EXCEEDED only.
+  template <typename Call>
+  grpc::Status WithRetries(Call&& call, std::chrono::milliseconds per_attempt) {
+    auto backoff = opt.backoff_initial;
+    for (int attempt = 0;; ++attempt) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + per_attempt);
+      for (const auto& [k, v] : opt.metadata) ctx.AddMetadata(internal::ToLower(k), v);
+      ++calls;
+      grpc::Status st = call(&ctx);
+      if (st.ok() || st.error_code() == grpc::StatusCode::NOT_FOUND) return st;
+      ++errors;
+      bool retryable = st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                       st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+      if (!retryable || attempt >= opt.max_retries) return st;
+      ++retries;
+      if (!Sleep(Jittered(backoff, 0.5))) return st;
+      backoff = std::min(backoff * 2, opt.backoff_max);
+    }
+  }
+
+  Status Poll() {
+    ts::GetCellsResponse resp;
+    grpc::Status st = WithRetries(
+        [&](grpc::ClientContext* ctx) { return stub->GetCells(ctx, ts::GetCellsRequest(), &resp); },
+        opt.call_deadline);
+    if (!st.ok()) {
+      std::string e = "GetCells: " + CodeName(st.error_code()) + ": " + st.error_message();
+      std::lock_guard<std::mutex> lock(mu);
+      last_error = e;
+      last_poll_ok = false;
+      polled = true;
+      return Status::Unavailable(e);
+    }
+    std::vector<Cell> cells;
+    for (const auto& ci : resp.cells()) {
+      Cell c;
+      c.id = ci.id();
+      c.address = ci.address();
+      c.session_prefix = ci.session_prefix();
+      if (ci.has_sequence_range()) {
+        c.sequence_ranges.push_back({ci.sequence_range().minval(), ci.sequence_range().maxval()});
+      }
+      for (const auto& r : ci.sequence_ranges())
+        c.sequence_ranges.push_back({r.minval(), r.maxval()});
+      cells.push_back(std::move(c));
+    }
+    auto topo = Topology::FromCells(std::move(cells), "GetCells from " + opt.address);
+    if (!topo.ok()) {
+      ++rejected;
+      std::string e =
+          "rejected a GetCells answer, keeping the last good topology: " + topo.status().message();
+      std::lock_guard<std::mutex> lock(mu);
+      last_error = e;
+      last_poll_ok = false;
+      polled = true;
+      return Status::Invalid(e);
+    }
+    bool changed;
+    {
+      RouteTable::Reader r(*table);
+      changed = !SameCells(r.topology(), topo.value());
+      if (changed) {
+        RouteTable::Batch b;
+        // Answers naming cells that are gone would only send requests nowhere.
+        if (const Topology* old = r.topology()) {
+          for (const Cell& c : old->cells()) {
+            if (!topo->FindById(c.id)) b.PurgeCell(c.id);
+          }
+        }
+        b.SetTopology(topo.value());
+        table->Apply(std::move(b));
+      }
+    }
+    Status snapshot_status;
+    if (changed && !opt.snapshot_path.empty()) {
+      snapshot_status = WriteAtomically(opt.snapshot_path, topo->ToToml());
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    last_good_ms = SteadyMs();
+    last_poll_ok = true;
+    polled = true;
+    source = "topology_service";
+    if (!snapshot_status.ok()) {
+      last_error = snapshot_status.message();
+    } else {
+      last_error.clear();
+    }
+    return Status::Ok();
+  }
+
+  void PollLoop() {
+    for (;;) {
+      (void)Poll();
+      if (!Sleep(Jittered(opt.poll_interval, opt.poll_jitter))) return;
+    }
+  }
+
+  // Asks the service about one claim and records the answer in the table.
+  void Classify(const Key& key) {
+    auto type = static_cast<ClassifyType>(key.first);
+    ts::ClassifyRequest req;
+    if (!SetClaim(type, key.second, req.mutable_claim())) {
+      // Not a value such a claim can have (a non-numeric project id): nobody owns it.
+      table->PutNegative(type, key.second, opt.negative_ttl);
+      return;
+    }
+    ts::ClassifyResponse resp;
+    grpc::Status st =
+        WithRetries([&](grpc::ClientContext* ctx) { return stub->Classify(ctx, req, &resp); },
+                    opt.classify_deadline);
+    if (st.error_code() == grpc::StatusCode::NOT_FOUND) {
+      table->PutNegative(type, key.second, opt.negative_ttl, opt.negative_ttl / 2);
+      return;
+    }
+    if (!st.ok()) {
+      SetError("Classify " + std::string(ClassifyTypeName(type)) + " '" + key.second +
+               "': " + CodeName(st.error_code()) + ": " + st.error_message());
+      return;
+    }
+    // The answer is an address; it must be one of the cells we know, or it is not believed.
+    const Cell* owner = nullptr;
+    std::int64_t owner_id = 0;
+    {
+      RouteTable::Reader r(*table);
+      if (r.topology() != nullptr && resp.action() == ts::PROXY) {
+        for (const Cell& c : r.topology()->cells()) {
+          if (c.address == resp.proxy().address()) owner = &c;
+        }
+      }
+      if (owner != nullptr) owner_id = owner->id;
+    }
+    if (owner == nullptr) {
+      ++rejected;
+      SetError("rejected a Classify answer for " + std::string(ClassifyTypeName(type)) + " '" +
+               key.second + "': address '" + resp.proxy().address() +
+               "' is no known cell's (action " + std::to_string(resp.action()) + ")");
+      return;
+    }
+    table->Put(type, key.second, owner_id, opt.claim_ttl, opt.claim_refresh);
+  }
+
+  void FetchLoop() {
+    for (;;) {
+      Key key;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        queue_cv.wait(lock, [&] { return stopping || !queue.empty(); });
+        if (stopping) return;
+        key = std::move(queue.front());
+        queue.pop_front();
+      }
+      Classify(key);
+      std::vector<std::function<void()>> waiters;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        auto it = inflight.find(key);
+        if (it != inflight.end()) {
+          waiters = std::move(it->second);
+          inflight.erase(it);
+        }
+      }
+      for (auto& w : waiters) w();
+    }
+  }
+
+  void Stop() {
+    std::map<Key, std::vector<std::function<void()>>> abandoned;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (stopping) return;
+      stopping = true;
+      abandoned.swap(inflight);
+      queue.clear();
+    }
+    wake.notify_all();
+    queue_cv.notify_all();
+    if (poller.joinable()) poller.join();
+    for (auto& t : fetchers) {
+      if (t.joinable()) t.join();
+    }
+    // Nobody will answer these: let their callers decide with what they have.
+    for (auto& [key, waiters] : abandoned) {
+      for (auto& w : waiters) w();
+    }
+  }
+};
+
+std::string_view StateName(TopologyServiceStatus::State s) noexcept {
+  switch (s) {
+    case TopologyServiceStatus::State::kStarting:
+      return "starting";
+    case TopologyServiceStatus::State::kSyncing:
+      return "syncing";
+    case TopologyServiceStatus::State::kServingStale:
+      return "serving_stale";
+    case TopologyServiceStatus::State::kFailed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+std::string TopologyServiceStatus::ToJson() const {
+  nlohmann::json j = {{"state", std::string(StateName(state))},
+                      {"topology_source", topology_source},
+                      {"table_version", table_version},
+                      {"last_good_sync_age_ms", last_good_sync_age_ms},
+                      {"last_error", last_error},
+                      {"counters",
+                       {{"calls", calls},
+                        {"errors", errors},
+                        {"retries", retries},
+                        {"cache_hits", cache_hits},
+                        {"misses", misses},
+                        {"negative_hits", negative_hits},
+                        {"fallbacks", fallbacks},
+                        {"rejected_answers", rejected_answers}}}};
+  return j.dump();
+}
+
+Result<std::shared_ptr<TopologyServiceClient>> TopologyServiceClient::Start(
+    TopologyServiceOptions options, std::shared_ptr<RouteTable> table,
+    std::optional<Topology> static_topology) {
+  if (options.address.empty()) return Status::Invalid("topology service: address is required");
+  if (!table) return Status::Invalid("topology service: a route table is required");
+  if (options.max_retries < 0 || options.fetch_threads < 1) {
+    return Status::Invalid("topology service: max_retries >= 0 and fetch_threads >= 1");
+  }
+
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  if (options.ca_file.empty()) {
+    if (!options.cert_file.empty() || !options.key_file.empty()) {
+      return Status::Invalid("topology service: a client certificate needs ca_file too");
+    }
+    creds = grpc::InsecureChannelCredentials();
+  } else {
+    grpc::SslCredentialsOptions ssl;
+    auto ca = internal::ReadFile(options.ca_file);
+    if (!ca.ok()) return Status::Invalid("topology service: ca_file: " + ca.status().message());
+    ssl.pem_root_certs = ca.value();
+    if (!options.cert_file.empty() || !options.key_file.empty()) {
+      auto cert = internal::ReadFile(options.cert_file);
+      auto key = internal::ReadFile(options.key_file);
+      if (!cert.ok() || !key.ok()) {
+        return Status::Invalid("topology service: cert_file and key_file must both be readable: " +
+                               (!cert.ok() ? cert.status().message() : key.status().message()));
+      }
+      ssl.pem_cert_chain = cert.value();
+      ssl.pem_private_key = key.value();
+    }
+    creds = grpc::SslCredentials(ssl);
+  }
+  grpc::ChannelArguments args;
+  if (!options.server_name.empty()) args.SetSslTargetNameOverride(options.server_name);
+  // Reconnect soon after the service comes back, not after gRPC's default two minutes.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+              static_cast<int>(std::max<std::int64_t>(options.backoff_max.count(), 100)));
+
+  auto impl = std::make_unique<Impl>();
+  impl->opt = std::move(options);
+  impl->table = std::move(table);
+  impl->channel = grpc::CreateCustomChannel(impl->opt.address, creds, args);
+  impl->stub = ts::ClassifyService::NewStub(impl->channel);
+
+  // Something to serve before the first answer: the snapshot, else the static topology.
+  bool loaded = false;
+  if (!impl->opt.snapshot_path.empty() && access(impl->opt.snapshot_path.c_str(), R_OK) == 0) {
+    auto snap = Topology::LoadFile(impl->opt.snapshot_path);
+    if (snap.ok()) {
+      impl->table->SetTopology(std::move(snap).value());
+      impl->source = "snapshot";
+      loaded = true;
+    } else {
+      impl->last_error = "snapshot ignored: " + snap.status().message();
+    }
+  }
+  if (!loaded && static_topology) {
+    impl->table->SetTopology(std::move(*static_topology));
+    impl->source = "static";
+  }
+
+  std::shared_ptr<TopologyServiceClient> client(new TopologyServiceClient(std::move(impl)));
+  Impl* i = client->impl_.get();
+  i->poller = std::thread([i] { i->PollLoop(); });
+  for (int t = 0; t < i->opt.fetch_threads; ++t) i->fetchers.emplace_back([i] { i->FetchLoop(); });
+  return client;
+}
+
+TopologyServiceClient::TopologyServiceClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+TopologyServiceClient::~TopologyServiceClient() { impl_->Stop(); }
+
+void TopologyServiceClient::Stop() { impl_->Stop(); }
+
+const std::shared_ptr<RouteTable>& TopologyServiceClient::table() const noexcept {
+  return impl_->table;
+}
+
+void TopologyServiceClient::Fetch(ClassifyType type, std::string_view value,
+                                  std::function<void()> done) {
+  Impl& i = *impl_;
+  Impl::Key key{static_cast<int>(type), std::string(value)};
+  {
+    std::lock_guard<std::mutex> lock(i.mu);
+    if (!i.stopping) {
+      auto [it, inserted] = i.inflight.try_emplace(key);
+      if (done) it->second.push_back(std::move(done));
+      if (inserted) {
+        i.queue.push_back(std::move(key));
+        i.queue_cv.notify_one();
+      }
+      return;
+    }
+  }
+  if (done) done();
+}
+
+bool TopologyServiceClient::FetchWait(ClassifyType type, std::string_view value,
+                                      std::chrono::milliseconds deadline) {
+  auto answered = [&] {
+    RouteTable::Reader r(*impl_->table);
+    return r.Lookup(type, value).kind != TableHit::Kind::kMiss;
+  };
+  if (answered()) return true;  // the fetch a Route started may have finished already
+  struct Waiter {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+  };
+  auto w = std::make_shared<Waiter>();
+  Fetch(type, value, [w] {
+    std::lock_guard<std::mutex> lock(w->mu);
+    w->done = true;
+    w->cv.notify_all();
+  });
+  std::unique_lock<std::mutex> lock(w->mu);
+  if (!w->cv.wait_for(lock, deadline, [&] { return w->done; })) return false;
+  return answered();
+}
+
+Status TopologyServiceClient::SyncNow() { return impl_->Poll(); }
+
+void TopologyServiceClient::CountLookup(TableHit::Kind kind) noexcept {
+  switch (kind) {
+    case TableHit::Kind::kPositive:
+      ++impl_->hits;
+      break;
+    case TableHit::Kind::kNegative:
+      ++impl_->negative_hits;
+      break;
+    case TableHit::Kind::kMiss:
+      ++impl_->misses;
+      break;
+  }
+}
+
+void TopologyServiceClient::CountFallback() noexcept { ++impl_->fallbacks; }
+
+TopologyServiceStatus TopologyServiceClient::status() const {
+  const Impl& i = *impl_;
+  TopologyServiceStatus s;
+  bool have_topology;
+  {
+    RouteTable::Reader r(*i.table);
+    have_topology = r.topology() != nullptr;
+    s.table_version = r.version();
+  }
+  std::lock_guard<std::mutex> lock(i.mu);
+  s.topology_source = have_topology ? i.source : "";
+  s.last_error = i.last_error;
+  s.last_good_sync_age_ms = i.last_good_ms < 0 ? -1 : SteadyMs() - i.last_good_ms;
+  if (!have_topology) {
+    s.state =
+        i.polled ? TopologyServiceStatus::State::kFailed : TopologyServiceStatus::State::kStarting;
+  } else if (i.last_poll_ok) {
+    s.state = TopologyServiceStatus::State::kSyncing;
+  } else {
+    s.state = TopologyServiceStatus::State::kServingStale;
+  }
+  if (have_topology && i.opt.max_staleness.count() > 0 &&
+      (s.last_good_sync_age_ms < 0 || s.last_good_sync_age_ms > i.opt.max_staleness.count()) &&
+      i.polled && !i.last_poll_ok) {
+    s.state = TopologyServiceStatus::State::kFailed;
+  }
+  s.calls = i.calls;
+  s.errors = i.errors;
+  s.retries = i.retries;
+  s.cache_hits = i.hits;
+  s.misses = i.misses;
+  s.negative_hits = i.negative_hits;
+  s.fallbacks = i.fallbacks;
+  s.rejected_answers = i.rejected;
+  return s;
+}
+
+}  // namespace cellroute

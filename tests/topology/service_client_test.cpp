@@ -1,0 +1,446 @@
+// The Topology Service client against the in-process dev server on loopback: the happy path,
+// and every failure the service can show (down, killed and restarted, slow, wrong, refusing a
+// certificate).
+#include <cellroute/router.h>
+#include <cellroute/table.h>
+#include <cellroute/topology_service.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+#include <thread>
+
+#include "common/test_util.h"
+#include "dev_server.h"
+
+using cellroute::ClassifyType;
+using cellroute::Fallback;
+using cellroute::Request;
+using cellroute::Router;
+using cellroute::RouteTable;
+using cellroute::Source;
+using cellroute::TableHit;
+using cellroute::TopologyServiceClient;
+using cellroute::TopologyServiceOptions;
+using cellroute::TopologyServiceStatus;
+using namespace std::chrono_literals;
+namespace dev = cellroute::devserver;
+namespace fs = std::filesystem;
+
+namespace {
+
+cellroute::Topology ExampleTopology() {
+  return cellroute::Topology::LoadFile(CELLROUTE_EXAMPLES_DIR "/topology.toml").value();
+}
+
+std::unique_ptr<dev::Server> StartServer(std::string listen = "127.0.0.1:0") {
+  auto topo = ExampleTopology();
+  auto claims = cellroute::Claims::LoadFile(CELLROUTE_EXAMPLES_DIR "/claims.json", topo).value();
+  dev::Options opt{listen, topo, claims, "", "", "", std::chrono::seconds(600)};
+  auto s = dev::Server::Start(std::move(opt));
+  INFO(s.status().message());
+  REQUIRE(s.ok());
+  return std::move(s).value();
+}
+
+TopologyServiceOptions Options(const std::string& address) {
+  TopologyServiceOptions o;
+  o.address = address;
+  o.poll_interval = 1h;  // tests poll with SyncNow
+  o.call_deadline = 1s;
+  o.classify_deadline = 300ms;
+  o.backoff_initial = 20ms;
+  o.backoff_max = 200ms;
+  return o;
+}
+
+std::shared_ptr<TopologyServiceClient> StartClient(
+    TopologyServiceOptions o, std::optional<cellroute::Topology> fallback = {}) {
+  auto c = TopologyServiceClient::Start(std::move(o), std::make_shared<RouteTable>(), fallback);
+  INFO(c.status().message());
+  REQUIRE(c.ok());
+  return c.value();
+}
+
+Router RouterFor(const std::shared_ptr<TopologyServiceClient>& client) {
+  auto rules = cellroute::Ruleset::Parse(cellroute::defaults::RulesJson(), "defaults").value();
+  return Router::Create(rules, cellroute::MakeServiceResolver(client)).value();
+}
+
+Request Path(const std::string& target, const std::string& cookie = "") {
+  Request r;
+  r.SetTarget(target);
+  if (!cookie.empty()) r.AddHeader("Cookie", cookie);
+  return r;
+}
+
+std::string FreeAddressNobodyListensOn() {
+  auto s = StartServer();
+  std::string a = s->address();
+  s->Shutdown();
+  return a;
+}
+
+std::string TempPath(const std::string& name) {
+  auto dir = fs::temp_directory_path() / ("cellroute-test-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  return (dir / name).string();
+}
+
+}  // namespace
+
+TEST_CASE("happy path: cells polled, claims fetched once, then answered from the table") {
+  auto server = StartServer();
+  auto client = StartClient(Options(server->address()));
+  REQUIRE(client->SyncNow().ok());
+  Router router = RouterFor(client);
+
+  Request req = Path("/gitlab-org/gitlab");
+  auto first = router.Route(req.view());
+  CHECK(first.fallback() == Fallback::kPending);  // never waits
+  CHECK(first.cell_id() == 1);                    // meanwhile: the legacy cell
+  auto d = router.RouteWait(req.view(), 3s);
+  CHECK(d.cell_id() == 2);
+  CHECK(d.source() == Source::kTable);
+  CHECK(d.fallback() == Fallback::kNone);
+  for (int i = 0; i < 5; ++i) CHECK(router.Route(req.view()).cell_id() == 2);
+  CHECK(server->Calls("Classify") == 1);
+
+  // Local classifications never ask the service.
+  CHECK(router.Route(Path("/help", "_gitlab_session=cell-3-x").view()).cell_id() == 3);
+  CHECK(server->Calls("Classify") == 1);
+
+  auto s = client->status();
+  CHECK(s.state == TopologyServiceStatus::State::kSyncing);
+  CHECK(s.topology_source == "topology_service");
+  CHECK(s.cache_hits >= 5);
+  CHECK(s.misses >= 1);
+  CHECK(s.last_good_sync_age_ms >= 0);
+  CHECK(s.ToJson().find("\"state\":\"syncing\"") != std::string::npos);
+}
+
+TEST_CASE("RouteAsync answers at once or when the fetch completes") {
+  auto server = StartServer();
+  auto client = StartClient(Options(server->address()));
+  REQUIRE(client->SyncNow().ok());
+  Router router = RouterFor(client);
+  std::atomic<std::int64_t> cell{-1};
+  {
+    Request req = Path("/acme/widgets");
+    router.RouteAsync(req.view(), [&](const cellroute::Decision& d) { cell = d.cell_id(); });
+  }  // the request is gone before the answer arrives
+  for (int i = 0; i < 300 && cell < 0; ++i) std::this_thread::sleep_for(10ms);
+  CHECK(cell == 3);
+  std::int64_t now = -1;
+  Request again = Path("/acme/widgets");
+  router.RouteAsync(again.view(), [&](const cellroute::Decision& d) { now = d.cell_id(); });
+  CHECK(now == 3);  // in the table: answered inline
+}
+
+TEST_CASE("NOT_FOUND is cached as a negative entry and the rules below decide") {
+  auto server = StartServer();
+  auto client = StartClient(Options(server->address()));
+  REQUIRE(client->SyncNow().ok());
+  Router router = RouterFor(client);
+  Request req = Path("/no-such-group/x", "_gitlab_session=cell-2-ab");
+  auto d = router.RouteWait(req.view(), 3s);
+  CHECK(d.rule_id() == "session_cookie");
+  CHECK(d.cell_id() == 2);
+  {
+    RouteTable::Reader r(*client->table());
+    CHECK(r.Lookup(ClassifyType::kClaimRoute, "no-such-group").kind == TableHit::Kind::kNegative);
+  }
+  for (int i = 0; i < 3; ++i) router.Route(req.view());
+  CHECK(server->Calls("Classify") == 1);
+  CHECK(client->status().negative_hits >= 3);
+}
+
+TEST_CASE("concurrent misses for one key make one call") {
+  auto server = StartServer();
+  dev::Fault slow;
+  slow.delay = 150ms;  // under the 300 ms deadline: slow enough for every thread to join
+  server->SetFault("Classify", slow);
+  auto client = StartClient(Options(server->address()));
+  REQUIRE(client->SyncNow().ok());
+  std::vector<std::thread> threads;
+  std::atomic<int> answered{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back(
+        [&] { answered += client->FetchWait(ClassifyType::kClaimRoute, "gitlab-org", 5s); });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(answered == 8);
+  CHECK(server->Calls("Classify") == 1);
+}
+
+TEST_CASE("a slow service: deadlines and bounded retries, then the fallback") {
+  auto server = StartServer();
+  auto client = StartClient(Options(server->address()));
+  REQUIRE(client->SyncNow().ok());
+  dev::Fault slow;
+  slow.delay = 1500ms;
+  server->SetFault("Classify", slow);
+  Router router = RouterFor(client);
+  auto t0 = std::chrono::steady_clock::now();
+  Request req = Path("/gitlab-org/x");
+  auto d = router.RouteWait(req.view(), 5s);
+  auto took = std::chrono::steady_clock::now() - t0;
+  // 1 + 3 retries of 300 ms each plus backoff: well under the 5 s the caller allowed.
+  CHECK(took < 2500ms);
+  CHECK(d.cell_id() == 1);
+  CHECK(d.fallback() == Fallback::kUnavailable);
+  auto s = client->status();
+  CHECK(s.retries == 3);
+  CHECK(s.last_error.find("DEADLINE_EXCEEDED") != std::string::npos);
+  server->ClearFaults();
+  // Nothing was cached: the next request asks again and gets the answer.
+  CHECK(router.RouteWait(req.view(), 3s).cell_id() == 2);
+}
+
+TEST_CASE("only UNAVAILABLE and DEADLINE_EXCEEDED are retried") {
+  auto server = StartServer();
+  auto client = StartClient(Options(server->address()));
+  REQUIRE(client->SyncNow().ok());
+  dev::Fault broken;
+  broken.error = grpc::StatusCode::INTERNAL;
+  server->SetFault("Classify", broken);
+  CHECK_FALSE(client->FetchWait(ClassifyType::kClaimRoute, "gitlab-org", 3s));
+  CHECK(server->Calls("Classify") == 1);
+  dev::Fault unavailable;
+  unavailable.error = grpc::StatusCode::UNAVAILABLE;
+  unavailable.times = 2;
+  server->SetFault("Classify", unavailable);
+  CHECK(client->FetchWait(ClassifyType::kClaimRoute, "gitlab-org", 3s));
+  CHECK(server->Calls("Classify") == 4);  // 1 + (2 unavailable + 1 answered)
+}
+
+TEST_CASE("bad data is rejected and the last good topology kept") {
+  auto server = StartServer();
+  auto client = StartClient(Options(server->address()));
+  REQUIRE(client->SyncNow().ok());
+  auto version = client->status().table_version;
+  dev::Fault lie;
+  lie.invalid_data = true;
+  server->SetFault("GetCells", lie);
+  auto st = client->SyncNow();
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.message().find("rejected a GetCells answer") != std::string::npos);
+  CHECK(st.message().find("duplicate cell id") != std::string::npos);
+  auto s = client->status();
+  CHECK(s.state == TopologyServiceStatus::State::kServingStale);
+  CHECK(s.rejected_answers == 1);
+  CHECK(s.table_version == version);
+  {
+    RouteTable::Reader r(*client->table());
+    CHECK(r.topology()->cells().size() == 3);
+  }
+  // A Classify answer naming no known cell is not believed either.
+  server->SetFault("Classify", lie);
+  CHECK_FALSE(client->FetchWait(ClassifyType::kClaimRoute, "gitlab-org", 3s));
+  CHECK(client->status().rejected_answers == 2);
+  server->ClearFaults();
+  CHECK(client->SyncNow().ok());
+  CHECK(client->status().state == TopologyServiceStatus::State::kSyncing);
+}
+
+TEST_CASE("cell list changes are picked up; a removed cell's answers are purged") {
+  auto server = StartServer();
+  auto client = StartClient(Options(server->address()));
+  REQUIRE(client->SyncNow().ok());
+  REQUIRE(client->FetchWait(ClassifyType::kClaimRoute, "acme", 3s));
+  auto cells = ExampleTopology().cells();
+  cells.push_back({4, "cell-4.gitlab.example.com:443", "cell-4", {}});
+  cells.erase(cells.begin() + 2);  // cell 3 leaves
+  server->SetCells(cells);
+  REQUIRE(client->SyncNow().ok());
+  RouteTable::Reader r(*client->table());
+  CHECK(r.topology()->FindById(4) != nullptr);
+  CHECK(r.topology()->FindById(3) == nullptr);
+  CHECK(r.Lookup(ClassifyType::kClaimRoute, "acme").kind == TableHit::Kind::kMiss);
+}
+
+TEST_CASE("the service down at start: snapshot, else static topology, else nothing") {
+  std::string snapshot = TempPath("snapshot.toml");
+  std::remove(snapshot.c_str());
+  {
+    auto server = StartServer();
+    auto o = Options(server->address());
+    o.snapshot_path = snapshot;
+    auto client = StartClient(o);
+    REQUIRE(client->SyncNow().ok());
+  }
+  REQUIRE(fs::exists(snapshot));
+  std::string nowhere = FreeAddressNobodyListensOn();
+
+  auto o = Options(nowhere);
+  o.snapshot_path = snapshot;
+  o.max_retries = 0;
+  auto client = StartClient(o);
+  CHECK_FALSE(client->SyncNow().ok());
+  auto s = client->status();
+  CHECK(s.topology_source == "snapshot");
+  CHECK(s.state == TopologyServiceStatus::State::kServingStale);
+  Router router = RouterFor(client);
+  auto d = router.Route(Path("/help", "_gitlab_session=cell-2-a").view());
+  CHECK(d.cell_id() == 2);
+  // A claim cannot be asked: after the wait, the legacy cell, and the decision says why.
+  d = router.RouteWait(Path("/gitlab-org/x").view(), 2s);
+  CHECK(d.cell_id() == 1);
+  CHECK(d.fallback() == Fallback::kUnavailable);
+
+  auto no_snapshot = Options(nowhere);
+  no_snapshot.max_retries = 0;
+  auto with_static = StartClient(no_snapshot, ExampleTopology());
+  CHECK_FALSE(with_static->SyncNow().ok());
+  CHECK(with_static->status().topology_source == "static");
+  CHECK(RouterFor(with_static).Route(Path("/users/sign_in").view()).cell_id() == 1);
+
+  auto nothing = StartClient(no_snapshot);
+  CHECK_FALSE(nothing->SyncNow().ok());
+  CHECK(nothing->status().state == TopologyServiceStatus::State::kFailed);
+  auto none = RouterFor(nothing).Route(Path("/users/sign_in").view());
+  CHECK(none.cell_id() == 0);
+  CHECK(none.address().empty());
+
+  // A corrupt snapshot is ignored with a reason, never half-loaded.
+  std::FILE* f = std::fopen(snapshot.c_str(), "w");
+  std::fputs("[[cells]]\nid = \n", f);
+  std::fclose(f);
+  auto corrupt = Options(nowhere);
+  corrupt.snapshot_path = snapshot;
+  corrupt.max_retries = 0;
+  auto c2 = StartClient(corrupt);
+  CHECK(c2->status().last_error.find("snapshot ignored") != std::string::npos);
+}
+
+TEST_CASE("killed mid-run and restarted: routing continues, then converges") {
+  auto server = StartServer();
+  std::string address = server->address();
+  auto o = Options(address);
+  o.max_retries = 0;
+  auto client = StartClient(o);
+  REQUIRE(client->SyncNow().ok());
+  Router router = RouterFor(client);
+  REQUIRE(router.RouteWait(Path("/gitlab-org/x").view(), 3s).cell_id() == 2);
+
+  server->Shutdown();
+  server.reset();
+  CHECK_FALSE(client->SyncNow().ok());
+  CHECK(client->status().state == TopologyServiceStatus::State::kServingStale);
+  CHECK(router.Route(Path("/gitlab-org/x").view()).cell_id() == 2);  // cached answer
+  CHECK(router.Route(Path("/dashboard", "_gitlab_session=cell-3-x").view()).cell_id() == 3);
+
+  // Back, with a new cell.
+  server = StartServer(address);
+  auto cells = ExampleTopology().cells();
+  cells.push_back({5, "cell-5.gitlab.example.com:443", "cell-5", {}});
+  server->SetCells(cells);
+  bool converged = false;
+  for (int i = 0; i < 50 && !converged; ++i) {
+    converged = client->SyncNow().ok();
+    if (!converged) std::this_thread::sleep_for(100ms);
+  }
+  REQUIRE(converged);
+  CHECK(router.Route(Path("/dashboard", "_gitlab_session=cell-5-x").view()).cell_id() == 5);
+  CHECK(client->status().state == TopologyServiceStatus::State::kSyncing);
+}
+
+TEST_CASE("churn: concurrent routing never loses a decision or invents a cell") {
+  auto server = StartServer();
+  auto o = Options(server->address());
+  o.claim_ttl = 200ms;  // answers expire and are asked again while the owners move
+  o.claim_refresh = 100ms;
+  o.poll_interval = 50ms;
+  auto client = StartClient(o);
+  REQUIRE(client->SyncNow().ok());
+  Router router = RouterFor(client);
+  std::set<std::int64_t> ever = {1, 2, 3, 6};
+  std::atomic<bool> stop{false};
+  std::atomic<long> decisions{0}, bad{0};
+  auto reader = [&] {
+    const char* groups[] = {"/gitlab-org/x", "/acme/y", "/gitlab-com/z", "/nobody/w"};
+    for (int i = 0; !stop; ++i) {
+      auto d = router.RouteWait(Path(groups[i % 4]).view(), 500ms);
+      ++decisions;
+      if (!ever.count(d.cell_id())) ++bad;
+    }
+  };
+  std::thread r1(reader), r2(reader);
+  auto cells = ExampleTopology().cells();
+  for (int round = 0; round < 20; ++round) {
+    server->SetClaim(ClassifyType::kClaimRoute, "gitlab-org", 1 + round % 3);
+    if (round % 5 == 0) {
+      auto more = cells;
+      if (round % 10 == 0) more.push_back({6, "cell-6.gitlab.example.com:443", "cell-6", {}});
+      server->SetCells(more);
+    }
+    std::this_thread::sleep_for(40ms);
+  }
+  stop = true;
+  r1.join();
+  r2.join();
+  CHECK(decisions > 20);
+  CHECK(bad == 0);
+}
+
+TEST_CASE("mTLS: the right client certificate is accepted, a wrong one refused") {
+  std::string dir = TempPath("tls");
+  fs::create_directories(dir);
+  std::string script =
+      "set -e; cd '" + dir +
+      "'\n"
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key "
+      "-out ca.pem 2>/dev/null\n"
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=rogue-ca -keyout rogue.key "
+      "-out rogue.pem 2>/dev/null\n"
+      "printf 'subjectAltName=DNS:topology.test,IP:127.0.0.1\\n' > san.ext\n"
+      "openssl req -newkey rsa:2048 -nodes -subj /CN=topology.test -keyout server.key "
+      "-out server.csr 2>/dev/null\n"
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+      "-extfile san.ext -out server.pem 2>/dev/null\n"
+      "for who in client:ca intruder:rogue; do n=${who%%:*}; c=${who##*:};"
+      " openssl req -newkey rsa:2048 -nodes -subj /CN=$n -keyout $n.key -out $n.csr 2>/dev/null;"
+      " openssl x509 -req -in $n.csr -CA $c.pem -CAkey $c.key -CAcreateserial -days 2 "
+      "-out $n.pem 2>/dev/null; done\n";
+  REQUIRE(std::system(
+              ("bash -c \"" + std::string() + "$(cat <<'EOS'\n" + script + "EOS\n)\"").c_str()) ==
+          0);
+  auto topo = ExampleTopology();
+  dev::Options sopt{"127.0.0.1:0",
+                    topo,
+                    std::nullopt,
+                    dir + "/server.pem",
+                    dir + "/server.key",
+                    dir + "/ca.pem",
+                    std::chrono::seconds(600)};
+  auto server = dev::Server::Start(sopt);
+  REQUIRE(server.ok());
+
+  auto good = Options(server.value()->address());
+  good.ca_file = dir + "/ca.pem";
+  good.cert_file = dir + "/client.pem";
+  good.key_file = dir + "/client.key";
+  good.server_name = "topology.test";
+  good.max_retries = 0;
+  auto ok_client = StartClient(good);
+  auto st = ok_client->SyncNow();
+  INFO(st.message());
+  CHECK(st.ok());
+
+  auto bad = good;
+  bad.cert_file = dir + "/intruder.pem";
+  bad.key_file = dir + "/intruder.key";
+  auto bad_client = StartClient(bad);
+  CHECK_FALSE(bad_client->SyncNow().ok());
+  CHECK(bad_client->status().state == TopologyServiceStatus::State::kFailed);
+
+  auto plaintext = Options(server.value()->address());
+  plaintext.max_retries = 0;
+  CHECK_FALSE(StartClient(plaintext)->SyncNow().ok());
+
+  auto unreadable = good;
+  unreadable.ca_file = dir + "/missing.pem";
+  CHECK_FALSE(TopologyServiceClient::Start(unreadable, std::make_shared<RouteTable>()).ok());
+}
