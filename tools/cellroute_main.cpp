@@ -3,7 +3,9 @@
 // (0 ok, 1 bad input such as an invalid ruleset or a non-routable token, 2 usage or
 // configuration error).
 #include <cellroute/router.h>
+#include <cellroute/table.h>
 #include <cellroute/token.h>
+#include <cellroute/topology_service.h>
 #include <cellroute/version.h>
 #include <unistd.h>
 
@@ -101,7 +103,47 @@ bool ParseRequestLine(const std::string& line, cellroute::Request* out, std::str
 
 struct Config {
   std::string rules, topology, claims;
+  // With a Topology Service: cells and claims come from it.
+  std::string service, tls_ca, tls_cert, tls_key, tls_server_name, snapshot;
+  int wait_ms = 1000;
 };
+
+void AddServiceOptions(CLI::App* cmd, Config* cfg) {
+  cmd->add_option("--topology-service", cfg->service,
+                  "HOST:PORT of a Topology Service: cells and claims come from it");
+  cmd->add_option("--tls-ca", cfg->tls_ca, "CA certificate (PEM): use mTLS");
+  cmd->add_option("--tls-cert", cfg->tls_cert, "Client certificate (PEM)");
+  cmd->add_option("--tls-key", cfg->tls_key, "Client key (PEM)");
+  cmd->add_option("--tls-server-name", cfg->tls_server_name, "Name to verify on the server");
+  cmd->add_option("--snapshot", cfg->snapshot, "Last good topology, read and written here");
+  cmd->add_option("--wait-ms", cfg->wait_ms, "How long a request waits for the service");
+}
+
+cellroute::Result<std::shared_ptr<cellroute::TopologyServiceClient>> StartService(
+    const Config& cfg) {
+  cellroute::TopologyServiceOptions o;
+  o.address = cfg.service;
+  o.ca_file = cfg.tls_ca;
+  o.cert_file = cfg.tls_cert;
+  o.key_file = cfg.tls_key;
+  o.server_name = cfg.tls_server_name;
+  o.snapshot_path = cfg.snapshot;
+  o.call_deadline = std::chrono::milliseconds(cfg.wait_ms);
+  o.classify_deadline = std::chrono::milliseconds(std::max(1, cfg.wait_ms / 4));
+  o.max_retries = 1;
+  std::optional<cellroute::Topology> fallback;
+  if (!cfg.topology.empty()) {
+    auto t = cellroute::Topology::LoadFile(cfg.topology);
+    if (!t.ok()) return t.status();
+    fallback = std::move(t).value();
+  }
+  auto client = cellroute::TopologyServiceClient::Start(
+      o, std::make_shared<cellroute::RouteTable>(), std::move(fallback));
+  if (!client.ok()) return client.status();
+  auto st = client.value()->SyncNow();
+  if (!st.ok()) std::cerr << "cellroute: topology service: " << st.message() << "\n";
+  return client;
+}
 
 void AddConfigOptions(CLI::App* cmd, Config* cfg) {
   cmd->add_option("--rules", cfg->rules, "Ruleset JSON (default: the embedded GitLab-style set)");
@@ -194,8 +236,59 @@ bool ForEachRequest(const RequestFlags& f, Fn&& fn, Bad&& bad) {
   return true;
 }
 
+std::shared_ptr<cellroute::TopologyServiceClient> g_service;
+
 cellroute::Result<cellroute::Router> LoadRouter(const Config& cfg) {
-  return cellroute::Router::FromFiles({cfg.rules, cfg.topology, cfg.claims});
+  if (cfg.service.empty()) return cellroute::Router::FromFiles({cfg.rules, cfg.topology, cfg.claims});
+  auto rules = cfg.rules.empty()
+                   ? cellroute::Ruleset::Parse(cellroute::defaults::RulesJson(), "<default rules>")
+                   : cellroute::Ruleset::LoadFile(cfg.rules);
+  if (!rules.ok()) return rules.status();
+  auto client = StartService(cfg);
+  if (!client.ok()) return client.status();
+  g_service = client.value();
+  return cellroute::Router::Create(std::move(rules).value(),
+                                   cellroute::MakeServiceResolver(g_service));
+}
+
+cellroute::Decision Decide(const cellroute::Router& router, const Config& cfg,
+                           const cellroute::RequestView& r) {
+  return cfg.service.empty() ? router.Route(r)
+                             : router.RouteWait(r, std::chrono::milliseconds(cfg.wait_ms));
+}
+
+int RunTopologyStatus(const Config& cfg, bool as_json) {
+  if (cfg.service.empty()) {
+    std::cerr << "cellroute: topology status needs --topology-service HOST:PORT\n";
+    return kExitUsage;
+  }
+  auto client = StartService(cfg);
+  if (!client.ok()) {
+    std::cerr << client.status().message() << "\n";
+    return kExitUsage;
+  }
+  auto s = client.value()->status();
+  if (as_json) {
+    std::cout << s.ToJson() << "\n";
+  } else {
+    std::cout << "state: " << cellroute::StateName(s.state) << "\n"
+              << "topology from: " << (s.topology_source.empty() ? "-" : s.topology_source)
+              << "\n"
+              << "table version: " << s.table_version << "\n"
+              << "last good sync: "
+              << (s.last_good_sync_age_ms < 0 ? std::string("never")
+                                              : std::to_string(s.last_good_sync_age_ms) + " ms ago")
+              << "\n"
+              << "last error: " << (s.last_error.empty() ? "-" : s.last_error) << "\n";
+    cellroute::RouteTable::Reader r(*client.value()->table());
+    if (r.topology() != nullptr) {
+      for (const auto& c : r.topology()->cells()) {
+        std::cout << "cell " << c.id << ": " << c.address
+                  << (c.session_prefix.empty() ? "" : " (" + c.session_prefix + ")") << "\n";
+      }
+    }
+  }
+  return s.state == cellroute::TopologyServiceStatus::State::kSyncing ? kExitOk : kExitBadInput;
 }
 
 std::string Classification(const cellroute::Decision& d) {
@@ -255,7 +348,7 @@ int RunRoute(const Config& cfg, const RequestFlags& flags, bool table) {
   bool ok = ForEachRequest(
       flags,
       [&](int n, cellroute::Request& r) {
-        cellroute::Decision d = router->Route(r.view());
+        cellroute::Decision d = Decide(router.value(), cfg, r.view());
         if (table) {
           rows.push_back({n ? std::to_string(n) : "-", Label(r),
                           d.rule_id().empty() ? "(none)" : std::string(d.rule_id()),
@@ -451,6 +544,7 @@ int main(int argc, char** argv) {
 
   auto* route = app.add_subcommand("route", "Route one request (flags) or many (JSON lines)");
   AddConfigOptions(route, &cfg);
+  AddServiceOptions(route, &cfg);
   AddRequestOptions(route, &flags);
   route->add_flag("--table", table, "Print a table instead of JSON lines");
   route->add_flag("--json", as_json, "Print one JSON object per request (the default)");
@@ -459,6 +553,13 @@ int main(int argc, char** argv) {
   AddConfigOptions(explain, &cfg);
   AddRequestOptions(explain, &flags);
   explain->add_flag("--json", as_json, "Print JSON");
+
+  auto* topology_cmd = app.add_subcommand("topology", "The Topology Service as cellroute sees it");
+  topology_cmd->require_subcommand(1);
+  auto* topology_status = topology_cmd->add_subcommand("status", "Sync once and report");
+  AddServiceOptions(topology_status, &cfg);
+  topology_status->add_option("--topology", cfg.topology, "Static topology when unreachable");
+  topology_status->add_flag("--json", as_json, "Print the status as JSON");
 
   auto* validate = app.add_subcommand("validate", "Check a ruleset, topology and claims file");
   AddConfigOptions(validate, &cfg);
@@ -484,10 +585,13 @@ int main(int argc, char** argv) {
     return rc == 0 ? kExitOk : kExitUsage;
   }
 
-  if (*route) return RunRoute(cfg, flags, table && !as_json);
-  if (*explain) return RunExplain(cfg, flags, as_json);
-  if (*validate) return RunValidate(cfg, as_json);
-  if (*decode) return RunTokenDecode(token_text, as_json);
-  if (*encode) return RunTokenEncode(prefix, random_hex, fields, as_json);
-  return kExitUsage;
+  int rc = kExitUsage;
+  if (*route) rc = RunRoute(cfg, flags, table && !as_json);
+  if (*explain) rc = RunExplain(cfg, flags, as_json);
+  if (*validate) rc = RunValidate(cfg, as_json);
+  if (*topology_status) rc = RunTopologyStatus(cfg, as_json);
+  if (*decode) rc = RunTokenDecode(token_text, as_json);
+  if (*encode) rc = RunTokenEncode(prefix, random_hex, fields, as_json);
+  g_service.reset();  // stop the client's threads before static destruction
+  return rc;
 }

@@ -444,3 +444,29 @@ TEST_CASE("mTLS: the right client certificate is accepted, a wrong one refused")
   unreadable.ca_file = dir + "/missing.pem";
   CHECK_FALSE(TopologyServiceClient::Start(unreadable, std::make_shared<RouteTable>()).ok());
 }
+
+TEST_CASE("configured metadata goes with every call; staleness past the limit is reported") {
+  auto server = StartServer();
+  auto o = Options(server->address());
+  o.metadata = {{"X-Cellroute-Test", "sync-client"}, {"authorization", "Bearer t0ken"}};
+  o.max_staleness = 500ms;
+  o.max_retries = 0;
+  auto client = StartClient(o);
+  REQUIRE(client->SyncNow().ok());
+  CHECK(server->LastMetadata("x-cellroute-test") == "sync-client");
+  CHECK(server->LastMetadata("authorization") == "Bearer t0ken");
+  REQUIRE(client->FetchWait(ClassifyType::kClaimRoute, "acme", 3s));
+  CHECK(server->Calls("Classify") == 1);
+  CHECK(server->LastMetadata("authorization") == "Bearer t0ken");
+
+  server->Shutdown();
+  CHECK_FALSE(client->SyncNow().ok());
+  CHECK(client->status().state == TopologyServiceStatus::State::kServingStale);
+  std::this_thread::sleep_for(600ms);
+  auto s = client->status();
+  CHECK(s.state == TopologyServiceStatus::State::kFailed);
+  CHECK(s.last_good_sync_age_ms >= 500);
+  // Routing still uses the last good topology: there is nothing better.
+  auto d = RouterFor(client).Route(Path("/help", "_gitlab_session=cell-3-a").view());
+  CHECK(d.cell_id() == 3);
+}

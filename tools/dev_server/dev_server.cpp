@@ -72,6 +72,7 @@ struct Server::State {
   std::vector<Cell> cells;
   std::map<std::string, Fault> faults;
   std::map<std::string, int> calls;
+  std::map<std::string, std::string> metadata;
   std::chrono::seconds lease_ttl{600};
 
   struct Rec {
@@ -145,6 +146,9 @@ struct Server::State {
     {
       std::lock_guard<std::mutex> lock(mu);
       ++calls[method];
+      for (const auto& [k, v] : ctx->client_metadata()) {
+        metadata[std::string(k.data(), k.size())] = std::string(v.data(), v.size());
+      }
       for (const std::string& key : {method, std::string("*")}) {
         auto it = faults.find(key);
         if (it == faults.end()) continue;
@@ -556,6 +560,12 @@ void Server::SetClaim(ClassifyType type, const std::string& value, std::int64_t 
 void Server::RemoveClaim(ClassifyType type, const std::string& value) {
   std::lock_guard<std::mutex> lock(state_->mu);
   state_->records.erase({ClaimFieldNumber(type), value});
+}
+
+std::string Server::LastMetadata(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  auto it = state_->metadata.find(key);
+  return it == state_->metadata.end() ? std::string() : it->second;
 }
 
 int Server::Calls(const std::string& method) const {

@@ -52,6 +52,8 @@ class Server {
   void SetClaim(ClassifyType type, const std::string& value, std::int64_t cell_id);
   void RemoveClaim(ClassifyType type, const std::string& value);
   int Calls(const std::string& method) const;
+  // The value of a metadata key on the last call that carried it ("" if none did).
+  std::string LastMetadata(const std::string& key) const;
 
   struct State;
 
