@@ -208,12 +208,19 @@ TEST_CASE("only UNAVAILABLE and DEADLINE_EXCEEDED are retried") {
   server->SetFault("Classify", broken);
   CHECK_FALSE(client->FetchWait(ClassifyType::kClaimRoute, "gitlab-org", 3s));
   CHECK(server->Calls("Classify") == 1);
+  dev::Fault dropped;
+  dropped.drop = true;
+  dropped.times = 1;
+  server->SetFault("Classify", dropped);
+  CHECK_FALSE(client->FetchWait(ClassifyType::kClaimRoute, "gitlab-org", 3s));
+  CHECK(server->Calls("Classify") == 2);  // a dropped call is CANCELLED: not retried
+  CHECK(client->status().last_error.find("CANCELLED") != std::string::npos);
   dev::Fault unavailable;
   unavailable.error = grpc::StatusCode::UNAVAILABLE;
   unavailable.times = 2;
   server->SetFault("Classify", unavailable);
   CHECK(client->FetchWait(ClassifyType::kClaimRoute, "gitlab-org", 3s));
-  CHECK(server->Calls("Classify") == 4);  // 1 + (2 unavailable + 1 answered)
+  CHECK(server->Calls("Classify") == 5);  // 2 + (2 unavailable + 1 answered)
 }
 
 TEST_CASE("bad data is rejected and the last good topology kept") {
