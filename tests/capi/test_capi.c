@@ -1,0 +1,201 @@
+/* The whole C API from plain C. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cellroute.h"
+
+static int failures = 0, checks = 0;
+#define CHECK(cond)                                                   \
+  do {                                                                \
+    ++checks;                                                         \
+    if (!(cond)) {                                                    \
+      ++failures;                                                     \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+    }                                                                 \
+  } while (0)
+
+static cr_request Request(const char *method, const char *path, const cr_header *headers,
+                          size_t count) {
+  cr_request r = CR_REQUEST_INIT;
+  r.method = method;
+  r.method_len = strlen(method);
+  r.path = path;
+  r.path_len = strlen(path);
+  r.headers = headers;
+  r.header_count = count;
+  return r;
+}
+
+static cr_header Header(const char *name, const char *value) {
+  cr_header h;
+  h.name = name;
+  h.name_len = strlen(name);
+  h.value = value;
+  h.value_len = strlen(value);
+  return h;
+}
+
+static int async_calls = 0;
+static long long async_cell = -1;
+static void OnDecision(const cr_decision *d, void *payload) {
+  ++async_calls;
+  async_cell = (long long)cr_decision_cell_id(d);
+  CHECK(payload == (void *)&async_calls);
+}
+
+int main(void) {
+  cr_router *router = NULL;
+  cr_decision *d = NULL;
+  cr_options *opts = NULL;
+  char *json = NULL;
+  char version[32];
+
+  sprintf(version, "%d.%d.%d", CR_VERSION_MAJOR, CR_VERSION_MINOR, CR_VERSION_PATCH);
+  CHECK(strcmp(cr_version(), version) == 0);
+  CHECK(cr_error_last() != NULL);
+
+  /* NULL handling: codes, messages, frees that accept NULL. */
+  CHECK(cr_router_new(NULL, NULL) == CR_EINVALID);
+  CHECK(strstr(cr_error_last()->message, "out") != NULL);
+  cr_router_free(NULL);
+  cr_decision_free(NULL);
+  cr_options_free(NULL);
+  cr_string_free(NULL);
+
+  /* Defaults. */
+  CHECK(cr_router_new(&router, NULL) == CR_OK);
+  CHECK(cr_error_last()->code == CR_OK);
+  CHECK(strcmp(cr_error_last()->message, "") == 0);
+  CHECK(cr_decision_new(&d) == CR_OK);
+  {
+    cr_request r = Request("GET", "/gitlab-org/gitlab", NULL, 0);
+    CHECK(cr_router_route(d, router, &r) == CR_OK);
+    CHECK(cr_decision_result(d) == CR_RESULT_MATCHED);
+    CHECK(strcmp(cr_decision_rule(d), "top_level_namespace") == 0);
+    CHECK(strcmp(cr_decision_action(d), "classify") == 0);
+    CHECK(strcmp(cr_decision_type(d), "route") == 0);
+    CHECK(strcmp(cr_decision_value(d), "gitlab-org") == 0);
+    CHECK(cr_decision_cell_id(d) == 2);
+    CHECK(strcmp(cr_decision_address(d), "cell-2.gitlab.example.com:443") == 0);
+    CHECK(strcmp(cr_decision_source(d), "claims_file") == 0);
+    CHECK(strcmp(cr_decision_fallback(d), "") == 0);
+    CHECK(cr_decision_json(&json, d) == CR_OK);
+    CHECK(strstr(json, "\"route\":\"gitlab-org\"") != NULL);
+    cr_string_free(json);
+  }
+  {
+    cr_header h[2];
+    cr_request r;
+    h[0] = Header("Accept", "*/*");
+    h[1] = Header("Cookie", "a=b; _gitlab_session=cell-3-abcdef");
+    r = Request("GET", "/dashboard", h, 2);
+    CHECK(cr_router_route(d, router, &r) == CR_OK);
+    CHECK(cr_decision_cell_id(d) == 3);
+    CHECK(strcmp(cr_decision_type(d), "SESSION_PREFIX") == 0);
+    /* A corrupt token: rejected, no cell. */
+    h[1] = Header("Private-Token", "glpat-AAECAwQFBgcICQoLDA0OD2M6MwpvOjEKdToxNgw.01.zz1k987wi");
+    r = Request("GET", "/api/v4/user", h, 2);
+    CHECK(cr_router_route(d, router, &r) == CR_OK);
+    CHECK(cr_decision_result(d) == CR_RESULT_REJECTED);
+    CHECK(cr_decision_cell_id(d) == 0);
+    CHECK(strstr(cr_decision_reason(d), "routable token") != NULL);
+  }
+  {
+    /* A struct from an older or broken caller is refused, not misread. */
+    cr_request r = Request("GET", "/", NULL, 0);
+    r.size = 8;
+    CHECK(cr_router_route(d, router, &r) == CR_EINVALID);
+    CHECK(strstr(cr_error_last()->message, "CR_REQUEST_INIT") != NULL);
+  }
+  {
+    /* A batch. */
+    cr_request rs[3];
+    cr_decision *ds[3] = {NULL, NULL, NULL};
+    int i;
+    rs[0] = Request("GET", "/o/acme-corp/x", NULL, 0);
+    rs[1] = Request("GET", "/users/sign_in", NULL, 0);
+    rs[2] = Request("GET", "/acme/x", NULL, 0);
+    for (i = 0; i < 3; ++i) CHECK(cr_decision_new(&ds[i]) == CR_OK);
+    CHECK(cr_router_route_batch(ds, router, rs, 3) == CR_OK);
+    CHECK(cr_decision_cell_id(ds[0]) == 3);
+    CHECK(cr_decision_cell_id(ds[1]) == 1);
+    CHECK(strcmp(cr_decision_rule(ds[1]), "fallback") == 0);
+    CHECK(cr_decision_cell_id(ds[2]) == 3);
+    for (i = 0; i < 3; ++i) cr_decision_free(ds[i]);
+  }
+  {
+    /* Explain, status, async (nothing pending: at once). */
+    cr_request r = Request("GET", "/unknown-group/x", NULL, 0);
+    CHECK(cr_router_explain(&json, router, &r) == CR_OK);
+    CHECK(strstr(json, "no cell owns route 'unknown-group'") != NULL);
+    cr_string_free(json);
+    CHECK(cr_router_status(&json, router) == CR_OK);
+    CHECK(strcmp(json, "{\"state\":\"static\"}") == 0);
+    cr_string_free(json);
+    CHECK(cr_router_route_async(router, &r, OnDecision, &async_calls) == CR_OK);
+    CHECK(async_calls == 1);
+    CHECK(async_cell == 1);
+    CHECK(cr_router_route_wait(d, router, &r, 10) == CR_OK);
+    CHECK(cr_decision_cell_id(d) == 1);
+  }
+  cr_router_free(router);
+  router = NULL;
+
+  /* Options: bad rules are refused with the rule and field named. */
+  CHECK(cr_options_new(&opts) == CR_OK);
+  {
+    const char *bad = "[{\"id\": \"r1\", \"action\": \"route\"}]";
+    CHECK(cr_options_set_rules_text(opts, bad, strlen(bad)) == CR_OK);
+    CHECK(cr_router_new(&router, opts) == CR_EINVALID);
+    CHECK(router == NULL);
+    CHECK(strstr(cr_error_last()->message, "rule 'r1' (#1): action") != NULL);
+  }
+  {
+    const char *rules = "[{\"id\": \"all\", \"action\": \"classify\", "
+                        "\"classify\": {\"type\": \"CELL_ID\", \"value\": \"7\"}}]";
+    const char *topo = "[[cells]]\nid = 1\naddress = \"one:1\"\n[[cells]]\nid = 7\naddress = \"seven:1\"\n";
+    cr_request r = Request("GET", "/", NULL, 0);
+    CHECK(cr_options_set_rules_text(opts, rules, strlen(rules)) == CR_OK);
+    CHECK(cr_options_set_topology_text(opts, topo, strlen(topo)) == CR_OK);
+    CHECK(cr_router_new(&router, opts) == CR_OK);
+    cr_options_free(opts); /* the router keeps a copy */
+    CHECK(cr_router_route(d, router, &r) == CR_OK);
+    CHECK(strcmp(cr_decision_address(d), "seven:1") == 0);
+    cr_router_free(router);
+  }
+  CHECK(cr_options_new(&opts) == CR_OK);
+  CHECK(cr_options_set_ms(opts, "nonsense", 5) == CR_EINVALID);
+  CHECK(cr_options_set_ms(opts, "poll", 0) == CR_EINVALID);
+  CHECK(cr_options_set_rules_file(opts, "/nonexistent/rules.json") == CR_OK);
+  CHECK(cr_router_new(&router, opts) == CR_EUNAVAILABLE);
+  CHECK(strstr(cr_error_last()->message, "/nonexistent/rules.json") != NULL);
+  cr_options_free(opts);
+
+  /* Tokens. */
+  {
+    const char *example = "EL25d_AKXDUtqLnIQHEpkG86MQM.01.0r1ajj2i3";
+    const char *keys[2] = {"c", "o"};
+    int64_t values[2] = {2, 1};
+    uint8_t random[16];
+    char *token = NULL;
+    int i;
+    CHECK(cr_token_decode(&json, example, strlen(example)) == CR_OK);
+    CHECK(strcmp(json, "{\"o\":1}") == 0);
+    cr_string_free(json);
+    CHECK(cr_token_decode(&json, "glpat-nope", 10) == CR_EINVALID);
+    CHECK(json == NULL);
+    CHECK(strstr(cr_error_last()->message, "not routable") != NULL);
+    for (i = 0; i < 16; ++i) random[i] = (uint8_t)i;
+    CHECK(cr_token_encode(&token, "glrt-", keys, values, 2, random) == CR_OK);
+    CHECK(strncmp(token, "glrt-", 5) == 0);
+    CHECK(cr_token_decode(&json, token, strlen(token)) == CR_OK);
+    CHECK(strcmp(json, "{\"c\":2,\"o\":1}") == 0);
+    cr_string_free(json);
+    cr_string_free(token);
+  }
+  cr_decision_free(d);
+
+  printf("%d passed, %d failed\n", checks - failures, failures);
+  return failures != 0;
+}
