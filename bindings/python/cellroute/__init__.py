@@ -1,0 +1,141 @@
+"""cellroute: decide which cell serves an HTTP request.
+
+    import cellroute
+    router = cellroute.Router()                       # the embedded defaults
+    d = router.route(method="GET", path="/gitlab-org/gitlab",
+                     headers={"Cookie": "_gitlab_session=cell-2-5cf8"})
+    d.cell_id, d.address, d.rule                       # 2, 'cell-2...:443', 'top_level_namespace'
+
+    router = cellroute.Router.from_files(rules="rules.json", topology="config.toml")
+    router = cellroute.Router(topology_service="topology.internal:9095")
+
+A Router is safe to share between threads. route() never waits; route(..., wait=0.05) waits up
+to 50 ms for the Topology Service when a claim must be asked about, with the GIL released, as
+does route_batch() while it routes.
+"""
+from __future__ import annotations
+
+import json as _json
+from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
+
+from . import _cellroute
+from ._cellroute import Decision
+
+__version__ = _cellroute.__version__
+__all__ = ["Router", "Decision", "tokens", "CellrouteError", "InvalidError", "NotFoundError",
+           "UnavailableError", "TimeoutError", "InternalError"]
+
+
+class CellrouteError(Exception):
+    """Base class of cellroute's errors. `code` is the stable code of the C API."""
+    code = -6
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidError(CellrouteError):
+    """Bad input: a ruleset, topology, claims file, token or argument."""
+    code = -1
+
+
+class NotFoundError(CellrouteError):
+    code = -2
+
+
+class UnavailableError(CellrouteError):
+    """A file or the Topology Service cannot be reached."""
+    code = -3
+
+
+class TimeoutError(CellrouteError):  # noqa: A001 (cellroute.TimeoutError, not the builtin)
+    code = -4
+
+
+class InternalError(CellrouteError):
+    code = -6
+
+
+# The C++ status codes (cellroute::StatusCode) to classes: one function maps every error.
+_BY_STATUS = {1: InvalidError, 2: NotFoundError, 3: UnavailableError, 4: TimeoutError,
+              5: InternalError}
+
+
+def _error(status: int, message: str) -> CellrouteError:
+    return _BY_STATUS.get(status, InternalError)(message)
+
+
+_cellroute._set_error_mapper(_error)
+
+Pairs = Union[Mapping[str, str], Iterable[Tuple[str, str]], None]
+
+
+def _split(path: str, query: str) -> Tuple[str, str]:
+    if not query and "?" in path:
+        path, _, query = path.partition("?")
+    return path, query
+
+
+class Router:
+    """Rules plus topology: one routing decision per request."""
+
+    def __init__(self, *, rules: Optional[str] = None, topology: Optional[str] = None,
+                 claims: Optional[str] = None, rules_path: Optional[str] = None,
+                 topology_path: Optional[str] = None, claims_path: Optional[str] = None,
+                 topology_service: Optional[str] = None, tls_ca: Optional[str] = None,
+                 tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
+                 tls_server_name: Optional[str] = None, snapshot_path: Optional[str] = None,
+                 metadata: Optional[Mapping[str, str]] = None):
+        """rules/topology/claims are the texts (JSON, TOML, JSON); *_path are files. Unset:
+        the embedded defaults. With topology_service, cells and claims come from it."""
+        self._native = _cellroute.NativeRouter({
+            "rules_text": rules, "topology_text": topology, "claims_text": claims,
+            "rules_path": rules_path, "topology_path": topology_path,
+            "claims_path": claims_path, "topology_service": topology_service,
+            "tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key,
+            "tls_server_name": tls_server_name, "snapshot_path": snapshot_path,
+            "metadata": dict(metadata) if metadata else None,
+        })
+
+    @classmethod
+    def from_files(cls, *, rules: Optional[str] = None, topology: Optional[str] = None,
+                   claims: Optional[str] = None, **kwargs) -> "Router":
+        return cls(rules_path=rules, topology_path=topology, claims_path=claims, **kwargs)
+
+    @classmethod
+    def from_strings(cls, *, rules: Optional[str] = None, topology: Optional[str] = None,
+                     claims: Optional[str] = None, **kwargs) -> "Router":
+        return cls(rules=rules, topology=topology, claims=claims, **kwargs)
+
+    def route(self, *, method: str = "GET", path: str = "/", host: str = "", query: str = "",
+              headers: Pairs = None, cookies: Pairs = None,
+              wait: Optional[float] = None) -> Decision:
+        """Decide for one request. `path` may carry "?query". `wait`: seconds to wait for the
+        Topology Service (GIL released); None never waits."""
+        path, query = _split(path, query)
+        if wait is None:
+            return self._native.route(method, host, path, query, headers, cookies)
+        return self._native.route_wait(method, host, path, query, headers, cookies, wait)
+
+    def route_batch(self, requests: Sequence[Mapping]) -> list:
+        """Decide for many requests (dicts of route()'s keywords), with the GIL released."""
+        prepared = []
+        for r in requests:
+            path, query = _split(r.get("path", "/"), r.get("query", ""))
+            prepared.append((r.get("method", "GET"), r.get("host", ""), path, query,
+                             r.get("headers"), r.get("cookies")))
+        return self._native.route_batch(prepared)
+
+    def explain(self, *, method: str = "GET", path: str = "/", host: str = "", query: str = "",
+                headers: Pairs = None, cookies: Pairs = None) -> dict:
+        """Every rule tried and why, and the decision, as a dict."""
+        path, query = _split(path, query)
+        return _json.loads(self._native.explain(method, host, path, query, headers, cookies))
+
+    def status(self) -> dict:
+        """The Topology Service client's state and counters ({"state": "static"} without)."""
+        return _json.loads(self._native.status())
+
+
+from . import tokens  # noqa: E402  (after the errors it raises)

@@ -1,0 +1,154 @@
+"""The Python binding, from the build tree, against the same behaviour as the C++ core."""
+import json
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+import cellroute
+from cellroute import tokens
+
+CLI = os.environ["CELLROUTE_CLI"]
+EXAMPLES = os.environ["CELLROUTE_EXAMPLES"]
+PUBLISHED = "EL25d_AKXDUtqLnIQHEpkG86MQM.01.0r1ajj2i3"
+
+
+@pytest.fixture(scope="module")
+def router():
+    return cellroute.Router()
+
+
+def test_examples_route_to_the_same_cells_as_the_cli(router):
+    with open(os.path.join(EXAMPLES, "requests.jsonl")) as f:
+        requests = [json.loads(line) for line in f if line.strip()]
+    cli = subprocess.run([CLI, "route", os.path.join(EXAMPLES, "requests.jsonl")],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    expected = [(d["rule"], d["cell_id"], d["address"]) for d in map(json.loads, cli)]
+    mine = []
+    for r in requests:
+        d = router.route(method=r.get("method", "GET"), host=r.get("host", ""), path=r["path"],
+                         query=r.get("query", ""), headers=r.get("headers"))
+        mine.append((d.rule, d.cell_id, d.address))
+    assert mine == expected
+    batch = router.route_batch(requests)
+    assert [(d.rule, d.cell_id, d.address) for d in batch] == expected
+
+
+def test_decision_fields_and_repr(router):
+    d = router.route(path="/gitlab-org/gitlab/-/issues?state=opened")
+    assert (d.rule, d.result, d.action, d.type, d.value) == \
+        ("top_level_namespace", "matched", "classify", "route", "gitlab-org")
+    assert (d.cell_id, d.address, d.source, d.fallback) == \
+        (2, "cell-2.gitlab.example.com:443", "claims_file", None)
+    assert d.variables == {"route": "gitlab-org"}
+    assert repr(d) == ("<Decision rule=top_level_namespace matched route=gitlab-org cell=2 "
+                       "cell-2.gitlab.example.com:443 source=claims_file>")
+    assert json.loads(d.to_json())["cell_id"] == 2
+
+
+def test_headers_and_cookies_in_either_form(router):
+    assert router.route(path="/help", headers={"Cookie": "_gitlab_session=cell-3-ab"}).cell_id == 3
+    assert router.route(path="/help", headers=[("cookie", "_gitlab_session=cell-2-ab")]).cell_id == 2
+    assert router.route(path="/help", cookies={"force-cell": "cell-3"}).cell_id == 3
+    unknown = router.route(path="/help", cookies=[("_gitlab_session", "cell-9-x")])
+    assert (unknown.cell_id, unknown.fallback) == (1, "unknown_cell")
+    with pytest.raises(TypeError):
+        router.route(path="/", headers={"a": 1})
+
+
+def test_rejected_token(router):
+    token = tokens.encode({"c": 2}, prefix="glpat-", random=bytes(16))
+    bad = token[:-9] + "zz" + token[-7:]
+    d = router.route(path="/api/v4/user", headers={"Private-Token": bad})
+    assert d.result == "rejected" and d.cell_id is None and "routable token" in d.reason
+    ok = router.route(path="/api/v4/user", headers={"Private-Token": token})
+    assert ok.cell_id == 2
+
+
+def test_one_exception_class_per_code(tmp_path):
+    with pytest.raises(cellroute.InvalidError) as e:
+        cellroute.Router(rules='[{"id": "r1", "action": "nope"}]')
+    assert "rule 'r1' (#1): action" in str(e.value) and e.value.code == -1
+    with pytest.raises(cellroute.UnavailableError) as e:
+        cellroute.Router.from_files(rules=str(tmp_path / "missing.json"))
+    assert e.value.code == -3
+    assert issubclass(cellroute.UnavailableError, cellroute.CellrouteError)
+    with pytest.raises(cellroute.InvalidError):
+        cellroute.Router(topology="[[cells]]\nid = 1\n")
+    with pytest.raises(cellroute.InvalidError):
+        tokens.decode("glpat-nope")
+
+
+def test_from_files_and_strings(tmp_path):
+    rules = '[{"id": "all", "action": "classify", "classify": {"type": "CELL_ID", "value": "7"}}]'
+    topo = '[[cells]]\nid = 1\naddress = "one:1"\n[[cells]]\nid = 7\naddress = "seven:1"\n'
+    assert cellroute.Router.from_strings(rules=rules, topology=topo).route().address == "seven:1"
+    (tmp_path / "r.json").write_text(rules)
+    (tmp_path / "c.toml").write_text(topo)
+    r = cellroute.Router.from_files(rules=str(tmp_path / "r.json"), topology=str(tmp_path / "c.toml"))
+    assert r.route(path="/x").cell_id == 7
+
+
+def test_tokens():
+    assert tokens.decode(PUBLISHED) == {"o": 1}
+    t = tokens.encode({"o": 1, "c": 2}, prefix="glrt-", random=bytes(range(16)))
+    assert t == tokens.encode({"c": 2, "o": 1}, prefix="glrt-", random=bytes(range(16)))
+    assert tokens.decode(t) == {"c": 2, "o": 1}
+    assert tokens.encode({"c": 1}) != tokens.encode({"c": 1})
+    with pytest.raises(cellroute.InvalidError):
+        tokens.encode({"c": 1}, random=b"short")
+
+
+def test_explain_and_status(router):
+    e = router.explain(path="/unknown-group/x")
+    rules = {t["rule"]: t for t in e["trace"]}
+    assert "no cell owns route 'unknown-group'" in rules["top_level_namespace"]["reason"]
+    assert e["decision"]["rule"] == "fallback"
+    assert router.status() == {"state": "static"}
+
+
+def test_many_threads_share_a_router(router):
+    paths = ["/gitlab-org/x", "/o/acme-corp/y", "/acme/z", "/users/sign_in"]
+    want = [router.route(path=p).cell_id for p in paths]
+    errors = []
+
+    def work():
+        for i in range(2000):
+            if router.route(path=paths[i % 4]).cell_id != want[i % 4]:
+                errors.append(i)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and want == [2, 3, 3, 1]
+
+
+def test_waiting_on_the_service_releases_the_gil():
+    topo = open(os.path.join(EXAMPLES, "topology.toml")).read()
+    r = cellroute.Router(topology_service="127.0.0.1:1", topology=topo)
+    assert r.status()["state"] == "serving_stale"
+    ticks = [0]
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            ticks[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    time.sleep(0.05)
+    before = ticks[0]
+    start = time.monotonic()
+    d = r.route(path="/gitlab-org/x", wait=0.4)
+    waited = time.monotonic() - start
+    during = ticks[0] - before
+    stop.set()
+    t.join()
+    assert d.cell_id == 1 and d.fallback in ("unavailable", "unknown_claim")
+    assert waited >= 0.05
+    # Python ran while the call waited: the GIL was released.
+    assert during > 1000
