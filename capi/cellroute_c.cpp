@@ -342,6 +342,7 @@ int cr_router_after_fork(cr_router* router) {
     std::shared_ptr<cellroute::TopologyServiceClient> client;
     auto rebuilt = Build(router->options, &client);
     if (!rebuilt.ok()) return FromStatus(rebuilt.status());
+    if (client) (void)client->SyncNow();
     router->router = std::move(rebuilt).value();
     router->client = std::move(client);
     router->pid = getpid();

@@ -1,0 +1,407 @@
+/* The native side of the Ruby binding: a thin layer over the C API (Ruby raises with
+ * longjmp, which would skip C++ destructors, so it never calls C++ directly). Objects are
+ * TypedData with size functions; only calls that may wait on the network release the GVL;
+ * nothing starts at require. */
+#include <ruby.h>
+#include <ruby/thread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cellroute.h"
+
+static VALUE mCellroute, cNativeRouter, cDecision, eError;
+static VALUE eByCode[7];
+
+static void raise_last(void) {
+  const cr_error *e = cr_error_last();
+  int index = -e->code;
+  VALUE klass = (index >= 1 && index <= 6) ? eByCode[index] : eError;
+  rb_raise(klass, "%s", e->message);
+}
+
+/* ---- Decision ---------------------------------------------------------------------------- */
+
+static void decision_free(void *p) { cr_decision_free((cr_decision *)p); }
+static size_t decision_size(const void *p) { return p ? 6 * 1024 + 3 * 2049 : 0; }
+static const rb_data_type_t decision_type = {
+    .wrap_struct_name = "Cellroute::Decision",
+    .function = {.dmark = NULL, .dfree = decision_free, .dsize = decision_size},
+    .flags = RUBY_TYPED_FREE_IMMEDIATELY};
+
+static VALUE wrap_decision(cr_decision *d) {
+  return TypedData_Wrap_Struct(cDecision, &decision_type, d);
+}
+
+static cr_decision *get_decision(VALUE self) {
+  cr_decision *d;
+  TypedData_Get_Struct(self, cr_decision, &decision_type, d);
+  return d;
+}
+
+#define DECISION_STRING(name)                                                  \
+  static VALUE decision_##name(VALUE self) {                                   \
+    return rb_utf8_str_new_cstr(cr_decision_##name(get_decision(self)));       \
+  }
+DECISION_STRING(rule)
+DECISION_STRING(action)
+static VALUE decision_type_(VALUE self) { return rb_utf8_str_new_cstr(cr_decision_type(get_decision(self))); }
+DECISION_STRING(value)
+DECISION_STRING(address)
+DECISION_STRING(source)
+DECISION_STRING(reason)
+
+static VALUE decision_fallback(VALUE self) {
+  const char *f = cr_decision_fallback(get_decision(self));
+  return *f ? rb_utf8_str_new_cstr(f) : Qnil;
+}
+static VALUE decision_cell_id(VALUE self) {
+  int64_t id = cr_decision_cell_id(get_decision(self));
+  return id ? LL2NUM(id) : Qnil;
+}
+static VALUE decision_age_ms(VALUE self) { return LL2NUM(cr_decision_age_ms(get_decision(self))); }
+static VALUE decision_result(VALUE self) {
+  switch (cr_decision_result(get_decision(self))) {
+    case CR_RESULT_MATCHED: return ID2SYM(rb_intern("matched"));
+    case CR_RESULT_REJECTED: return ID2SYM(rb_intern("rejected"));
+    default: return ID2SYM(rb_intern("no_match"));
+  }
+}
+static VALUE decision_to_json(VALUE self) {
+  char *json = NULL;
+  VALUE out;
+  if (cr_decision_json(&json, get_decision(self)) != CR_OK) raise_last();
+  out = rb_utf8_str_new_cstr(json);
+  cr_string_free(json);
+  return out;
+}
+
+/* ---- Router ------------------------------------------------------------------------------ */
+
+typedef struct {
+  cr_router *router;
+} router_box;
+
+static void router_free(void *p) {
+  router_box *b = (router_box *)p;
+  cr_router_free(b->router);
+  xfree(b);
+}
+static size_t router_size(const void *p) { return sizeof(router_box); }
+static const rb_data_type_t router_type = {
+    .wrap_struct_name = "Cellroute::NativeRouter",
+    .function = {.dmark = NULL, .dfree = router_free, .dsize = router_size},
+    .flags = RUBY_TYPED_FREE_IMMEDIATELY};
+
+static VALUE router_alloc(VALUE klass) {
+  router_box *b;
+  VALUE obj = TypedData_Make_Struct(klass, router_box, &router_type, b);
+  b->router = NULL;
+  return obj;
+}
+
+static cr_router *get_router(VALUE self) {
+  router_box *b;
+  TypedData_Get_Struct(self, router_box, &router_type, b);
+  if (b->router == NULL) rb_raise(eError, "router is not initialized");
+  return b->router;
+}
+
+static const char *opt_str(VALUE opts, const char *key, long *len) {
+  VALUE v = rb_hash_aref(opts, ID2SYM(rb_intern(key)));
+  if (NIL_P(v)) return NULL;
+  StringValue(v);
+  if (len) *len = RSTRING_LEN(v);
+  return RSTRING_PTR(v);
+}
+
+/* NativeRouter.new(options_hash) */
+static VALUE router_initialize(VALUE self, VALUE opts) {
+  router_box *b;
+  cr_options *o = NULL;
+  const char *s;
+  long len = 0;
+  int rc = CR_OK;
+  VALUE metadata;
+  Check_Type(opts, T_HASH);
+  TypedData_Get_Struct(self, router_box, &router_type, b);
+  if (cr_options_new(&o) != CR_OK) raise_last();
+  if ((s = opt_str(opts, "rules_path", NULL))) rc |= cr_options_set_rules_file(o, s);
+  if ((s = opt_str(opts, "rules", &len))) rc |= cr_options_set_rules_text(o, s, (size_t)len);
+  if ((s = opt_str(opts, "topology_path", NULL))) rc |= cr_options_set_topology_file(o, s);
+  if ((s = opt_str(opts, "topology", &len))) rc |= cr_options_set_topology_text(o, s, (size_t)len);
+  if ((s = opt_str(opts, "claims_path", NULL))) rc |= cr_options_set_claims_file(o, s);
+  if ((s = opt_str(opts, "claims", &len))) rc |= cr_options_set_claims_text(o, s, (size_t)len);
+  if ((s = opt_str(opts, "topology_service", NULL))) rc |= cr_options_set_topology_service(o, s);
+  if ((s = opt_str(opts, "snapshot_path", NULL))) rc |= cr_options_set_snapshot_path(o, s);
+  if ((s = opt_str(opts, "tls_ca", NULL))) {
+    rc |= cr_options_set_tls(o, s, opt_str(opts, "tls_cert", NULL), opt_str(opts, "tls_key", NULL),
+                             opt_str(opts, "tls_server_name", NULL));
+  }
+  metadata = rb_hash_aref(opts, ID2SYM(rb_intern("metadata")));
+  if (!NIL_P(metadata)) {
+    VALUE pairs = rb_funcall(metadata, rb_intern("to_a"), 0);
+    long i;
+    for (i = 0; i < RARRAY_LEN(pairs); ++i) {
+      VALUE kv = rb_ary_entry(pairs, i);
+      VALUE k = rb_String(rb_ary_entry(kv, 0)), v = rb_String(rb_ary_entry(kv, 1));
+      rc |= cr_options_add_metadata(o, StringValueCStr(k), StringValueCStr(v));
+    }
+  }
+  if (rc != CR_OK) {
+    cr_options_free(o);
+    raise_last();
+  }
+  rc = cr_router_new(&b->router, o);
+  cr_options_free(o);
+  if (rc != CR_OK) raise_last();
+  return self;
+}
+
+/* A request built from Ruby values; the strings stay referenced (and so pinned) by the
+ * caller's frame for the duration of the call. */
+typedef struct {
+  cr_request req;
+  cr_header *headers;
+  cr_header *cookies;
+} request_box;
+
+static cr_header *pairs_to_headers(VALUE pairs, size_t *count) {
+  long i, n;
+  cr_header *out;
+  *count = 0;
+  if (NIL_P(pairs)) return NULL;
+  Check_Type(pairs, T_ARRAY);
+  n = RARRAY_LEN(pairs);
+  out = ALLOC_N(cr_header, n > 0 ? n : 1);
+  for (i = 0; i < n; ++i) {
+    VALUE kv = rb_ary_entry(pairs, i), k, v;
+    Check_Type(kv, T_ARRAY);
+    k = rb_ary_entry(kv, 0);
+    v = rb_ary_entry(kv, 1);
+    StringValue(k);
+    StringValue(v);
+    out[i].name = RSTRING_PTR(k);
+    out[i].name_len = (size_t)RSTRING_LEN(k);
+    out[i].value = RSTRING_PTR(v);
+    out[i].value_len = (size_t)RSTRING_LEN(v);
+  }
+  *count = (size_t)n;
+  return out;
+}
+
+static void build_request(request_box *b, VALUE method, VALUE host, VALUE path, VALUE query,
+                          VALUE headers, VALUE cookies) {
+  cr_request init = CR_REQUEST_INIT;
+  b->req = init;
+  StringValue(method);
+  StringValue(host);
+  StringValue(path);
+  StringValue(query);
+  b->req.method = RSTRING_PTR(method);
+  b->req.method_len = (size_t)RSTRING_LEN(method);
+  b->req.host = RSTRING_PTR(host);
+  b->req.host_len = (size_t)RSTRING_LEN(host);
+  b->req.path = RSTRING_PTR(path);
+  b->req.path_len = (size_t)RSTRING_LEN(path);
+  b->req.query = RSTRING_PTR(query);
+  b->req.query_len = (size_t)RSTRING_LEN(query);
+  b->headers = pairs_to_headers(headers, &b->req.header_count);
+  b->cookies = pairs_to_headers(cookies, &b->req.cookie_count);
+  b->req.headers = b->headers;
+  b->req.cookies = b->cookies;
+}
+
+static void free_request(request_box *b) {
+  xfree(b->headers);
+  xfree(b->cookies);
+}
+
+static VALUE router_route(VALUE self, VALUE method, VALUE host, VALUE path, VALUE query,
+                          VALUE headers, VALUE cookies) {
+  request_box b;
+  cr_decision *d = NULL;
+  int rc;
+  cr_router *r = get_router(self);
+  if (cr_decision_new(&d) != CR_OK) raise_last();
+  build_request(&b, method, host, path, query, headers, cookies);
+  rc = cr_router_route(d, r, &b.req);
+  free_request(&b);
+  if (rc != CR_OK) {
+    cr_decision_free(d);
+    raise_last();
+  }
+  RB_GC_GUARD(method);
+  RB_GC_GUARD(host);
+  RB_GC_GUARD(path);
+  RB_GC_GUARD(query);
+  RB_GC_GUARD(headers);
+  RB_GC_GUARD(cookies);
+  return wrap_decision(d);
+}
+
+typedef struct {
+  cr_decision *out;
+  const cr_router *router;
+  const cr_request *req;
+  int64_t timeout_ms;
+  int rc;
+} wait_call;
+
+static void *route_wait_nogvl(void *p) {
+  wait_call *c = (wait_call *)p;
+  c->rc = cr_router_route_wait(c->out, c->router, c->req, c->timeout_ms);
+  return NULL;
+}
+
+/* Waits on the network: the GVL is released meanwhile. */
+static VALUE router_route_wait(VALUE self, VALUE method, VALUE host, VALUE path, VALUE query,
+                               VALUE headers, VALUE cookies, VALUE timeout_ms) {
+  request_box b;
+  wait_call c;
+  cr_decision *d = NULL;
+  cr_router *r = get_router(self);
+  if (cr_decision_new(&d) != CR_OK) raise_last();
+  build_request(&b, method, host, path, query, headers, cookies);
+  c.out = d;
+  c.router = r;
+  c.req = &b.req;
+  c.timeout_ms = NUM2LL(timeout_ms);
+  c.rc = CR_OK;
+  rb_thread_call_without_gvl(route_wait_nogvl, &c, RUBY_UBF_IO, NULL);
+  free_request(&b);
+  RB_GC_GUARD(method);
+  RB_GC_GUARD(host);
+  RB_GC_GUARD(path);
+  RB_GC_GUARD(query);
+  RB_GC_GUARD(headers);
+  RB_GC_GUARD(cookies);
+  if (c.rc != CR_OK) {
+    cr_decision_free(d);
+    raise_last();
+  }
+  return wrap_decision(d);
+}
+
+static VALUE router_explain(VALUE self, VALUE method, VALUE host, VALUE path, VALUE query,
+                            VALUE headers, VALUE cookies) {
+  request_box b;
+  char *json = NULL;
+  int rc;
+  VALUE out;
+  build_request(&b, method, host, path, query, headers, cookies);
+  rc = cr_router_explain(&json, get_router(self), &b.req);
+  free_request(&b);
+  if (rc != CR_OK) raise_last();
+  out = rb_utf8_str_new_cstr(json);
+  cr_string_free(json);
+  return out;
+}
+
+static VALUE router_status(VALUE self) {
+  char *json = NULL;
+  VALUE out;
+  if (cr_router_status(&json, get_router(self)) != CR_OK) raise_last();
+  out = rb_utf8_str_new_cstr(json);
+  cr_string_free(json);
+  return out;
+}
+
+static VALUE router_after_fork(VALUE self) {
+  if (cr_router_after_fork(get_router(self)) != CR_OK) raise_last();
+  return Qnil;
+}
+
+/* ---- tokens ------------------------------------------------------------------------------ */
+
+static VALUE token_decode(VALUE mod, VALUE token) {
+  char *json = NULL;
+  VALUE out;
+  StringValue(token);
+  if (cr_token_decode(&json, RSTRING_PTR(token), (size_t)RSTRING_LEN(token)) != CR_OK) {
+    raise_last();
+  }
+  out = rb_utf8_str_new_cstr(json);
+  cr_string_free(json);
+  return out;
+}
+
+/* _encode([[key, value], ...], prefix, random_or_nil) */
+static VALUE token_encode(VALUE mod, VALUE fields, VALUE prefix, VALUE random) {
+  long i, n;
+  const char **keys;
+  int64_t *values;
+  char *token = NULL;
+  int rc;
+  VALUE out;
+  Check_Type(fields, T_ARRAY);
+  StringValue(prefix);
+  n = RARRAY_LEN(fields);
+  keys = ALLOC_N(const char *, n > 0 ? n : 1);
+  values = ALLOC_N(int64_t, n > 0 ? n : 1);
+  for (i = 0; i < n; ++i) {
+    VALUE kv = rb_ary_entry(fields, i);
+    VALUE k = rb_String(rb_ary_entry(kv, 0));
+    rb_ary_store(kv, 0, k); /* keep the string referenced */
+    keys[i] = StringValueCStr(k);
+    values[i] = NUM2LL(rb_ary_entry(kv, 1));
+  }
+  if (!NIL_P(random)) {
+    StringValue(random);
+    if (RSTRING_LEN(random) != 16) {
+      xfree(keys);
+      xfree(values);
+      rb_raise(eByCode[1], "random must be 16 bytes");
+    }
+  }
+  rc = cr_token_encode(&token, StringValueCStr(prefix), keys, values, (size_t)n,
+                       NIL_P(random) ? NULL : (const uint8_t *)RSTRING_PTR(random));
+  xfree(keys);
+  xfree(values);
+  if (rc != CR_OK) raise_last();
+  out = rb_utf8_str_new_cstr(token);
+  cr_string_free(token);
+  RB_GC_GUARD(fields);
+  return out;
+}
+
+void Init_cellroute(void) {
+  VALUE mToken;
+  mCellroute = rb_define_module("Cellroute");
+  eError = rb_define_class_under(mCellroute, "Error", rb_eStandardError);
+  eByCode[0] = eError;
+  eByCode[1] = rb_define_class_under(mCellroute, "InvalidError", eError);
+  eByCode[2] = rb_define_class_under(mCellroute, "NotFoundError", eError);
+  eByCode[3] = rb_define_class_under(mCellroute, "UnavailableError", eError);
+  eByCode[4] = rb_define_class_under(mCellroute, "TimeoutError", eError);
+  eByCode[5] = rb_define_class_under(mCellroute, "OutOfMemoryError", eError);
+  eByCode[6] = rb_define_class_under(mCellroute, "InternalError", eError);
+  rb_define_const(mCellroute, "NATIVE_VERSION", rb_str_new_cstr(cr_version()));
+
+  cNativeRouter = rb_define_class_under(mCellroute, "NativeRouter", rb_cObject);
+  rb_define_alloc_func(cNativeRouter, router_alloc);
+  rb_define_method(cNativeRouter, "initialize", router_initialize, 1);
+  rb_define_method(cNativeRouter, "route", router_route, 6);
+  rb_define_method(cNativeRouter, "route_wait", router_route_wait, 7);
+  rb_define_method(cNativeRouter, "explain", router_explain, 6);
+  rb_define_method(cNativeRouter, "status", router_status, 0);
+  rb_define_method(cNativeRouter, "after_fork", router_after_fork, 0);
+
+  cDecision = rb_define_class_under(mCellroute, "Decision", rb_cObject);
+  rb_undef_alloc_func(cDecision);
+  rb_define_method(cDecision, "rule", decision_rule, 0);
+  rb_define_method(cDecision, "result", decision_result, 0);
+  rb_define_method(cDecision, "action", decision_action, 0);
+  rb_define_method(cDecision, "type", decision_type_, 0);
+  rb_define_method(cDecision, "value", decision_value, 0);
+  rb_define_method(cDecision, "cell_id", decision_cell_id, 0);
+  rb_define_method(cDecision, "address", decision_address, 0);
+  rb_define_method(cDecision, "source", decision_source, 0);
+  rb_define_method(cDecision, "fallback", decision_fallback, 0);
+  rb_define_method(cDecision, "reason", decision_reason, 0);
+  rb_define_method(cDecision, "age_ms", decision_age_ms, 0);
+  rb_define_method(cDecision, "to_json", decision_to_json, 0);
+
+  mToken = rb_define_module_under(mCellroute, "Token");
+  rb_define_singleton_method(mToken, "_decode", token_decode, 1);
+  rb_define_singleton_method(mToken, "_encode", token_encode, 3);
+}

@@ -1,0 +1,144 @@
+# frozen_string_literal: true
+
+# cellroute for Ruby: decide which cell serves a request.
+#
+#   router = Cellroute::Router.new                      # embedded defaults
+#   d = router.route(path: "/gitlab-org/gitlab", headers: { "Cookie" => "_gitlab_session=cell-2-ab" })
+#   d.cell_id  # => 2
+#
+# Puma: requiring this file starts nothing, and a router with a Topology Service starts its
+# sync (threads, a gRPC channel) on its first request, in the process that makes it. So build
+# routers in config/initializers as usual: the preloading parent starts nothing, and each worker
+# starts its own sync. A router that has already routed in the parent is rebuilt in a forked
+# child on first use (or by router.after_fork! from on_worker_boot); that path relies on gRPC's
+# fork support (GRPC_ENABLE_FORK_SUPPORT, set below unless the application set it) and is best
+# avoided. Routers are safe to share between threads; only calls that may wait on the network
+# (route with wait:) release the GVL.
+require "json"
+
+# gRPC (the Topology Service client) survives fork() only with its fork support on, and reads
+# this when it first starts, which is never at require: Puma's preloading parent may fork
+# after a router has talked to the service. An explicit setting by the application wins.
+ENV["GRPC_ENABLE_FORK_SUPPORT"] ||= "1"
+
+require "cellroute/cellroute"
+
+module Cellroute
+  # Error classes, one per code of the C API, are defined by the native extension:
+  # Error, InvalidError, NotFoundError, UnavailableError, TimeoutError, InternalError.
+
+  class Decision
+    def inspect
+      parts = ["rule=#{rule.empty? ? '-' : rule}", result.to_s]
+      parts << "#{type}=#{value}" unless type.empty?
+      parts << "cell=#{cell_id || '-'}" << address << "source=#{source}"
+      parts << "fallback=#{fallback}" if fallback
+      "#<Cellroute::Decision #{parts.join(' ')}>"
+    end
+    alias to_s inspect
+
+    def rejected?
+      result == :rejected
+    end
+
+    def to_h
+      JSON.parse(to_json)
+    end
+  end
+
+  class Router
+    OPTION_KEYS = %i[rules topology claims rules_path topology_path claims_path
+                     topology_service tls_ca tls_cert tls_key tls_server_name
+                     snapshot_path metadata].freeze
+
+    # rules:/topology:/claims: are texts; *_path: are files; unset: the embedded defaults.
+    def initialize(**options)
+      unknown = options.keys - OPTION_KEYS
+      raise ArgumentError, "unknown options: #{unknown.join(', ')}" unless unknown.empty?
+
+      @options = options.freeze
+      @native = nil
+      @pid = nil
+      @lock = Mutex.new
+      if options[:topology_service]
+        # Validate the rules and topology now, without starting the sync: a process that only
+        # builds routers (Puma's preloading parent) never starts gRPC, so its forked workers
+        # start theirs cleanly on first use.
+        NativeRouter.new(options.except(:topology_service, :tls_ca, :tls_cert, :tls_key,
+                                        :tls_server_name, :snapshot_path, :metadata))
+      else
+        native # validate now: a broken ruleset raises here, not on the first request
+      end
+    end
+
+    def route(method: "GET", path: "/", host: "", query: nil, headers: nil, cookies: nil, wait: nil)
+      path, query = split(path, query)
+      h = pairs(headers)
+      c = pairs(cookies)
+      if wait
+        native.route_wait(method, host, path, query, h, c, (wait * 1000).round)
+      else
+        native.route(method, host, path, query, h, c)
+      end
+    end
+
+    def explain(method: "GET", path: "/", host: "", query: nil, headers: nil, cookies: nil)
+      path, query = split(path, query)
+      JSON.parse(native.explain(method, host, path, query, pairs(headers), pairs(cookies)))
+    end
+
+    def status
+      JSON.parse(native.status)
+    end
+
+    # For Puma's on_worker_boot: restart what a forked child cannot inherit, now.
+    def after_fork!
+      @lock.synchronize do
+        @native&.after_fork
+        @pid = Process.pid
+      end
+      self
+    end
+
+    private
+
+    def native
+      return @native if @pid == Process.pid
+
+      @lock.synchronize do
+        if @native.nil?
+          @native = NativeRouter.new(@options)
+        elsif @pid != Process.pid
+          @native.after_fork # a forked child: the sync restarts here
+        end
+        @pid = Process.pid
+      end
+      @native
+    end
+
+    def split(path, query)
+      return [path, query.to_s] if query || !path.include?("?")
+
+      p, q = path.split("?", 2)
+      [p, q.to_s]
+    end
+
+    def pairs(h)
+      return nil if h.nil?
+
+      h.map { |k, v| [k.to_s, v.to_s] }
+    end
+  end
+
+  module Token
+    # The token's routing fields, e.g. { "o" => 1 }; raises InvalidError when not routable.
+    def self.decode(token)
+      JSON.parse(_decode(token))
+    end
+
+    # Mints a token as GitLab's Rails does; random: 16 bytes for reproducible output.
+    def self.encode(fields, prefix: "", random: nil)
+      _encode(fields.map { |k, v| [k.to_s, Integer(v)] }, prefix, random)
+    end
+  end
+end

@@ -1,0 +1,177 @@
+# frozen_string_literal: true
+
+# The Ruby extension: the same decisions as the CLI, and what a Rails monolith under Puma needs
+# (threads, fork, the GVL, nothing started at require).
+require "minitest/autorun"
+require "json"
+require "objspace"
+require "open3"
+require "cellroute"
+
+CLI = ENV.fetch("CELLROUTE_CLI")
+EXAMPLES = ENV.fetch("CELLROUTE_EXAMPLES")
+SERVER = ENV.fetch("CELLROUTE_TOPOLOGY_SERVER")
+PUBLISHED = "EL25d_AKXDUtqLnIQHEpkG86MQM.01.0r1ajj2i3"
+
+class CellrouteTest < Minitest::Test
+  def router
+    @router ||= Cellroute::Router.new
+  end
+
+  def test_examples_route_to_the_same_cells_as_the_cli
+    file = File.join(EXAMPLES, "requests.jsonl")
+    requests = File.readlines(file).reject { |l| l.strip.empty? }.map { |l| JSON.parse(l) }
+    out, status = Open3.capture2(CLI, "route", file)
+    assert status.success?
+    expected = out.lines.map { |l| JSON.parse(l).values_at("rule", "cell_id", "address") }
+    mine = requests.map do |r|
+      d = router.route(method: r.fetch("method", "GET"), host: r.fetch("host", ""),
+                       path: r["path"], query: r["query"], headers: r["headers"])
+      [d.rule, d.cell_id, d.address]
+    end
+    assert_equal 14, expected.size
+    assert_equal expected, mine
+  end
+
+  def test_decision_fields
+    d = router.route(path: "/gitlab-org/gitlab?x=1")
+    assert_equal %w[top_level_namespace classify route gitlab-org], [d.rule, d.action, d.type, d.value]
+    assert_equal [:matched, 2, "cell-2.gitlab.example.com:443", "claims_file", nil],
+                 [d.result, d.cell_id, d.address, d.source, d.fallback]
+    assert_equal "#<Cellroute::Decision rule=top_level_namespace matched route=gitlab-org cell=2 " \
+                 "cell-2.gitlab.example.com:443 source=claims_file>", d.inspect
+    assert_equal({ "route" => "gitlab-org" }, d.to_h["variables"])
+    assert_operator ObjectSpace.memsize_of(d), :>, 1000 # TypedData reports its size
+    assert_equal 3, router.route(path: "/help", cookies: { "force-cell" => "cell-3" }).cell_id
+    assert_equal 2, router.route(path: "/help", headers: [["Cookie", "_gitlab_session=cell-2-a"]]).cell_id
+  end
+
+  def test_rejected_token
+    token = Cellroute::Token.encode({ c: 2 }, prefix: "glpat-", random: "\0" * 16)
+    d = router.route(path: "/api/v4/user", headers: { "Private-Token" => token[0...-9] + "zz" + token[-7..] })
+    assert d.rejected?
+    assert_nil d.cell_id
+    assert_match(/routable token/, d.reason)
+  end
+
+  def test_one_exception_class_per_code
+    e = assert_raises(Cellroute::InvalidError) { Cellroute::Router.new(rules: '[{"id":"r1","action":"x"}]') }
+    assert_match(/rule 'r1' \(#1\): action/, e.message)
+    assert_raises(Cellroute::UnavailableError) { Cellroute::Router.new(rules_path: "/nonexistent.json") }
+    assert_raises(Cellroute::InvalidError) { Cellroute::Token.decode("glpat-nope") }
+    assert_raises(ArgumentError) { Cellroute::Router.new(colour: 1) }
+    assert_operator Cellroute::UnavailableError, :<, Cellroute::Error
+  end
+
+  def test_tokens_match_the_cli
+    assert_equal({ "o" => 1 }, Cellroute::Token.decode(PUBLISHED))
+    random = (0..15).to_a.pack("C*")
+    token = Cellroute::Token.encode({ o: 1, c: 2 }, prefix: "glrt-", random: random)
+    out, = Open3.capture2(CLI, "token", "encode", "--prefix", "glrt-", "--random",
+                          random.unpack1("H*"), "c=2", "o=1")
+    assert_equal out.strip, token
+    assert_equal({ "c" => 2, "o" => 1 }, Cellroute::Token.decode(token))
+    refute_equal Cellroute::Token.encode({ c: 1 }), Cellroute::Token.encode({ c: 1 })
+  end
+
+  def test_explain_and_status
+    e = router.explain(path: "/unknown-group/x")
+    reasons = e["trace"].to_h { |t| [t["rule"], t["reason"]] }
+    assert_match(/no cell owns route 'unknown-group'/, reasons["top_level_namespace"])
+    assert_equal({ "state" => "static" }, router.status)
+  end
+
+  def test_many_ruby_threads_route_at_once
+    paths = ["/gitlab-org/x", "/o/acme-corp/y", "/acme/z", "/users/sign_in"]
+    want = paths.map { |p| router.route(path: p).cell_id }
+    bad = Queue.new
+    8.times.map do
+      Thread.new { 500.times { |i| bad << i if router.route(path: paths[i % 4]).cell_id != want[i % 4] } }
+    end.each(&:join)
+    assert_equal [2, 3, 3, 1], want
+    assert bad.empty?
+  end
+
+  def test_nothing_starts_at_require
+    script = 'before = Dir["/proc/self/task/*"].size; require "cellroute"; ' \
+             'after = Dir["/proc/self/task/*"].size; print before == after'
+    out, status = Open3.capture2(RbConfig.ruby, *$LOAD_PATH.flat_map { |p| ["-I", p] }, "-e", script)
+    assert status.success?
+    assert_equal "true", out
+  end
+
+  def test_a_forked_child_routes
+    r = Cellroute::Router.new
+    assert_equal 2, r.route(path: "/gitlab-org/x").cell_id
+    rd, wr = IO.pipe
+    pid = fork do
+      rd.close
+      wr.write(r.route(path: "/acme/y").cell_id.to_s)
+      wr.close
+      exit!(0)
+    end
+    wr.close
+    assert_equal "3", rd.read
+    _, status = Process.wait2(pid)
+    assert status.success?
+  end
+
+  def with_service
+    out, wr = IO.pipe
+    pid = spawn(SERVER, "--listen", "127.0.0.1:0", "--config", File.join(EXAMPLES, "topology.toml"),
+                "--claims", File.join(EXAMPLES, "claims.json"), out: wr)
+    wr.close
+    line = out.gets.to_s
+    assert_match(/^listening on /, line)
+    yield line.split.last
+  ensure
+    Process.kill("TERM", pid) if pid
+    Process.wait(pid) if pid
+  end
+
+  # In a process of its own, as Puma's preloading parent: build the router (which starts no
+  # thread and no channel), route nothing, fork a worker that routes through the service.
+  PUMA_LIKE = <<~'RUBY'
+    require "cellroute"
+    tasks = -> { Dir["/proc/self/task/*"].size }
+    before = tasks.call
+    r = Cellroute::Router.new(topology_service: ARGV[0])
+    started = tasks.call - before
+    rd, wr = IO.pipe
+    pid = fork do
+      rd.close
+      d = r.route(path: "/acme/y", wait: 2)
+      wr.write([d.cell_id, d.source, r.status["state"]].join(" "))
+      wr.close
+      exit!(0)
+    end
+    wr.close
+    child = rd.read
+    _, status = Process.wait2(pid)
+    parent = r.route(path: "/gitlab-org/x", wait: 2)
+    puts [started, child, status.success?, parent.cell_id].join("|")
+  RUBY
+
+  def test_a_puma_worker_starts_its_own_sync
+    with_service do |address|
+      out, err, status = Open3.capture3(RbConfig.ruby, *$LOAD_PATH.flat_map { |p| ["-I", p] },
+                                        "-e", PUMA_LIKE, address)
+      assert status.success?, err
+      assert_equal "0|3 route_table syncing|true|2", out.strip
+    end
+  end
+
+  def test_waiting_on_the_service_releases_the_gvl
+    r = Cellroute::Router.new(topology_service: "127.0.0.1:1",
+                              topology: File.read(File.join(EXAMPLES, "topology.toml")))
+    ticks = 0
+    spinner = Thread.new { loop { ticks += 1 } }
+    sleep 0.05
+    before = ticks
+    d = r.route(path: "/gitlab-org/x", wait: 0.4)
+    during = ticks - before
+    spinner.kill
+    assert_equal 1, d.cell_id
+    assert_operator during, :>, 1000 # Ruby ran while the call waited
+  end
+end
