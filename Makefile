@@ -8,7 +8,7 @@ comma      := ,
 CMAKE_ARGS ?=
 CELLROUTE   = $(BUILD)/tools/cellroute
 
-.PHONY: all bootstrap configure build demo test test-tsan test-asan bench bench-short clean
+.PHONY: all bootstrap configure build demo test test-tsan test-asan bench bench-short bench-bindings clean
 
 all: build
 
@@ -35,11 +35,19 @@ bench: build
 	  --benchmark_report_aggregates_only=true --benchmark_out=$(BUILD)/bench.json \
 	  --benchmark_out_format=json
 	@scripts/bench-ratios $(BUILD)/bench.json
+	@$(MAKE) --no-print-directory bench-bindings N=200000
+
+# Python and Ruby per-call cost on the request RouteOne times in C and C++.
+N ?= 20000
+bench-bindings: build
+	@PYTHONPATH=$(BUILD)/bindings/python /usr/bin/python3 benchmarks/overhead.py $(N)
+	@ruby -I $(BUILD)/bindings/ruby/lib -I bindings/ruby/lib benchmarks/overhead.rb $(N)
 
 bench-short: build
 	@CELLROUTE_BENCH_SHORT=1 $(BUILD)/benchmarks/cellroute_bench --benchmark_min_time=0.05 \
 	  --benchmark_out=$(BUILD)/bench-short.json --benchmark_out_format=json >/dev/null
 	@scripts/bench-ratios $(BUILD)/bench-short.json
+	@$(MAKE) --no-print-directory bench-bindings
 
 # The table, rule and router tests under a sanitizer, each in a build of its own:
 # ThreadSanitizer for publication and grace periods, AddressSanitizer (with UBSan) for any read

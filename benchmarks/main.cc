@@ -9,6 +9,7 @@
 namespace cellroute::bench {
 void RegisterRuleBenchmarks(bool short_mode);
 void RegisterTableBenchmarks(bool short_mode);
+void RegisterBindingBenchmarks();
 }  // namespace cellroute::bench
 
 int main(int argc, char** argv) {
@@ -16,6 +17,7 @@ int main(int argc, char** argv) {
   bool short_mode = env != nullptr && std::strcmp(env, "0") != 0;
   cellroute::bench::RegisterRuleBenchmarks(short_mode);
   cellroute::bench::RegisterTableBenchmarks(short_mode);
+  cellroute::bench::RegisterBindingBenchmarks();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -353,7 +353,7 @@ int cr_router_after_fork(cr_router* router) {
 int cr_decision_new(cr_decision** out) {
   return Guard([&] {
     if (out == nullptr) return Null("out");
-    *out = new cr_decision();
+    *out = new cr_decision;  // default-initialized: the string buffers are filled on demand
     return Ok();
   });
 }

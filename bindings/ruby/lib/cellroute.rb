@@ -24,6 +24,26 @@ ENV["GRPC_ENABLE_FORK_SUPPORT"] ||= "1"
 require "cellroute/cellroute"
 
 module Cellroute
+  # Counts forks this process descends from, so a router notices it is in a child without a
+  # getpid() system call per request (Process._fork is the hook every fork goes through).
+  @fork_generation = 0
+  class << self
+    attr_reader :fork_generation
+
+    def forked!
+      @fork_generation += 1
+    end
+  end
+
+  module ForkHook
+    def _fork
+      pid = super
+      Cellroute.forked! if pid.zero?
+      pid
+    end
+  end
+  Process.singleton_class.prepend(ForkHook)
+
   # Error classes, one per code of the C API, are defined by the native extension:
   # Error, InvalidError, NotFoundError, UnavailableError, TimeoutError, InternalError.
 
@@ -58,7 +78,7 @@ module Cellroute
 
       @options = options.freeze
       @native = nil
-      @pid = nil
+      @generation = nil
       @lock = Mutex.new
       if options[:topology_service]
         # Validate the rules and topology now, without starting the sync: a process that only
@@ -95,7 +115,7 @@ module Cellroute
     def after_fork!
       @lock.synchronize do
         @native&.after_fork
-        @pid = Process.pid
+        @generation = Cellroute.fork_generation
       end
       self
     end
@@ -103,15 +123,15 @@ module Cellroute
     private
 
     def native
-      return @native if @pid == Process.pid
+      return @native if @generation == Cellroute.fork_generation
 
       @lock.synchronize do
         if @native.nil?
           @native = NativeRouter.new(@options)
-        elsif @pid != Process.pid
+        elsif @generation != Cellroute.fork_generation
           @native.after_fork # a forked child: the sync restarts here
         end
-        @pid = Process.pid
+        @generation = Cellroute.fork_generation
       end
       @native
     end
@@ -123,8 +143,11 @@ module Cellroute
       [p, q.to_s]
     end
 
+    # Hashes of Strings go to the native side as they are; anything else becomes pairs of
+    # Strings here (symbols, numbers).
     def pairs(h)
-      return nil if h.nil?
+      return h if h.nil?
+      return h if h.is_a?(Hash) && h.all? { |k, v| k.is_a?(String) && v.is_a?(String) }
 
       h.map { |k, v| [k.to_s, v.to_s] }
     end

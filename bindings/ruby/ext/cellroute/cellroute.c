@@ -165,11 +165,42 @@ typedef struct {
   cr_header *cookies;
 } request_box;
 
+typedef struct {
+  cr_header *out;
+  long i;
+} hash_fill;
+
+static void set_header(cr_header *h, VALUE k, VALUE v) {
+  if (!RB_TYPE_P(k, T_STRING)) k = rb_String(k);
+  if (!RB_TYPE_P(v, T_STRING)) v = rb_String(v);
+  h->name = RSTRING_PTR(k);
+  h->name_len = (size_t)RSTRING_LEN(k);
+  h->value = RSTRING_PTR(v);
+  h->value_len = (size_t)RSTRING_LEN(v);
+}
+
+static int fill_from_hash(VALUE k, VALUE v, VALUE arg) {
+  hash_fill *f = (hash_fill *)arg;
+  set_header(&f->out[f->i++], k, v);
+  return ST_CONTINUE;
+}
+
+/* Headers from a Hash (name => value) or an Array of [name, value]. Names and values should
+ * be Strings (others are converted, and must then stay referenced by the caller's Hash). */
 static cr_header *pairs_to_headers(VALUE pairs, size_t *count) {
   long i, n;
   cr_header *out;
   *count = 0;
   if (NIL_P(pairs)) return NULL;
+  if (RB_TYPE_P(pairs, T_HASH)) {
+    hash_fill f;
+    n = (long)RHASH_SIZE(pairs);
+    f.out = ALLOC_N(cr_header, n > 0 ? n : 1);
+    f.i = 0;
+    rb_hash_foreach(pairs, fill_from_hash, (VALUE)&f);
+    *count = (size_t)f.i;
+    return f.out;
+  }
   Check_Type(pairs, T_ARRAY);
   n = RARRAY_LEN(pairs);
   out = ALLOC_N(cr_header, n > 0 ? n : 1);
