@@ -1,7 +1,10 @@
 /* The whole C API from plain C. */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <time.h>
 
 #include "cellroute.h"
 
@@ -171,6 +174,49 @@ int main(void) {
   CHECK(cr_router_new(&router, opts) == CR_EUNAVAILABLE);
   CHECK(strstr(cr_error_last()->message, "/nonexistent/rules.json") != NULL);
   cr_options_free(opts);
+
+  /* A Topology Service that cannot be reached: the given topology serves, a claim is pending,
+   * the async callback still comes (with the legacy cell), and the status says why. */
+  {
+    const char *topo = "[[cells]]\nid = 1\naddress = \"one:1\"\n[[cells]]\nid = 2\naddress = \"two:1\"\n";
+    cr_request r = Request("GET", "/some-group/x", NULL, 0);
+    int i;
+    CHECK(cr_options_new(&opts) == CR_OK);
+    CHECK(cr_options_set_topology_text(opts, topo, strlen(topo)) == CR_OK);
+    CHECK(cr_options_set_topology_service(opts, "127.0.0.1:1") == CR_OK);
+    CHECK(cr_options_add_metadata(opts, "x-client", "capi-test") == CR_OK);
+    CHECK(cr_options_set_snapshot_path(opts, "/nonexistent-dir/snapshot.toml") == CR_OK);
+    CHECK(cr_options_set_ms(opts, "call", 200) == CR_OK);
+    CHECK(cr_options_set_ms(opts, "classify", 100) == CR_OK);
+    CHECK(cr_options_set_ms(opts, "poll", 60000) == CR_OK);
+    CHECK(cr_router_new(&router, opts) == CR_OK);
+    CHECK(cr_router_status(&json, router) == CR_OK);
+    CHECK(strstr(json, "\"state\":\"serving_stale\"") != NULL);
+    CHECK(strstr(json, "\"topology_source\":\"static\"") != NULL);
+    cr_string_free(json);
+    CHECK(cr_router_route(d, router, &r) == CR_OK);
+    CHECK(strcmp(cr_decision_fallback(d), "pending") == 0);
+    CHECK(cr_decision_cell_id(d) == 1);
+    async_calls = 0;
+    async_cell = -1;
+    CHECK(cr_router_route_async(router, &r, OnDecision, &async_calls) == CR_OK);
+    for (i = 0; i < 500 && async_calls == 0; ++i) {
+      struct timespec ten_ms = {0, 10000000};
+      nanosleep(&ten_ms, NULL);
+    }
+    CHECK(async_calls == 1);
+    CHECK(async_cell == 1);
+    CHECK(cr_router_route_wait(d, router, &r, 300) == CR_OK);
+    CHECK(cr_decision_cell_id(d) == 1);
+    CHECK(strcmp(cr_decision_fallback(d), "pending") != 0);
+    CHECK(cr_router_after_fork(router) == CR_OK); /* same process: nothing to do */
+    cr_router_free(router);
+    /* TLS options with an unreadable CA are refused when the router is built. */
+    CHECK(cr_options_set_tls(opts, "/nonexistent/ca.pem", NULL, NULL, NULL) == CR_OK);
+    CHECK(cr_router_new(&router, opts) == CR_EINVALID);
+    CHECK(strstr(cr_error_last()->message, "ca_file") != NULL);
+    cr_options_free(opts);
+  }
 
   /* Tokens. */
   {
