@@ -18,6 +18,7 @@
 
 namespace {
 
+using cellroute::RouterConfig;
 using cellroute::Status;
 using cellroute::StatusCode;
 
@@ -43,12 +44,18 @@ int Ok() {
 
 int FromStatus(const Status& s) {
   switch (s.code()) {
-    case StatusCode::kOk: return Ok();
-    case StatusCode::kInvalid: return Fail(CR_EINVALID, s.message());
-    case StatusCode::kNotFound: return Fail(CR_ENOTFOUND, s.message());
-    case StatusCode::kUnavailable: return Fail(CR_EUNAVAILABLE, s.message());
-    case StatusCode::kTimeout: return Fail(CR_ETIMEOUT, s.message());
-    case StatusCode::kInternal: break;
+    case StatusCode::kOk:
+      return Ok();
+    case StatusCode::kInvalid:
+      return Fail(CR_EINVALID, s.message());
+    case StatusCode::kNotFound:
+      return Fail(CR_ENOTFOUND, s.message());
+    case StatusCode::kUnavailable:
+      return Fail(CR_EUNAVAILABLE, s.message());
+    case StatusCode::kTimeout:
+      return Fail(CR_ETIMEOUT, s.message());
+    case StatusCode::kInternal:
+      break;
   }
   return Fail(CR_EINTERNAL, s.message());
 }
@@ -69,7 +76,9 @@ int Guard(Fn&& fn) noexcept {
 
 int Null(const char* what) { return Fail(CR_EINVALID, std::string(what) + " is NULL"); }
 
-std::string_view View(const char* p, size_t n) { return p ? std::string_view(p, n) : std::string_view(); }
+std::string_view View(const char* p, size_t n) {
+  return p ? std::string_view(p, n) : std::string_view();
+}
 
 char* Dup(const std::string& s) {
   char* out = static_cast<char*>(std::malloc(s.size() + 1));
@@ -78,16 +87,10 @@ char* Dup(const std::string& s) {
   return out;
 }
 
-struct Source {
-  std::string path, text;
-  bool set() const { return !path.empty() || !text.empty(); }
-};
-
 }  // namespace
 
 struct cr_options {
-  Source rules, topology, claims;
-  cellroute::TopologyServiceOptions service;
+  cellroute::RouterConfig config;
 };
 
 struct cr_router {
@@ -112,44 +115,6 @@ const char* Terminated(std::string_view s, char* buf) {
   std::memcpy(buf, s.data(), n);
   buf[n] = '\0';
   return buf;
-}
-
-cellroute::Result<cellroute::Router> Build(const cr_options& o,
-                                           std::shared_ptr<cellroute::TopologyServiceClient>* client) {
-  using namespace cellroute;
-  auto rules = o.rules.path.empty()
-                   ? Ruleset::Parse(o.rules.set() ? std::string_view(o.rules.text)
-                                                  : defaults::RulesJson(),
-                                    o.rules.set() ? "<rules>" : "<default rules>")
-                   : Ruleset::LoadFile(o.rules.path);
-  if (!rules.ok()) return rules.status();
-  bool default_topology = !o.topology.set();
-  auto topology =
-      !o.topology.path.empty()
-          ? Topology::LoadFile(o.topology.path)
-          : Topology::ParseToml(default_topology ? defaults::TopologyToml()
-                                                 : std::string_view(o.topology.text),
-                                default_topology ? "<default topology>" : "<topology>");
-  if (!topology.ok()) return topology.status();
-  if (!o.service.address.empty()) {
-    auto c = TopologyServiceClient::Start(o.service, std::make_shared<RouteTable>(),
-                                          o.topology.set() ? std::optional<Topology>(topology.value())
-                                                           : std::nullopt);
-    if (!c.ok()) return c.status();
-    *client = c.value();
-    return Router::Create(std::move(rules).value(), MakeServiceResolver(c.value()));
-  }
-  Result<Claims> claims = Claims::Empty();
-  if (!o.claims.path.empty()) {
-    claims = Claims::LoadFile(o.claims.path, topology.value());
-  } else if (o.claims.set()) {
-    claims = Claims::Parse(o.claims.text, "<claims>", topology.value());
-  } else if (default_topology) {
-    claims = Claims::Parse(defaults::ClaimsJson(), "<default claims>", topology.value());
-  }
-  if (!claims.ok()) return claims.status();
-  return Router::Create(std::move(rules).value(),
-                        MakeStaticResolver(std::move(topology).value(), std::move(claims).value()));
 }
 
 cellroute::RequestView ToView(const cr_request* r, std::vector<cellroute::Header>* headers,
@@ -193,18 +158,14 @@ int CheckRequest(const cr_request* r) {
   return CR_OK;
 }
 
-int SetSource(cr_options* o, Source cr_options::*which, const char* path, const char* text,
+// Sets one source of the configuration: a file, or the text itself (the other is cleared).
+int SetSource(cr_options* o, std::string cellroute::RouterConfig::*path_field,
+              std::string cellroute::RouterConfig::*text_field, const char* path, const char* text,
               size_t len) {
   if (o == nullptr) return Null("options");
-  Source& s = o->*which;
-  s = Source();
-  if (path != nullptr) {
-    s.path = path;
-  } else if (text != nullptr) {
-    s.text.assign(text, len);
-  } else {
-    return Null("source");
-  }
+  if (path == nullptr && text == nullptr) return Null("source");
+  o->config.*path_field = path ? path : "";
+  o->config.*text_field = text ? std::string(text, len) : "";
   return Ok();
 }
 
@@ -233,28 +194,42 @@ int cr_options_new(cr_options** out) {
 void cr_options_free(cr_options* options) { delete options; }
 
 int cr_options_set_rules_file(cr_options* o, const char* path) {
-  return Guard([&] { return path ? SetSource(o, &cr_options::rules, path, nullptr, 0) : Null("path"); });
+  return Guard([&] {
+    return SetSource(o, &RouterConfig::rules_path, &RouterConfig::rules_text, path, nullptr, 0);
+  });
 }
 int cr_options_set_rules_text(cr_options* o, const char* json, size_t len) {
-  return Guard([&] { return json ? SetSource(o, &cr_options::rules, nullptr, json, len) : Null("json"); });
+  return Guard([&] {
+    return SetSource(o, &RouterConfig::rules_path, &RouterConfig::rules_text, nullptr, json, len);
+  });
 }
 int cr_options_set_topology_file(cr_options* o, const char* path) {
-  return Guard([&] { return path ? SetSource(o, &cr_options::topology, path, nullptr, 0) : Null("path"); });
+  return Guard([&] {
+    return SetSource(o, &RouterConfig::topology_path, &RouterConfig::topology_text, path, nullptr,
+                     0);
+  });
 }
 int cr_options_set_topology_text(cr_options* o, const char* toml, size_t len) {
-  return Guard([&] { return toml ? SetSource(o, &cr_options::topology, nullptr, toml, len) : Null("toml"); });
+  return Guard([&] {
+    return SetSource(o, &RouterConfig::topology_path, &RouterConfig::topology_text, nullptr, toml,
+                     len);
+  });
 }
 int cr_options_set_claims_file(cr_options* o, const char* path) {
-  return Guard([&] { return path ? SetSource(o, &cr_options::claims, path, nullptr, 0) : Null("path"); });
+  return Guard([&] {
+    return SetSource(o, &RouterConfig::claims_path, &RouterConfig::claims_text, path, nullptr, 0);
+  });
 }
 int cr_options_set_claims_text(cr_options* o, const char* json, size_t len) {
-  return Guard([&] { return json ? SetSource(o, &cr_options::claims, nullptr, json, len) : Null("json"); });
+  return Guard([&] {
+    return SetSource(o, &RouterConfig::claims_path, &RouterConfig::claims_text, nullptr, json, len);
+  });
 }
 
 int cr_options_set_topology_service(cr_options* o, const char* address) {
   return Guard([&] {
     if (o == nullptr || address == nullptr) return Null("options or address");
-    o->service.address = address;
+    o->config.service.address = address;
     return Ok();
   });
 }
@@ -263,10 +238,10 @@ int cr_options_set_tls(cr_options* o, const char* ca, const char* cert, const ch
                        const char* server_name) {
   return Guard([&] {
     if (o == nullptr || ca == nullptr) return Null("options or ca_file");
-    o->service.ca_file = ca;
-    o->service.cert_file = cert ? cert : "";
-    o->service.key_file = key ? key : "";
-    o->service.server_name = server_name ? server_name : "";
+    o->config.service.ca_file = ca;
+    o->config.service.cert_file = cert ? cert : "";
+    o->config.service.key_file = key ? key : "";
+    o->config.service.server_name = server_name ? server_name : "";
     return Ok();
   });
 }
@@ -274,7 +249,7 @@ int cr_options_set_tls(cr_options* o, const char* ca, const char* cert, const ch
 int cr_options_add_metadata(cr_options* o, const char* key, const char* value) {
   return Guard([&] {
     if (o == nullptr || key == nullptr || value == nullptr) return Null("options, key or value");
-    o->service.metadata.emplace_back(key, value);
+    o->config.service.metadata.emplace_back(key, value);
     return Ok();
   });
 }
@@ -282,7 +257,7 @@ int cr_options_add_metadata(cr_options* o, const char* key, const char* value) {
 int cr_options_set_snapshot_path(cr_options* o, const char* path) {
   return Guard([&] {
     if (o == nullptr || path == nullptr) return Null("options or path");
-    o->service.snapshot_path = path;
+    o->config.service.snapshot_path = path;
     return Ok();
   });
 }
@@ -294,11 +269,11 @@ int cr_options_set_ms(cr_options* o, const char* which, int64_t ms) {
     std::string w = which;
     std::chrono::milliseconds v(ms);
     if (w == "call") {
-      o->service.call_deadline = v;
+      o->config.service.call_deadline = v;
     } else if (w == "classify") {
-      o->service.classify_deadline = v;
+      o->config.service.classify_deadline = v;
     } else if (w == "poll") {
-      o->service.poll_interval = v;
+      o->config.service.poll_interval = v;
     } else {
       return Fail(CR_EINVALID, "unknown setting '" + w + "' (expected call, classify or poll)");
     }
@@ -311,11 +286,10 @@ int cr_router_new(cr_router** out, const cr_options* options) {
     if (out == nullptr) return Null("out");
     *out = nullptr;
     cr_options opts = options ? *options : cr_options();
-    std::shared_ptr<cellroute::TopologyServiceClient> client;
-    auto router = Build(opts, &client);
-    if (!router.ok()) return FromStatus(router.status());
-    if (client) (void)client->SyncNow();  // a first answer if the service is there
-    *out = new cr_router{std::move(opts), std::move(router).value(), std::move(client), getpid()};
+    auto built = cellroute::BuildRouter(opts.config);
+    if (!built.ok()) return FromStatus(built.status());
+    *out = new cr_router{std::move(opts), std::move(built.value().router),
+                         std::move(built.value().client), getpid()};
     return Ok();
   });
 }
@@ -339,12 +313,10 @@ int cr_router_after_fork(cr_router* router) {
     // The parent's client (its threads are gone, its locks may be held) is abandoned, not
     // destroyed; a new one starts from the same options.
     new (&router->client) std::shared_ptr<cellroute::TopologyServiceClient>();
-    std::shared_ptr<cellroute::TopologyServiceClient> client;
-    auto rebuilt = Build(router->options, &client);
+    auto rebuilt = cellroute::BuildRouter(router->options.config);
     if (!rebuilt.ok()) return FromStatus(rebuilt.status());
-    if (client) (void)client->SyncNow();
-    router->router = std::move(rebuilt).value();
-    router->client = std::move(client);
+    router->router = std::move(rebuilt.value().router);
+    router->client = std::move(rebuilt.value().client);
     router->pid = getpid();
     return Ok();
   });
@@ -415,15 +387,7 @@ int cr_router_explain(char** out, const cr_router* router, const cr_request* req
     if (out == nullptr || router == nullptr) return Null("out or router");
     if (int rc = CheckRequest(request); rc != CR_OK) return rc;
     auto e = router->router.Explain(ToView(request, &t_scratch.headers, &t_scratch.cookies));
-    nlohmann::json trace = nlohmann::json::array();
-    for (const auto& t : e.rules.rules) {
-      const char* result = t.result == cellroute::Outcome::Kind::kMatched    ? "matched"
-                           : t.result == cellroute::Outcome::Kind::kRejected ? "rejected"
-                                                                             : "no_match";
-      trace.push_back({{"rule", t.rule_id}, {"result", result}, {"reason", t.reason}});
-    }
-    nlohmann::json j = {{"trace", trace}, {"decision", nlohmann::json::parse(e.decision.ToJson())}};
-    *out = Dup(j.dump());
+    *out = Dup(e.ToJson());
     return Ok();
   });
 }
@@ -440,9 +404,12 @@ int cr_router_status(char** out, const cr_router* router) {
 int cr_decision_result(const cr_decision* d) {
   if (d == nullptr) return CR_RESULT_NO_MATCH;
   switch (d->d.outcome().kind()) {
-    case cellroute::Outcome::Kind::kMatched: return CR_RESULT_MATCHED;
-    case cellroute::Outcome::Kind::kRejected: return CR_RESULT_REJECTED;
-    case cellroute::Outcome::Kind::kNoMatch: break;
+    case cellroute::Outcome::Kind::kMatched:
+      return CR_RESULT_MATCHED;
+    case cellroute::Outcome::Kind::kRejected:
+      return CR_RESULT_REJECTED;
+    case cellroute::Outcome::Kind::kNoMatch:
+      break;
   }
   return CR_RESULT_NO_MATCH;
 }
@@ -494,8 +461,8 @@ int cr_token_decode(char** out, const char* token, size_t token_len) {
   });
 }
 
-int cr_token_encode(char** out, const char* prefix, const char* const* keys,
-                    const int64_t* values, size_t count, const uint8_t* random) {
+int cr_token_encode(char** out, const char* prefix, const char* const* keys, const int64_t* values,
+                    size_t count, const uint8_t* random) {
   return Guard([&] {
     if (out == nullptr || ((keys == nullptr || values == nullptr) && count > 0)) {
       return Null("out, keys or values");

@@ -119,32 +119,22 @@ void AddServiceOptions(CLI::App* cmd, Config* cfg) {
   cmd->add_option("--wait-ms", cfg->wait_ms, "How long a request waits for the service");
 }
 
-cellroute::Result<std::shared_ptr<cellroute::TopologyServiceClient>> StartService(
-    const Config& cfg) {
-  cellroute::TopologyServiceOptions o;
-  o.address = cfg.service;
-  o.ca_file = cfg.tls_ca;
-  o.cert_file = cfg.tls_cert;
-  o.key_file = cfg.tls_key;
-  o.server_name = cfg.tls_server_name;
-  o.snapshot_path = cfg.snapshot;
-  o.call_deadline = std::chrono::milliseconds(cfg.wait_ms);
-  o.classify_deadline = std::chrono::milliseconds(std::max(1, cfg.wait_ms / 4));
-  o.max_retries = 1;
-  std::optional<cellroute::Topology> fallback;
-  if (!cfg.topology.empty()) {
-    auto t = cellroute::Topology::LoadFile(cfg.topology);
-    if (!t.ok()) return t.status();
-    fallback = std::move(t).value();
-  }
-  auto client = cellroute::TopologyServiceClient::Start(
-      o, std::make_shared<cellroute::RouteTable>(), std::move(fallback));
-  if (!client.ok()) return client.status();
-  auto st = client.value()->SyncNow();
-  if (!st.ok()) std::cerr << "cellroute: topology service: " << st.message() << "\n";
-  return client;
+cellroute::RouterConfig ConfigFor(const Config& cfg) {
+  cellroute::RouterConfig c;
+  c.rules_path = cfg.rules;
+  c.topology_path = cfg.topology;
+  c.claims_path = cfg.claims;
+  c.service.address = cfg.service;
+  c.service.ca_file = cfg.tls_ca;
+  c.service.cert_file = cfg.tls_cert;
+  c.service.key_file = cfg.tls_key;
+  c.service.server_name = cfg.tls_server_name;
+  c.service.snapshot_path = cfg.snapshot;
+  c.service.call_deadline = std::chrono::milliseconds(cfg.wait_ms);
+  c.service.classify_deadline = std::chrono::milliseconds(std::max(1, cfg.wait_ms / 4));
+  c.service.max_retries = 1;
+  return c;
 }
-
 void AddConfigOptions(CLI::App* cmd, Config* cfg) {
   cmd->add_option("--rules", cfg->rules, "Ruleset JSON (default: the embedded GitLab-style set)");
   cmd->add_option("--topology", cfg->topology,
@@ -239,16 +229,13 @@ bool ForEachRequest(const RequestFlags& f, Fn&& fn, Bad&& bad) {
 std::shared_ptr<cellroute::TopologyServiceClient> g_service;
 
 cellroute::Result<cellroute::Router> LoadRouter(const Config& cfg) {
-  if (cfg.service.empty()) return cellroute::Router::FromFiles({cfg.rules, cfg.topology, cfg.claims});
-  auto rules = cfg.rules.empty()
-                   ? cellroute::Ruleset::Parse(cellroute::defaults::RulesJson(), "<default rules>")
-                   : cellroute::Ruleset::LoadFile(cfg.rules);
-  if (!rules.ok()) return rules.status();
-  auto client = StartService(cfg);
-  if (!client.ok()) return client.status();
-  g_service = client.value();
-  return cellroute::Router::Create(std::move(rules).value(),
-                                   cellroute::MakeServiceResolver(g_service));
+  auto built = cellroute::BuildRouter(ConfigFor(cfg));
+  if (!built.ok()) return built.status();
+  g_service = built.value().client;
+  if (g_service && g_service->status().state != cellroute::TopologyServiceStatus::State::kSyncing) {
+    std::cerr << "cellroute: topology service: " << g_service->status().last_error << "\n";
+  }
+  return std::move(built.value().router);
 }
 
 cellroute::Decision Decide(const cellroute::Router& router, const Config& cfg,
@@ -262,25 +249,24 @@ int RunTopologyStatus(const Config& cfg, bool as_json) {
     std::cerr << "cellroute: topology status needs --topology-service HOST:PORT\n";
     return kExitUsage;
   }
-  auto client = StartService(cfg);
-  if (!client.ok()) {
-    std::cerr << client.status().message() << "\n";
+  auto router = LoadRouter(cfg);
+  if (!router.ok()) {
+    std::cerr << router.status().message() << "\n";
     return kExitUsage;
   }
-  auto s = client.value()->status();
+  auto s = g_service->status();
   if (as_json) {
     std::cout << s.ToJson() << "\n";
   } else {
     std::cout << "state: " << cellroute::StateName(s.state) << "\n"
-              << "topology from: " << (s.topology_source.empty() ? "-" : s.topology_source)
-              << "\n"
+              << "topology from: " << (s.topology_source.empty() ? "-" : s.topology_source) << "\n"
               << "table version: " << s.table_version << "\n"
               << "last good sync: "
               << (s.last_good_sync_age_ms < 0 ? std::string("never")
                                               : std::to_string(s.last_good_sync_age_ms) + " ms ago")
               << "\n"
               << "last error: " << (s.last_error.empty() ? "-" : s.last_error) << "\n";
-    cellroute::RouteTable::Reader r(*client.value()->table());
+    cellroute::RouteTable::Reader r(*g_service->table());
     if (r.topology() != nullptr) {
       for (const auto& c : r.topology()->cells()) {
         std::cout << "cell " << c.id << ": " << c.address
@@ -382,16 +368,8 @@ int RunExplain(const Config& cfg, const RequestFlags& flags, bool as_json) {
       [&](int n, cellroute::Request& r) {
         auto e = router->Explain(r.view());
         if (as_json) {
-          json trace = json::array();
-          for (const auto& t : e.rules.rules) {
-            const char* result = t.result == cellroute::Outcome::Kind::kMatched    ? "matched"
-                                 : t.result == cellroute::Outcome::Kind::kRejected ? "rejected"
-                                                                                   : "no_match";
-            trace.push_back({{"rule", t.rule_id}, {"result", result}, {"reason", t.reason}});
-          }
-          json j = {{"request", Label(r)},
-                    {"trace", trace},
-                    {"decision", json::parse(e.decision.ToJson())}};
+          json j = json::parse(e.ToJson());
+          j["request"] = Label(r);
           if (n) j["line"] = n;
           std::cout << j.dump() << "\n";
           return;

@@ -1,15 +1,12 @@
 // The native shim of the Python binding: the C++ API one to one, thin. The idioms (keyword
 // arguments, exception classes, parsed JSON) live in the pure-Python package `cellroute`.
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
-
 #include <cellroute/router.h>
 #include <cellroute/table.h>
 #include <cellroute/token.h>
 #include <cellroute/topology_service.h>
 #include <cellroute/version.h>
-
-#include <nlohmann/json.hpp>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 namespace py = pybind11;
 
@@ -61,8 +58,8 @@ struct RequestStorage {
   cellroute::RequestView view;
 };
 
-void Build(RequestStorage* s, py::handle method, py::handle host, py::handle path,
-           py::handle query, py::handle headers, py::handle cookies) {
+void Build(RequestStorage* s, py::handle method, py::handle host, py::handle path, py::handle query,
+           py::handle headers, py::handle cookies) {
   s->view.method = Utf8(method, "method");
   s->view.host = Utf8(host, "host");
   s->view.path = Utf8(path, "path");
@@ -79,61 +76,34 @@ class NativeRouter {
     auto get = [&](const char* k) {
       return cfg.contains(k) && !cfg[k].is_none() ? cfg[k].cast<std::string>() : std::string();
     };
-    using namespace cellroute;
-    std::string rules_path = get("rules_path"), rules_text = get("rules_text");
-    std::string topo_path = get("topology_path"), topo_text = get("topology_text");
-    std::string claims_path = get("claims_path"), claims_text = get("claims_text");
-    auto rules = !rules_path.empty() ? Ruleset::LoadFile(rules_path)
-                 : !rules_text.empty() ? Ruleset::Parse(rules_text, "<rules>")
-                                       : Ruleset::Parse(defaults::RulesJson(), "<default rules>");
-    if (!rules.ok()) Raise(rules.status());
-    bool default_topology = topo_path.empty() && topo_text.empty();
-    auto topo = !topo_path.empty() ? Topology::LoadFile(topo_path)
-                : !topo_text.empty() ? Topology::ParseToml(topo_text, "<topology>")
-                                     : Topology::ParseToml(defaults::TopologyToml(),
-                                                           "<default topology>");
-    if (!topo.ok()) Raise(topo.status());
-    std::string service = get("topology_service");
-    if (!service.empty()) {
-      TopologyServiceOptions o;
-      o.address = service;
-      o.ca_file = get("tls_ca");
-      o.cert_file = get("tls_cert");
-      o.key_file = get("tls_key");
-      o.server_name = get("tls_server_name");
-      o.snapshot_path = get("snapshot_path");
-      if (cfg.contains("metadata") && !cfg["metadata"].is_none()) {
-        for (auto item : cfg["metadata"].cast<py::dict>()) {
-          o.metadata.emplace_back(item.first.cast<std::string>(), item.second.cast<std::string>());
-        }
+    cellroute::RouterConfig c;
+    c.rules_path = get("rules_path");
+    c.rules_text = get("rules_text");
+    c.topology_path = get("topology_path");
+    c.topology_text = get("topology_text");
+    c.claims_path = get("claims_path");
+    c.claims_text = get("claims_text");
+    c.service.address = get("topology_service");
+    c.service.ca_file = get("tls_ca");
+    c.service.cert_file = get("tls_cert");
+    c.service.key_file = get("tls_key");
+    c.service.server_name = get("tls_server_name");
+    c.service.snapshot_path = get("snapshot_path");
+    if (cfg.contains("metadata") && !cfg["metadata"].is_none()) {
+      for (auto item : cfg["metadata"].cast<py::dict>()) {
+        c.service.metadata.emplace_back(item.first.cast<std::string>(),
+                                        item.second.cast<std::string>());
       }
-      std::optional<Topology> fallback;
-      if (!default_topology) fallback = topo.value();
-      Result<std::shared_ptr<TopologyServiceClient>> c =
-          cellroute::Status::Invalid("topology service client not started");
-      {
-        py::gil_scoped_release unlocked;
-        c = TopologyServiceClient::Start(o, std::make_shared<RouteTable>(), fallback);
-        if (c.ok()) (void)c.value()->SyncNow();
-      }
-      if (!c.ok()) Raise(c.status());
-      client_ = c.value();
-      router_.emplace(Router::Create(std::move(rules).value(), MakeServiceResolver(client_)).value());
-      return;
     }
-    Result<Claims> claims = Claims::Empty();
-    if (!claims_path.empty()) {
-      claims = Claims::LoadFile(claims_path, topo.value());
-    } else if (!claims_text.empty()) {
-      claims = Claims::Parse(claims_text, "<claims>", topo.value());
-    } else if (default_topology) {
-      claims = Claims::Parse(defaults::ClaimsJson(), "<default claims>", topo.value());
+    cellroute::Result<cellroute::BuiltRouter> built =
+        cellroute::Status::Invalid("router not built");
+    {
+      py::gil_scoped_release unlocked;  // polls the service once when there is one
+      built = cellroute::BuildRouter(c);
     }
-    if (!claims.ok()) Raise(claims.status());
-    router_.emplace(Router::Create(std::move(rules).value(),
-                                   MakeStaticResolver(std::move(topo).value(),
-                                                      std::move(claims).value()))
-                        .value());
+    if (!built.ok()) Raise(built.status());
+    router_.emplace(std::move(built.value().router));
+    client_ = std::move(built.value().client);
   }
 
   cellroute::Decision Route(py::handle method, py::handle host, py::handle path, py::handle query,
@@ -149,7 +119,8 @@ class NativeRouter {
     RequestStorage s;
     Build(&s, method, host, path, query, headers, cookies);
     py::gil_scoped_release unlocked;  // may wait on the network
-    return router_->RouteWait(s.view, std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000)));
+    return router_->RouteWait(s.view,
+                              std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000)));
   }
 
   // requests: (method, host, path, query, headers, cookies) tuples.
@@ -171,16 +142,7 @@ class NativeRouter {
                       py::handle headers, py::handle cookies) {
     RequestStorage s;
     Build(&s, method, host, path, query, headers, cookies);
-    auto e = router_->Explain(s.view);
-    nlohmann::json trace = nlohmann::json::array();
-    for (const auto& t : e.rules.rules) {
-      const char* result = t.result == cellroute::Outcome::Kind::kMatched    ? "matched"
-                           : t.result == cellroute::Outcome::Kind::kRejected ? "rejected"
-                                                                             : "no_match";
-      trace.push_back({{"rule", t.rule_id}, {"result", result}, {"reason", t.reason}});
-    }
-    return nlohmann::json({{"trace", trace}, {"decision", nlohmann::json::parse(e.decision.ToJson())}})
-        .dump();
+    return router_->Explain(s.view).ToJson();
   }
 
   std::string Status() {
@@ -202,8 +164,7 @@ std::string ResultName(const cellroute::Decision& d) {
 PYBIND11_MODULE(_cellroute, m) {
   m.doc() = "cellroute's native shim; use the `cellroute` package";
   m.attr("__version__") = std::to_string(CR_VERSION_MAJOR) + "." +
-                          std::to_string(CR_VERSION_MINOR) + "." +
-                          std::to_string(CR_VERSION_PATCH);
+                          std::to_string(CR_VERSION_MINOR) + "." + std::to_string(CR_VERSION_PATCH);
   m.def("_set_error_mapper", [](py::object fn) { g_error_mapper = std::move(fn); });
   py::register_exception_translator([](std::exception_ptr p) {
     try {
@@ -217,36 +178,50 @@ PYBIND11_MODULE(_cellroute, m) {
   });
 
   py::class_<cellroute::Decision>(m, "Decision")
-      .def_property_readonly("rule", [](const cellroute::Decision& d) { return std::string(d.rule_id()); })
+      .def_property_readonly("rule",
+                             [](const cellroute::Decision& d) { return std::string(d.rule_id()); })
       .def_property_readonly("result", &ResultName)
-      .def_property_readonly("action", [](const cellroute::Decision& d) { return std::string(d.action_header()); })
-      .def_property_readonly("type", [](const cellroute::Decision& d) { return std::string(d.type_header()); })
-      .def_property_readonly("value", [](const cellroute::Decision& d) { return std::string(d.value()); })
-      .def_property_readonly("cell_id", [](const cellroute::Decision& d) -> py::object {
-        if (d.cell_id() == 0) return py::none();
-        return py::int_(d.cell_id());
-      })
-      .def_property_readonly("address", [](const cellroute::Decision& d) { return std::string(d.address()); })
-      .def_property_readonly("source", [](const cellroute::Decision& d) { return std::string(cellroute::SourceName(d.source())); })
-      .def_property_readonly("fallback", [](const cellroute::Decision& d) -> py::object {
-        if (d.fallback() == cellroute::Fallback::kNone) return py::none();
-        return py::str(std::string(cellroute::FallbackName(d.fallback())));
-      })
-      .def_property_readonly("reason", [](const cellroute::Decision& d) { return std::string(d.outcome().reason()); })
-      .def_property_readonly("age_ms", [](const cellroute::Decision& d) { return d.resolution().age_ms; })
-      .def_property_readonly("variables", [](const cellroute::Decision& d) {
-        py::dict vars;
-        for (std::size_t i = 0; i < d.outcome().variable_count(); ++i) {
-          auto v = d.outcome().variable(i);
-          vars[py::str(std::string(v.name))] = std::string(v.value);
-        }
-        return vars;
-      })
+      .def_property_readonly(
+          "action", [](const cellroute::Decision& d) { return std::string(d.action_header()); })
+      .def_property_readonly(
+          "type", [](const cellroute::Decision& d) { return std::string(d.type_header()); })
+      .def_property_readonly("value",
+                             [](const cellroute::Decision& d) { return std::string(d.value()); })
+      .def_property_readonly("cell_id",
+                             [](const cellroute::Decision& d) -> py::object {
+                               if (d.cell_id() == 0) return py::none();
+                               return py::int_(d.cell_id());
+                             })
+      .def_property_readonly("address",
+                             [](const cellroute::Decision& d) { return std::string(d.address()); })
+      .def_property_readonly("source",
+                             [](const cellroute::Decision& d) {
+                               return std::string(cellroute::SourceName(d.source()));
+                             })
+      .def_property_readonly("fallback",
+                             [](const cellroute::Decision& d) -> py::object {
+                               if (d.fallback() == cellroute::Fallback::kNone) return py::none();
+                               return py::str(std::string(cellroute::FallbackName(d.fallback())));
+                             })
+      .def_property_readonly(
+          "reason", [](const cellroute::Decision& d) { return std::string(d.outcome().reason()); })
+      .def_property_readonly("age_ms",
+                             [](const cellroute::Decision& d) { return d.resolution().age_ms; })
+      .def_property_readonly("variables",
+                             [](const cellroute::Decision& d) {
+                               py::dict vars;
+                               for (std::size_t i = 0; i < d.outcome().variable_count(); ++i) {
+                                 auto v = d.outcome().variable(i);
+                                 vars[py::str(std::string(v.name))] = std::string(v.value);
+                               }
+                               return vars;
+                             })
       .def("to_json", &cellroute::Decision::ToJson)
       .def("__repr__", [](const cellroute::Decision& d) {
         std::string s = "<Decision rule=" + std::string(d.rule_id().empty() ? "-" : d.rule_id()) +
                         " " + ResultName(d);
-        if (!d.type_header().empty()) s += " " + std::string(d.type_header()) + "=" + std::string(d.value());
+        if (!d.type_header().empty())
+          s += " " + std::string(d.type_header()) + "=" + std::string(d.value());
         s += " cell=" + (d.cell_id() ? std::to_string(d.cell_id()) : std::string("-")) + " " +
              std::string(d.address()) + " source=" + std::string(cellroute::SourceName(d.source()));
         if (d.fallback() != cellroute::Fallback::kNone) {

@@ -165,6 +165,8 @@ class CELLROUTE_EXPORT Router {
   struct Explained {
     Explanation rules;
     Decision decision;
+    // {"trace": [{"rule", "result", "reason"}...], "decision": {...}}
+    CELLROUTE_EXPORT std::string ToJson() const;
   };
   Explained Explain(const RequestView& request) const;
 

@@ -128,4 +128,24 @@ class CELLROUTE_EXPORT TopologyServiceClient {
 CELLROUTE_EXPORT std::shared_ptr<const Resolver> MakeServiceResolver(
     std::shared_ptr<TopologyServiceClient> client);
 
+// Everything a router is made from, as the CLI, the C API and the bindings take it. Each
+// source is a file path or the text itself; with neither, the embedded default (the default
+// claims apply only with the default topology). With service.address set, cells and claims
+// come from the Topology Service, and the topology given here serves until it answers.
+struct RouterConfig {
+  std::string rules_path, rules_text;
+  std::string topology_path, topology_text;
+  std::string claims_path, claims_text;
+  TopologyServiceOptions service;
+};
+
+struct BuiltRouter {
+  Router router;
+  std::shared_ptr<TopologyServiceClient> client;  // null without a service
+};
+
+// Loads and validates everything; with a service, starts the client and polls it once (a
+// failure there is not an error: status() reports it and the router serves what it has).
+CELLROUTE_EXPORT Result<BuiltRouter> BuildRouter(const RouterConfig& config);
+
 }  // namespace cellroute

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cellroute/topology_service.h"
 #include "common/text.h"
 
 namespace cellroute {
@@ -50,22 +51,13 @@ Result<Router> Router::Create(Ruleset rules, std::shared_ptr<const Resolver> res
 }
 
 Result<Router> Router::FromFiles(const Files& files) {
-  auto rules = files.rules.empty() ? Ruleset::Parse(defaults::RulesJson(), "<default rules>")
-                                   : Ruleset::LoadFile(files.rules);
-  if (!rules.ok()) return rules.status();
-  auto topology = files.topology.empty()
-                      ? Topology::ParseToml(defaults::TopologyToml(), "<default topology>")
-                      : Topology::LoadFile(files.topology);
-  if (!topology.ok()) return topology.status();
-  Result<Claims> claims = Claims::Empty();
-  if (!files.claims.empty()) {
-    claims = Claims::LoadFile(files.claims, topology.value());
-  } else if (files.topology.empty()) {
-    claims = Claims::Parse(defaults::ClaimsJson(), "<default claims>", topology.value());
-  }
-  if (!claims.ok()) return claims.status();
-  return Create(std::move(rules).value(),
-                MakeStaticResolver(std::move(topology).value(), std::move(claims).value()));
+  RouterConfig config;
+  config.rules_path = files.rules;
+  config.topology_path = files.topology;
+  config.claims_path = files.claims;
+  auto built = BuildRouter(config);
+  if (!built.ok()) return built.status();
+  return std::move(built).value().router;
 }
 
 void Router::Resolve(Resolver::Session& session, Decision* d) const noexcept {
@@ -186,6 +178,18 @@ Router::Explained Router::Explain(const RequestView& request) const {
   }
   resolver_->End(&session);
   return e;
+}
+
+std::string Router::Explained::ToJson() const {
+  nlohmann::json trace = nlohmann::json::array();
+  for (const auto& t : rules.rules) {
+    const char* result = t.result == Outcome::Kind::kMatched    ? "matched"
+                         : t.result == Outcome::Kind::kRejected ? "rejected"
+                                                                : "no_match";
+    trace.push_back({{"rule", t.rule_id}, {"result", result}, {"reason", t.reason}});
+  }
+  return nlohmann::json({{"trace", trace}, {"decision", nlohmann::json::parse(decision.ToJson())}})
+      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string Decision::ToJson() const {

@@ -592,3 +592,44 @@ TopologyServiceStatus TopologyServiceClient::status() const {
 }
 
 }  // namespace cellroute
+
+namespace cellroute {
+
+Result<BuiltRouter> BuildRouter(const RouterConfig& c) {
+  auto rules = !c.rules_path.empty()   ? Ruleset::LoadFile(c.rules_path)
+               : !c.rules_text.empty() ? Ruleset::Parse(c.rules_text, "<rules>")
+                                       : Ruleset::Parse(defaults::RulesJson(), "<default rules>");
+  if (!rules.ok()) return rules.status();
+  bool default_topology = c.topology_path.empty() && c.topology_text.empty();
+  auto topology = !c.topology_path.empty() ? Topology::LoadFile(c.topology_path)
+                  : !c.topology_text.empty()
+                      ? Topology::ParseToml(c.topology_text, "<topology>")
+                      : Topology::ParseToml(defaults::TopologyToml(), "<default topology>");
+  if (!topology.ok()) return topology.status();
+  if (!c.service.address.empty()) {
+    auto client = TopologyServiceClient::Start(
+        c.service, std::make_shared<RouteTable>(),
+        default_topology ? std::nullopt : std::optional<Topology>(topology.value()));
+    if (!client.ok()) return client.status();
+    (void)client.value()->SyncNow();
+    auto router = Router::Create(std::move(rules).value(), MakeServiceResolver(client.value()));
+    if (!router.ok()) return router.status();
+    return BuiltRouter{std::move(router).value(), client.value()};
+  }
+  Result<Claims> claims = Claims::Empty();
+  if (!c.claims_path.empty()) {
+    claims = Claims::LoadFile(c.claims_path, topology.value());
+  } else if (!c.claims_text.empty()) {
+    claims = Claims::Parse(c.claims_text, "<claims>", topology.value());
+  } else if (default_topology) {
+    claims = Claims::Parse(defaults::ClaimsJson(), "<default claims>", topology.value());
+  }
+  if (!claims.ok()) return claims.status();
+  auto router =
+      Router::Create(std::move(rules).value(),
+                     MakeStaticResolver(std::move(topology).value(), std::move(claims).value()));
+  if (!router.ok()) return router.status();
+  return BuiltRouter{std::move(router).value(), nullptr};
+}
+
+}  // namespace cellroute
