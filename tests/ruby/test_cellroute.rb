@@ -44,6 +44,8 @@ class CellrouteTest < Minitest::Test
     assert_operator ObjectSpace.memsize_of(d), :>, 1000 # TypedData reports its size
     assert_equal 3, router.route(path: "/help", cookies: { "force-cell" => "cell-3" }).cell_id
     assert_equal 2, router.route(path: "/help", headers: [["Cookie", "_gitlab_session=cell-2-a"]]).cell_id
+    assert_equal 3, router.route(path: "/help", headers: { Cookie: "_gitlab_session=cell-3-a" }).cell_id
+    assert_raises(TypeError) { router.route(path: "/help", headers: "Cookie: x") }
   end
 
   def test_rejected_token

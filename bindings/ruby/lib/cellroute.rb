@@ -93,12 +93,15 @@ module Cellroute
 
     def route(method: "GET", path: "/", host: "", query: nil, headers: nil, cookies: nil, wait: nil)
       path, query = split(path, query)
-      h = pairs(headers)
-      c = pairs(cookies)
       if wait
-        native.route_wait(method, host, path, query, h, c, (wait * 1000).round)
+        native.route_wait(method, host, path, query, pairs(headers), pairs(cookies), (wait * 1000).round)
       else
-        native.route(method, host, path, query, h, c)
+        begin
+          native.route(method, host, path, query, headers, cookies)
+        rescue TypeError
+          # Symbols or numbers among the headers: convert, then route.
+          native.route(method, host, path, query, pairs(headers), pairs(cookies))
+        end
       end
     end
 
@@ -137,17 +140,16 @@ module Cellroute
     end
 
     def split(path, query)
-      return [path, query.to_s] if query || !path.include?("?")
+      return [path, query || ""] if query || !path.include?("?")
 
       p, q = path.split("?", 2)
       [p, q.to_s]
     end
 
-    # Hashes of Strings go to the native side as they are; anything else becomes pairs of
-    # Strings here (symbols, numbers).
+    # Name/value pairs of Strings, whatever they were given as (symbols, numbers).
     def pairs(h)
-      return h if h.nil?
-      return h if h.is_a?(Hash) && h.all? { |k, v| k.is_a?(String) && v.is_a?(String) }
+      return nil if h.nil?
+      raise TypeError, "headers and cookies must be a Hash or [name, value] pairs" unless h.is_a?(Hash) || h.is_a?(Array)
 
       h.map { |k, v| [k.to_s, v.to_s] }
     end

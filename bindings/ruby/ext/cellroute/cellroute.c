@@ -168,11 +168,12 @@ typedef struct {
 typedef struct {
   cr_header *out;
   long i;
+  int bad;
 } hash_fill;
 
+/* k and v are Strings (the callers check): views of them, not copies, so nothing is made
+ * that the GC could not see. The Ruby layer converts symbols and numbers before calling. */
 static void set_header(cr_header *h, VALUE k, VALUE v) {
-  if (!RB_TYPE_P(k, T_STRING)) k = rb_String(k);
-  if (!RB_TYPE_P(v, T_STRING)) v = rb_String(v);
   h->name = RSTRING_PTR(k);
   h->name_len = (size_t)RSTRING_LEN(k);
   h->value = RSTRING_PTR(v);
@@ -181,13 +182,16 @@ static void set_header(cr_header *h, VALUE k, VALUE v) {
 
 static int fill_from_hash(VALUE k, VALUE v, VALUE arg) {
   hash_fill *f = (hash_fill *)arg;
+  if (!RB_TYPE_P(k, T_STRING) || !RB_TYPE_P(v, T_STRING)) {
+    f->bad = 1; /* raised by the caller, after freeing */
+    return ST_STOP;
+  }
   set_header(&f->out[f->i++], k, v);
   return ST_CONTINUE;
 }
 
-/* Headers from a Hash (name => value) or an Array of [name, value]. Names and values should
- * be Strings (others are converted, and must then stay referenced by the caller's Hash). */
-static cr_header *pairs_to_headers(VALUE pairs, size_t *count) {
+/* Headers from a Hash (name => value) or an Array of [name, value], of Strings. */
+static cr_header *pairs_to_headers(VALUE pairs, size_t *count, int *bad) {
   long i, n;
   cr_header *out;
   *count = 0;
@@ -197,24 +201,26 @@ static cr_header *pairs_to_headers(VALUE pairs, size_t *count) {
     n = (long)RHASH_SIZE(pairs);
     f.out = ALLOC_N(cr_header, n > 0 ? n : 1);
     f.i = 0;
+    f.bad = 0;
     rb_hash_foreach(pairs, fill_from_hash, (VALUE)&f);
     *count = (size_t)f.i;
+    *bad |= f.bad;
     return f.out;
   }
-  Check_Type(pairs, T_ARRAY);
+  if (!RB_TYPE_P(pairs, T_ARRAY)) {
+    *bad = 1;
+    return NULL;
+  }
   n = RARRAY_LEN(pairs);
   out = ALLOC_N(cr_header, n > 0 ? n : 1);
   for (i = 0; i < n; ++i) {
-    VALUE kv = rb_ary_entry(pairs, i), k, v;
-    Check_Type(kv, T_ARRAY);
-    k = rb_ary_entry(kv, 0);
-    v = rb_ary_entry(kv, 1);
-    StringValue(k);
-    StringValue(v);
-    out[i].name = RSTRING_PTR(k);
-    out[i].name_len = (size_t)RSTRING_LEN(k);
-    out[i].value = RSTRING_PTR(v);
-    out[i].value_len = (size_t)RSTRING_LEN(v);
+    VALUE kv = rb_ary_entry(pairs, i);
+    if (!RB_TYPE_P(kv, T_ARRAY) || RARRAY_LEN(kv) != 2 ||
+        !RB_TYPE_P(rb_ary_entry(kv, 0), T_STRING) || !RB_TYPE_P(rb_ary_entry(kv, 1), T_STRING)) {
+      *bad = 1;
+      break;
+    }
+    set_header(&out[i], rb_ary_entry(kv, 0), rb_ary_entry(kv, 1));
   }
   *count = (size_t)n;
   return out;
@@ -236,8 +242,16 @@ static void build_request(request_box *b, VALUE method, VALUE host, VALUE path, 
   b->req.path_len = (size_t)RSTRING_LEN(path);
   b->req.query = RSTRING_PTR(query);
   b->req.query_len = (size_t)RSTRING_LEN(query);
-  b->headers = pairs_to_headers(headers, &b->req.header_count);
-  b->cookies = pairs_to_headers(cookies, &b->req.cookie_count);
+  {
+    int bad = 0;
+    b->headers = pairs_to_headers(headers, &b->req.header_count, &bad);
+    b->cookies = pairs_to_headers(cookies, &b->req.cookie_count, &bad);
+    if (bad) {
+      xfree(b->headers);
+      xfree(b->cookies);
+      rb_raise(rb_eTypeError, "headers and cookies must be a Hash or [name, value] pairs of Strings");
+    }
+  }
   b->req.headers = b->headers;
   b->req.cookies = b->cookies;
 }
