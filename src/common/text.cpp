@@ -1,5 +1,6 @@
 #include "common/text.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -43,10 +44,27 @@ std::string FormatLocation(std::string_view source, LineColumn where) {
 
 std::string ToLower(std::string_view s) {
   std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = char(c - 'A' + 'a');
-  }
+  for (char& c : out) c = AsciiLower(c);
   return out;
+}
+
+void WordSet::Add(std::string_view word) { words_.push_back(ToLower(word)); }
+
+void WordSet::Seal() {
+  std::sort(words_.begin(), words_.end());
+  words_.erase(std::unique(words_.begin(), words_.end()), words_.end());
+}
+
+bool WordSet::Contains(std::string_view word) const noexcept {
+  // The stored words are lower case already, so lowering both sides compares `word` without
+  // copying it.
+  auto less = [](std::string_view a, std::string_view b) {
+    return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end(),
+                                        [](char x, char y) { return AsciiLower(x) < AsciiLower(y); });
+  };
+  auto it = std::lower_bound(words_.begin(), words_.end(), word,
+                             [&](const std::string& w, std::string_view k) { return less(w, k); });
+  return it != words_.end() && !less(word, *it);
 }
 
 }  // namespace cellroute::internal

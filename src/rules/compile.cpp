@@ -630,7 +630,7 @@ Status Compiler::Run(std::shared_ptr<Ruleset::Compiled>* out) {
             errors_.Add(source_ + ": ",
                         "reserved_words[" + std::to_string(i) + "]: expected a non-empty string");
           } else {
-            compiled_->reserved_words.push_back(internal::ToLower(rw[i].get<std::string>()));
+            compiled_->reserved_words.Add(rw[i].get<std::string>());
           }
         }
       }
@@ -643,15 +643,15 @@ Status Compiler::Run(std::shared_ptr<Ruleset::Compiled>* out) {
                            std::string(internal::JsonTypeName(doc)));
   }
   if (!reserved_given) {
-    for (const char* w : kDefaultReservedWords) compiled_->reserved_words.emplace_back(w);
+    for (const char* w : kDefaultReservedWords) compiled_->reserved_words.Add(w);
   }
-  std::sort(compiled_->reserved_words.begin(), compiled_->reserved_words.end());
+  compiled_->reserved_words.Seal();
 
   for (std::size_t i = 0; i < rules->size(); ++i) CompileRule((*rules)[i], i, false);
   if (default_rule != nullptr) CompileRule(*default_rule, rules->size(), true);
 
   if (!errors_.empty()) return Status::Invalid(errors_.Join());
-  compiled_->index.Build(compiled_->rules, compiled_->reserved_words);
+  compiled_->index.Build(compiled_->rules, &compiled_->reserved_words);
   *out = compiled_;
   return Status::Ok();
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cellroute/rules.h"
+#include "common/text.h"
 #include "rules/index.h"
 
 namespace cellroute::internal {
@@ -99,7 +100,7 @@ namespace cellroute {
 struct Ruleset::Compiled {
   std::string source;
   std::vector<internal::Rule> rules;
-  std::vector<std::string> reserved_words;  // lower case; never a path parameter of segment 1
+  internal::WordSet reserved_words;  // never the value of a first-segment path parameter
   internal::RuleIndex index;                // which rules a request could match
 };
 

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "cellroute/token.h"
+#include "common/base64.h"
 #include "common/json.h"
 #include "rules/compiled.h"
 
@@ -37,51 +38,13 @@ constexpr TypeName kTypeNames[] = {
     {ClassifyType::kClaimServiceDeskCustomEmail, "service_desk_custom_email"},
 };
 
-bool IsReserved(const Ruleset::Compiled& c, std::string_view segment) {
-  char lower[64];
-  if (segment.size() > sizeof(lower)) return false;
-  for (std::size_t i = 0; i < segment.size(); ++i) {
-    char ch = segment[i];
-    lower[i] = (ch >= 'A' && ch <= 'Z') ? char(ch - 'A' + 'a') : ch;
-  }
-  std::string_view key(lower, segment.size());
-  return std::binary_search(
-      c.reserved_words.begin(), c.reserved_words.end(), key,
-      [](const auto& a, const auto& b) { return std::string_view(a) < std::string_view(b); });
-}
-
 // Standard or URL-safe base64, padded or not. False on anything else.
 bool DecodeBase64Any(std::string_view in, std::string* out) {
   out->clear();
-  std::uint32_t acc = 0;
-  int bits = 0;
-  std::size_t pad = 0;
-  for (char c : in) {
-    int v;
-    if (c >= 'A' && c <= 'Z')
-      v = c - 'A';
-    else if (c >= 'a' && c <= 'z')
-      v = c - 'a' + 26;
-    else if (c >= '0' && c <= '9')
-      v = c - '0' + 52;
-    else if (c == '+' || c == '-')
-      v = 62;
-    else if (c == '/' || c == '_')
-      v = 63;
-    else if (c == '=') {
-      ++pad;
-      continue;
-    } else
-      return false;
-    if (pad > 0) return false;  // data after padding
-    acc = (acc << 6) | static_cast<std::uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out->push_back(static_cast<char>((acc >> bits) & 0xFF));
-    }
-  }
-  return pad <= 2 && (in.size() - pad) % 4 != 1;
+  return internal::DecodeBase64(in, internal::Base64Mode::kAny, [&](std::uint8_t b) {
+    out->push_back(static_cast<char>(b));
+    return true;
+  });
 }
 
 std::string_view TransformFailure(internal::TransformKind kind) {
@@ -285,7 +248,7 @@ bool RuleEvaluator::MatchPath(const Ruleset::Compiled& compiled, const internal:
     } else {
       if (part.empty())
         return fail([&] { return std::string("path segment for :" + seg.text + " is empty"); });
-      if (i == 0 && IsReserved(compiled, part)) {
+      if (i == 0 && compiled.reserved_words.Contains(part)) {
         return fail([&] {
           return std::string("path segment '" + std::string(part) + "' is a reserved word");
         });

@@ -2,15 +2,12 @@
 
 #include <algorithm>
 
+#include "common/text.h"
 #include "rules/compiled.h"
 
 namespace cellroute::internal {
 
 namespace {
-
-char Lower(char c) noexcept {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
 
 std::string CommonPrefix(const std::string& a, const std::string& b) {
   std::size_t n = 0;
@@ -84,7 +81,7 @@ std::string_view FirstSegment(std::string_view path, bool* complete) {
 }  // namespace
 
 void RuleIndex::Build(const std::vector<Rule>& rules,
-                      const std::vector<std::string>& reserved_words) {
+                      const WordSet* reserved_words) {
   enabled_ = !rules.empty() && rules.size() <= kMaxRules;
   if (!enabled_) return;
   words_ = (rules.size() + 63) / 64;
@@ -144,15 +141,6 @@ void RuleIndex::Or(const Bits& bits, std::uint64_t* out) const noexcept {
   for (std::size_t w = 0; w < words_; ++w) out[w] |= bits[w];
 }
 
-bool RuleIndex::Reserved(std::string_view segment) const noexcept {
-  char lower[64];
-  if (segment.size() > sizeof(lower)) return false;
-  for (std::size_t i = 0; i < segment.size(); ++i) lower[i] = Lower(segment[i]);
-  std::string_view key(lower, segment.size());
-  return std::binary_search(reserved_.begin(), reserved_.end(), key,
-                            [](std::string_view a, std::string_view b) { return a < b; });
-}
-
 void RuleIndex::Candidates(const RequestView& request, std::uint64_t* out) const noexcept {
   std::copy(always_.begin(), always_.end(), out);
 
@@ -167,7 +155,7 @@ void RuleIndex::Candidates(const RequestView& request, std::uint64_t* out) const
         }
         continue;
       }
-      for (std::size_t i = 0; i < n; ++i) lower[i] = Lower(h.name[i]);
+      for (std::size_t i = 0; i < n; ++i) lower[i] = AsciiLower(h.name[i]);
       auto it = header_rules_.find(std::string_view(lower, n));
       if (it != header_rules_.end()) Or(it->second, out);
     }
@@ -194,7 +182,7 @@ void RuleIndex::Candidates(const RequestView& request, std::uint64_t* out) const
   }
   bool complete = false;
   std::string_view segment = FirstSegment(path, &complete);
-  if (complete && !segment.empty() && !Reserved(segment)) Or(param_segment_rules_, out);
+  if (complete && !segment.empty() && !reserved_->Contains(segment)) Or(param_segment_rules_, out);
 }
 
 }  // namespace cellroute::internal

@@ -19,6 +19,7 @@ namespace cellroute::internal {
 
 struct Rule;
 struct Regex;
+class WordSet;
 
 class RuleIndex {
  public:
@@ -26,7 +27,8 @@ class RuleIndex {
   static constexpr std::size_t kMaxRules = 4096;
   static constexpr std::size_t kMaxWords = kMaxRules / 64;
 
-  void Build(const std::vector<Rule>& rules, const std::vector<std::string>& reserved_words);
+  // `reserved_words` must outlive the index (both live in the compiled ruleset).
+  void Build(const std::vector<Rule>& rules, const WordSet* reserved_words);
   bool enabled() const noexcept { return enabled_; }
   std::size_t words() const noexcept { return words_; }
 
@@ -41,7 +43,6 @@ class RuleIndex {
   };
 
   void Or(const Bits& bits, std::uint64_t* out) const noexcept;
-  bool Reserved(std::string_view segment) const noexcept;
 
   bool enabled_ = false;
   std::size_t words_ = 0;
@@ -66,7 +67,7 @@ class RuleIndex {
   std::unordered_map<std::string, Bits, StringHash, std::equal_to<>> prefix_rules_;
   std::vector<std::size_t> prefix_lengths_;  // ascending
   Bits param_segment_rules_;
-  std::vector<std::string> reserved_;  // sorted, lower case
+  const WordSet* reserved_ = nullptr;
 };
 
 }  // namespace cellroute::internal

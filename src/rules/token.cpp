@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/base64.h"
+
 namespace cellroute::token {
 
 namespace {
@@ -19,34 +21,15 @@ constexpr std::size_t kMaxEncodedChars = (kMaxRawBytes * 4 + 2) / 3;
 
 constexpr char kBase64Url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-// Each byte's base64url value, or -1.
-constexpr std::array<std::int8_t, 256> kBase64UrlValues = [] {
-  std::array<std::int8_t, 256> t{};
-  t.fill(-1);
-  for (int i = 0; i < 64; ++i) t[static_cast<unsigned char>(kBase64Url[i])] = static_cast<std::int8_t>(i);
-  return t;
-}();
-
-int Base64UrlValue(char c) noexcept { return kBase64UrlValues[static_cast<unsigned char>(c)]; }
-
 // Decodes unpadded base64url into out (capacity kMaxRawBytes). Returns the byte count, or -1.
 int DecodeBase64Url(std::string_view in, std::uint8_t* out) noexcept {
-  if (in.size() % 4 == 1) return -1;
   std::size_t n = 0;
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    int v = Base64UrlValue(c);
-    if (v < 0) return -1;
-    acc = (acc << 6) | static_cast<std::uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      if (n == kMaxRawBytes) return -1;
-      out[n++] = static_cast<std::uint8_t>((acc >> bits) & 0xFF);
-    }
-  }
-  return static_cast<int>(n);
+  bool ok = internal::DecodeBase64(in, internal::Base64Mode::kUrlUnpadded, [&](std::uint8_t b) {
+    if (n == kMaxRawBytes) return false;
+    out[n++] = b;
+    return true;
+  });
+  return ok ? static_cast<int>(n) : -1;
 }
 
 std::string EncodeBase64Url(const std::uint8_t* data, std::size_t size) {

@@ -211,6 +211,16 @@ TEST_CASE("a ruleset's own reserved words replace the built-in list") {
   CHECK(Evaluate(rules, r).value() == "api");
   r.SetTarget("/Private/x");
   CHECK_FALSE(Evaluate(rules, r).matched());
+  // No length limit: a long reserved word is still reserved, in any case.
+  std::string long_word(100, 'w');
+  auto long_rules = MustParse(R"J({"reserved_words": [")J" + long_word + R"J("], "rules": [
+    {"id": "route", "match": {"type": "path", "pattern": "/:route/*"},
+     "action": "classify", "classify": {"type": "route", "value": "${route}"}}]})J");
+  r.SetTarget("/" + std::string(100, 'W') + "/x");
+  CHECK_FALSE(Evaluate(long_rules, r).matched());
+  CHECK_FALSE(long_rules.Explain(r.view()).outcome.matched());
+  r.SetTarget("/" + std::string(99, 'w') + "/x");
+  CHECK(Evaluate(long_rules, r).matched());
 }
 
 TEST_CASE("path regex, method, host and query matchers, all of an array must match") {
