@@ -29,6 +29,7 @@ namespace cellroute {
 struct SequenceRange {
   std::int64_t minval = 0;
   std::int64_t maxval = 0;
+  bool operator==(const SequenceRange&) const = default;
 };
 
 struct Cell {
@@ -36,6 +37,7 @@ struct Cell {
   std::string address;         // host or host:port
   std::string session_prefix;  // empty when the cell has none
   std::vector<SequenceRange> sequence_ranges;
+  bool operator==(const Cell&) const = default;
 };
 
 class CELLROUTE_EXPORT Topology {

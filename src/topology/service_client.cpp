@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <charconv>
 #include <condition_variable>
@@ -109,24 +110,6 @@ bool SetClaim(ClassifyType type, std::string_view value, ts::types::v1::Claim* c
   }
 }
 
-bool SameCells(const Topology* a, const Topology& b) {
-  if (a == nullptr || a->cells().size() != b.cells().size()) return false;
-  for (std::size_t i = 0; i < b.cells().size(); ++i) {
-    const Cell &x = a->cells()[i], &y = b.cells()[i];
-    if (x.id != y.id || x.address != y.address || x.session_prefix != y.session_prefix ||
-        x.sequence_ranges.size() != y.sequence_ranges.size()) {
-      return false;
-    }
-    for (std::size_t r = 0; r < x.sequence_ranges.size(); ++r) {
-      if (x.sequence_ranges[r].minval != y.sequence_ranges[r].minval ||
-          x.sequence_ranges[r].maxval != y.sequence_ranges[r].maxval) {
-        return false;
-      }
-    }
-  }
-  return true;
-}
-
 // Writes `text` to `path` so that a reader sees the old file or the new one, never a part.
 Status WriteAtomically(const std::string& path, const std::string& text) {
   std::string tmp = path + ".tmp." + std::to_string(getpid());
@@ -166,11 +149,33 @@ struct TopologyServiceClient::Impl {
   std::mt19937_64 rng{std::random_device{}()};
 
   using Key = std::pair<int, std::string>;
-  std::map<Key, std::vector<std::function<void()>>> inflight;
+  using KeyView = std::pair<int, std::string_view>;
+  // Finds an in-flight key from a view: asking about a key already being fetched (every request
+  // for an entry past its refresh time does) allocates nothing.
+  struct KeyLess {
+    using is_transparent = void;
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const noexcept {
+      return a.first != b.first ? a.first < b.first
+                                : std::string_view(a.second) < std::string_view(b.second);
+    }
+  };
+  std::map<Key, std::vector<std::function<void()>>, KeyLess> inflight;
   std::deque<Key> queue;
 
-  std::atomic<std::uint64_t> calls{0}, errors{0}, retries{0}, hits{0}, misses{0}, negative_hits{0},
-      fallbacks{0}, rejected{0};
+  std::atomic<std::uint64_t> calls{0}, errors{0}, retries{0}, rejected{0};
+  // Counters that routing threads bump on every request: one cache line per shard, so threads
+  // do not fight over a shared line; status() adds the shards up.
+  struct alignas(64) LookupCounters {
+    std::atomic<std::uint64_t> hits{0}, misses{0}, negative_hits{0}, fallbacks{0};
+  };
+  static constexpr std::size_t kShards = 16;
+  std::array<LookupCounters, kShards> lookup_counters;
+  LookupCounters& MyCounters() noexcept {
+    static std::atomic<unsigned> next{0};
+    thread_local unsigned shard = next.fetch_add(1, std::memory_order_relaxed) % kShards;
+    return lookup_counters[shard];
+  }
 
   std::thread poller;
   std::vector<std::thread> fetchers;
@@ -255,7 +260,7 @@ struct TopologyServiceClient::Impl {
     bool changed;
     {
       RouteTable::Reader r(*table);
-      changed = !SameCells(r.topology(), topo.value());
+      changed = r.topology() == nullptr || r.topology()->cells() != topo->cells();
       if (changed) {
         RouteTable::Batch b;
         // Answers naming cells that are gone would only send requests nowhere.
@@ -361,7 +366,7 @@ struct TopologyServiceClient::Impl {
   }
 
   void Stop() {
-    std::map<Key, std::vector<std::function<void()>>> abandoned;
+    std::map<Key, std::vector<std::function<void()>>, KeyLess> abandoned;
     {
       std::lock_guard<std::mutex> lock(mu);
       if (stopping) return;
@@ -497,16 +502,17 @@ const std::shared_ptr<RouteTable>& TopologyServiceClient::table() const noexcept
 void TopologyServiceClient::Fetch(ClassifyType type, std::string_view value,
                                   std::function<void()> done) {
   Impl& i = *impl_;
-  Impl::Key key{static_cast<int>(type), std::string(value)};
   {
     std::lock_guard<std::mutex> lock(i.mu);
     if (!i.stopping) {
-      auto [it, inserted] = i.inflight.try_emplace(key);
-      if (done) it->second.push_back(std::move(done));
-      if (inserted) {
+      auto it = i.inflight.find(Impl::KeyView{static_cast<int>(type), value});
+      if (it == i.inflight.end()) {
+        Impl::Key key{static_cast<int>(type), std::string(value)};
+        it = i.inflight.emplace(key, std::vector<std::function<void()>>()).first;
         i.queue.push_back(std::move(key));
         i.queue_cv.notify_one();
       }
+      if (done) it->second.push_back(std::move(done));
       return;
     }
   }
@@ -539,20 +545,17 @@ bool TopologyServiceClient::FetchWait(ClassifyType type, std::string_view value,
 Status TopologyServiceClient::SyncNow() { return impl_->Poll(); }
 
 void TopologyServiceClient::CountLookup(TableHit::Kind kind) noexcept {
+  auto& c = impl_->MyCounters();
   switch (kind) {
-    case TableHit::Kind::kPositive:
-      ++impl_->hits;
-      break;
-    case TableHit::Kind::kNegative:
-      ++impl_->negative_hits;
-      break;
-    case TableHit::Kind::kMiss:
-      ++impl_->misses;
-      break;
+    case TableHit::Kind::kPositive: c.hits.fetch_add(1, std::memory_order_relaxed); break;
+    case TableHit::Kind::kNegative: c.negative_hits.fetch_add(1, std::memory_order_relaxed); break;
+    case TableHit::Kind::kMiss: c.misses.fetch_add(1, std::memory_order_relaxed); break;
   }
 }
 
-void TopologyServiceClient::CountFallback() noexcept { ++impl_->fallbacks; }
+void TopologyServiceClient::CountFallback() noexcept {
+  impl_->MyCounters().fallbacks.fetch_add(1, std::memory_order_relaxed);
+}
 
 TopologyServiceStatus TopologyServiceClient::status() const {
   const Impl& i = *impl_;
@@ -583,10 +586,12 @@ TopologyServiceStatus TopologyServiceClient::status() const {
   s.calls = i.calls;
   s.errors = i.errors;
   s.retries = i.retries;
-  s.cache_hits = i.hits;
-  s.misses = i.misses;
-  s.negative_hits = i.negative_hits;
-  s.fallbacks = i.fallbacks;
+  for (const auto& c : i.lookup_counters) {
+    s.cache_hits += c.hits.load(std::memory_order_relaxed);
+    s.misses += c.misses.load(std::memory_order_relaxed);
+    s.negative_hits += c.negative_hits.load(std::memory_order_relaxed);
+    s.fallbacks += c.fallbacks.load(std::memory_order_relaxed);
+  }
   s.rejected_answers = i.rejected;
   return s;
 }
