@@ -19,6 +19,13 @@ static void raise_last(void) {
   rb_raise(klass, "%s", e->message);
 }
 
+/* A Ruby String from a string cellroute returned through char **out, which is freed. */
+static VALUE take_string(char *s) {
+  VALUE out = rb_utf8_str_new_cstr(s);
+  cr_string_free(s);
+  return out;
+}
+
 /* ---- Decision ---------------------------------------------------------------------------- */
 
 static void decision_free(void *p) { cr_decision_free((cr_decision *)p); }
@@ -68,11 +75,8 @@ static VALUE decision_result(VALUE self) {
 }
 static VALUE decision_to_json(VALUE self) {
   char *json = NULL;
-  VALUE out;
   if (cr_decision_json(&json, get_decision(self)) != CR_OK) raise_last();
-  out = rb_utf8_str_new_cstr(json);
-  cr_string_free(json);
-  return out;
+  return take_string(json);
 }
 
 /* ---- Router ------------------------------------------------------------------------------ */
@@ -163,6 +167,9 @@ typedef struct {
   cr_request req;
   cr_header *headers;
   cr_header *cookies;
+  /* The Ruby values the views point into, kept on the caller's stack (volatile, so the
+   * conservative GC sees them) until the request is freed. */
+  volatile VALUE keep[6];
 } request_box;
 
 typedef struct {
@@ -230,6 +237,12 @@ static void build_request(request_box *b, VALUE method, VALUE host, VALUE path, 
                           VALUE headers, VALUE cookies) {
   cr_request init = CR_REQUEST_INIT;
   b->req = init;
+  b->keep[0] = method;
+  b->keep[1] = host;
+  b->keep[2] = path;
+  b->keep[3] = query;
+  b->keep[4] = headers;
+  b->keep[5] = cookies;
   StringValue(method);
   StringValue(host);
   StringValue(path);
@@ -275,12 +288,6 @@ static VALUE router_route(VALUE self, VALUE method, VALUE host, VALUE path, VALU
     cr_decision_free(d);
     raise_last();
   }
-  RB_GC_GUARD(method);
-  RB_GC_GUARD(host);
-  RB_GC_GUARD(path);
-  RB_GC_GUARD(query);
-  RB_GC_GUARD(headers);
-  RB_GC_GUARD(cookies);
   return wrap_decision(d);
 }
 
@@ -314,12 +321,6 @@ static VALUE router_route_wait(VALUE self, VALUE method, VALUE host, VALUE path,
   c.rc = CR_OK;
   rb_thread_call_without_gvl(route_wait_nogvl, &c, RUBY_UBF_IO, NULL);
   free_request(&b);
-  RB_GC_GUARD(method);
-  RB_GC_GUARD(host);
-  RB_GC_GUARD(path);
-  RB_GC_GUARD(query);
-  RB_GC_GUARD(headers);
-  RB_GC_GUARD(cookies);
   if (c.rc != CR_OK) {
     cr_decision_free(d);
     raise_last();
@@ -332,23 +333,17 @@ static VALUE router_explain(VALUE self, VALUE method, VALUE host, VALUE path, VA
   request_box b;
   char *json = NULL;
   int rc;
-  VALUE out;
   build_request(&b, method, host, path, query, headers, cookies);
   rc = cr_router_explain(&json, get_router(self), &b.req);
   free_request(&b);
   if (rc != CR_OK) raise_last();
-  out = rb_utf8_str_new_cstr(json);
-  cr_string_free(json);
-  return out;
+  return take_string(json);
 }
 
 static VALUE router_status(VALUE self) {
   char *json = NULL;
-  VALUE out;
   if (cr_router_status(&json, get_router(self)) != CR_OK) raise_last();
-  out = rb_utf8_str_new_cstr(json);
-  cr_string_free(json);
-  return out;
+  return take_string(json);
 }
 
 static VALUE router_after_fork(VALUE self) {
@@ -360,14 +355,11 @@ static VALUE router_after_fork(VALUE self) {
 
 static VALUE token_decode(VALUE mod, VALUE token) {
   char *json = NULL;
-  VALUE out;
   StringValue(token);
   if (cr_token_decode(&json, RSTRING_PTR(token), (size_t)RSTRING_LEN(token)) != CR_OK) {
     raise_last();
   }
-  out = rb_utf8_str_new_cstr(json);
-  cr_string_free(json);
-  return out;
+  return take_string(json);
 }
 
 /* _encode([[key, value], ...], prefix, random_or_nil) */
@@ -377,7 +369,6 @@ static VALUE token_encode(VALUE mod, VALUE fields, VALUE prefix, VALUE random) {
   int64_t *values;
   char *token = NULL;
   int rc;
-  VALUE out;
   Check_Type(fields, T_ARRAY);
   StringValue(prefix);
   n = RARRAY_LEN(fields);
@@ -402,11 +393,9 @@ static VALUE token_encode(VALUE mod, VALUE fields, VALUE prefix, VALUE random) {
                        NIL_P(random) ? NULL : (const uint8_t *)RSTRING_PTR(random));
   xfree(keys);
   xfree(values);
-  if (rc != CR_OK) raise_last();
-  out = rb_utf8_str_new_cstr(token);
-  cr_string_free(token);
   RB_GC_GUARD(fields);
-  return out;
+  if (rc != CR_OK) raise_last();
+  return take_string(token);
 }
 
 void Init_cellroute(void) {
