@@ -13,8 +13,10 @@
 // file, a route table, or a remote Topology Service, in that order. When nothing knows the
 // answer, the request goes to the legacy (first) cell and the decision says so.
 //
-// Route() never throws, never blocks on the network and does not allocate; a Decision is a
-// plain value that owns its strings. A Router is immutable and safe to share across threads.
+// Route() never throws, never blocks on the network and does not allocate, with one exception:
+// with a Topology Service resolver, a claim the table lacks queues a fetch (one key copied,
+// under a short lock) and the decision comes back pending. A Decision is a plain value that
+// owns its strings. A Router is immutable and safe to share across threads.
 #pragma once
 
 #include <array>

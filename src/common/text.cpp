@@ -59,8 +59,9 @@ bool WordSet::Contains(std::string_view word) const noexcept {
   // The stored words are lower case already, so lowering both sides compares `word` without
   // copying it.
   auto less = [](std::string_view a, std::string_view b) {
-    return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end(),
-                                        [](char x, char y) { return AsciiLower(x) < AsciiLower(y); });
+    return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
+      return AsciiLower(x) < AsciiLower(y);
+    });
   };
   auto it = std::lower_bound(words_.begin(), words_.end(), word,
                              [&](const std::string& w, std::string_view k) { return less(w, k); });

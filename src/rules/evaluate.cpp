@@ -407,7 +407,8 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
       case MatcherKind::kCookie: {
         bool name_seen = false;
         found = request.AnyCookie([&](std::string_view name, std::string_view value) {
-          bool name_ok = m.name_regex ? internal::MatchWholeName(*m.name_regex, name) : name == m.name;
+          bool name_ok =
+              m.name_regex ? internal::MatchWholeName(*m.name_regex, name) : name == m.name;
           if (!name_ok) return false;
           name_seen = true;
           return value_rx == nullptr || MatchRegex(*value_rx, value, out, &overflow);

@@ -80,8 +80,7 @@ std::string_view FirstSegment(std::string_view path, bool* complete) {
 
 }  // namespace
 
-void RuleIndex::Build(const std::vector<Rule>& rules,
-                      const WordSet* reserved_words) {
+void RuleIndex::Build(const std::vector<Rule>& rules, const WordSet* reserved_words) {
   enabled_ = !rules.empty() && rules.size() <= kMaxRules;
   if (!enabled_) return;
   words_ = (rules.size() + 63) / 64;
@@ -102,7 +101,8 @@ void RuleIndex::Build(const std::vector<Rule>& rules,
           auto [it, inserted] = header_rules_.try_emplace(m.name, Bits(words_, 0));
           if (inserted) {
             header_lengths_ |= 1ULL << std::min<std::size_t>(m.name.size(), 63);
-            if (m.name.size() > kMaxHeaderName) long_header_names_.emplace_back(m.name, &it->second);
+            if (m.name.size() > kMaxHeaderName)
+              long_header_names_.emplace_back(m.name, &it->second);
           }
           anchor = &it->second;
         } else if (pass == 0 && m.kind == MatcherKind::kCookie && !m.name_regex) {
@@ -120,8 +120,7 @@ void RuleIndex::Build(const std::vector<Rule>& rules,
           std::string prefix = PathPrefix(m);
           bool known_length = std::find(prefix_lengths_.begin(), prefix_lengths_.end(),
                                         prefix.size()) != prefix_lengths_.end();
-          if (prefix.size() >= 2 &&
-              (known_length || prefix_lengths_.size() < kMaxPrefixLengths)) {
+          if (prefix.size() >= 2 && (known_length || prefix_lengths_.size() < kMaxPrefixLengths)) {
             if (!known_length) {
               prefix_lengths_.push_back(prefix.size());
               std::sort(prefix_lengths_.begin(), prefix_lengths_.end());

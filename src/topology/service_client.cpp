@@ -547,9 +547,15 @@ Status TopologyServiceClient::SyncNow() { return impl_->Poll(); }
 void TopologyServiceClient::CountLookup(TableHit::Kind kind) noexcept {
   auto& c = impl_->MyCounters();
   switch (kind) {
-    case TableHit::Kind::kPositive: c.hits.fetch_add(1, std::memory_order_relaxed); break;
-    case TableHit::Kind::kNegative: c.negative_hits.fetch_add(1, std::memory_order_relaxed); break;
-    case TableHit::Kind::kMiss: c.misses.fetch_add(1, std::memory_order_relaxed); break;
+    case TableHit::Kind::kPositive:
+      c.hits.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case TableHit::Kind::kNegative:
+      c.negative_hits.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case TableHit::Kind::kMiss:
+      c.misses.fetch_add(1, std::memory_order_relaxed);
+      break;
   }
 }
 
