@@ -12,8 +12,9 @@
 // the ruleset's account. A Ruleset is immutable once built; copies share the compiled form and
 // any number of threads may call Evaluate and Explain on it at once.
 //
-// Evaluate does not allocate: an Outcome carries its captured values in its own fixed buffer
-// and is a plain value that can be copied. rule_id() views the Ruleset, which must outlive it.
+// Evaluate does not allocate. An Outcome owns everything it shows: the rule id, the captured
+// values and the rendered classification live in its own fixed buffers, so it is a plain value
+// that can be copied and kept after the Ruleset (or the Router) that made it is gone.
 #pragma once
 
 #include <array>
@@ -32,6 +33,8 @@ namespace cellroute {
 
 // The longest cell or proxy address cellroute accepts (a DNS name plus a port fits).
 inline constexpr std::size_t kMaxAddressBytes = 255;
+// The longest rule id a ruleset may use: an Outcome keeps a copy of the id of its rule.
+inline constexpr std::size_t kMaxRuleIdBytes = 128;
 
 enum class Action : std::uint8_t { kNone = 0, kClassify = 1, kProxy = 2 };
 
@@ -89,7 +92,7 @@ class CELLROUTE_EXPORT Outcome {
 
   Kind kind() const noexcept { return kind_; }
   bool matched() const noexcept { return kind_ == Kind::kMatched; }
-  std::string_view rule_id() const noexcept { return rule_id_; }
+  std::string_view rule_id() const noexcept { return {rule_id_.data(), rule_id_size_}; }
   // Index of the rule in the ruleset; -1 when none matched.
   int rule_index() const noexcept { return rule_index_; }
   Action action() const noexcept { return action_; }
@@ -124,10 +127,12 @@ class CELLROUTE_EXPORT Outcome {
   Action action_ = Action::kNone;
   ClassifyType type_ = ClassifyType::kNone;
   int rule_index_ = -1;
-  std::string_view rule_id_;
   Span value_, proxy_, reason_;
   std::uint16_t used_ = 0;
   std::uint8_t nvars_ = 0;
+  std::uint8_t rule_id_size_ = 0;
+  // A copy, not a view into the Ruleset: an Outcome outlives the ruleset that made it.
+  std::array<char, kMaxRuleIdBytes> rule_id_;
   // Left uninitialized: only the used_ bytes and nvars_ slots are ever read, and zeroing 2 KiB
   // per decision would cost more than routing many requests.
   std::array<Slot, kMaxVariables> vars_;

@@ -494,6 +494,8 @@ void Compiler::CompileRule(const json& r, std::size_t index, bool is_default) {
   if (r.contains("id")) {
     if (!r["id"].is_string() || r["id"].get<std::string>().empty()) {
       errors_.Add(where, "id: expected a non-empty string");
+    } else if (r["id"].get<std::string>().size() > kMaxRuleIdBytes) {
+      errors_.Add(where, "id: longer than " + std::to_string(kMaxRuleIdBytes) + " bytes");
     } else {
       rule.id = r["id"].get<std::string>();
     }

@@ -121,7 +121,7 @@ void RuleEvaluator::Reset(Outcome* out) noexcept {
   out->action_ = Action::kNone;
   out->type_ = ClassifyType::kNone;
   out->rule_index_ = -1;
-  out->rule_id_ = {};
+  out->rule_id_size_ = 0;
   out->value_ = out->proxy_ = out->reason_ = {};
   out->used_ = 0;
   out->nvars_ = 0;
@@ -494,7 +494,10 @@ void RuleEvaluator::Run(const Ruleset::Compiled& compiled, const RequestView& re
     const internal::Rule& rule = compiled.rules[i];
     out->kind_ = kind;
     out->rule_index_ = static_cast<int>(i);
-    out->rule_id_ = rule.id;
+    // Ids are at most kMaxRuleIdBytes (checked at load); the min only keeps the copy in bounds.
+    std::size_t n = std::min(rule.id.size(), kMaxRuleIdBytes);
+    std::memcpy(out->rule_id_.data(), rule.id.data(), n);
+    out->rule_id_size_ = static_cast<std::uint8_t>(n);
     if (kind == Outcome::Kind::kRejected) {
       out->action_ = rule.action;
       out->type_ = rule.type;
