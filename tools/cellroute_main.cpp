@@ -26,6 +26,10 @@ constexpr int kExitOk = 0;
 constexpr int kExitBadInput = 1;
 constexpr int kExitUsage = 2;
 
+// Output stays valid JSON whatever bytes a request, a file or a service sent: what is not
+// UTF-8 is replaced (U+FFFD), never a reason to throw.
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 std::string Label(const cellroute::Request& r) {
   return r.method + " " + r.path + (r.query.empty() ? "" : "?" + r.query);
 }
@@ -216,12 +220,19 @@ bool ForEachRequest(const RequestFlags& f, Fn&& fn, Bad&& bad) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     cellroute::Request r;
     std::string error;
-    if (!ParseRequestLine(line, &r, &error)) {
+    bool parsed = false;
+    try {
+      parsed = ParseRequestLine(line, &r, &error);
+      if (parsed) fn(n, r);
+    } catch (const std::exception& e) {
+      // One line's failure is that line's error; the lines after it still route.
+      parsed = false;
+      error = std::string("cannot route this line: ") + e.what();
+    }
+    if (!parsed) {
       std::cerr << name << ":" << n << ": " << error << "\n";
       bad(n, error);
-      continue;
     }
-    fn(n, r);
   }
   return true;
 }
@@ -344,12 +355,12 @@ int RunRoute(const Config& cfg, const RequestFlags& flags, bool table) {
         } else {
           json j = json::parse(d.ToJson());
           if (n) j["line"] = n;
-          std::cout << j.dump() << "\n";
+          std::cout << Dump(j) << "\n";
         }
       },
       [&](int n, const std::string& error) {
         ++bad_lines;
-        if (!table) std::cout << json{{"line", n}, {"error", error}}.dump() << "\n";
+        if (!table) std::cout << Dump(json{{"line", n}, {"error", error}}) << "\n";
       });
   if (!ok) return kExitUsage;
   if (table) PrintTable(rows);
@@ -371,7 +382,7 @@ int RunExplain(const Config& cfg, const RequestFlags& flags, bool as_json) {
           json j = json::parse(e.ToJson());
           j["request"] = Label(r);
           if (n) j["line"] = n;
-          std::cout << j.dump() << "\n";
+          std::cout << Dump(j) << "\n";
           return;
         }
         std::cout << (n ? "line " + std::to_string(n) + ": " : "") << Label(r) << "\n";
@@ -425,7 +436,7 @@ int RunValidate(const Config& cfg, bool as_json) {
     if (!claims.ok()) add(claims.status());
   }
   if (as_json) {
-    std::cout << json{{"ok", errors.empty()}, {"errors", errors}}.dump() << "\n";
+    std::cout << Dump(json{{"ok", errors.empty()}, {"errors", errors}}) << "\n";
   } else if (errors.empty()) {
     std::cout << "ok: ruleset "
               << (rules.ok() ? std::to_string(rules->size()) + " rules" : std::string("-"))
@@ -444,15 +455,13 @@ int RunTokenDecode(const std::string& token, bool as_json) {
   auto payload = cellroute::token::Decode(token);
   if (!payload.ok()) {
     if (as_json) {
-      std::cout << json{{"routable", false}, {"error", payload.status().message()}}.dump() << "\n";
+      std::cout << Dump(json{{"routable", false}, {"error", payload.status().message()}}) << "\n";
     }
     std::cerr << "cellroute: " << payload.status().message() << "\n";
     return kExitBadInput;
   }
   if (as_json) {
-    json j = json::object();
-    for (const auto& f : payload->fields()) j[std::string(f.key())] = f.value;
-    std::cout << j.dump() << "\n";
+    std::cout << payload->ToJson() << "\n";
   } else {
     for (const auto& f : payload->fields()) std::cout << f.key() << " = " << f.value << "\n";
   }
@@ -500,7 +509,7 @@ int RunTokenEncode(const std::string& prefix, const std::string& random_hex,
     return kExitBadInput;
   }
   if (as_json) {
-    std::cout << json{{"token", token.value()}}.dump() << "\n";
+    std::cout << Dump(json{{"token", token.value()}}) << "\n";
   } else {
     std::cout << token.value() << "\n";
   }
@@ -564,12 +573,17 @@ int main(int argc, char** argv) {
   }
 
   int rc = kExitUsage;
-  if (*route) rc = RunRoute(cfg, flags, table && !as_json);
-  if (*explain) rc = RunExplain(cfg, flags, as_json);
-  if (*validate) rc = RunValidate(cfg, as_json);
-  if (*topology_status) rc = RunTopologyStatus(cfg, as_json);
-  if (*decode) rc = RunTokenDecode(token_text, as_json);
-  if (*encode) rc = RunTokenEncode(prefix, random_hex, fields, as_json);
+  try {
+    if (*route) rc = RunRoute(cfg, flags, table && !as_json);
+    if (*explain) rc = RunExplain(cfg, flags, as_json);
+    if (*validate) rc = RunValidate(cfg, as_json);
+    if (*topology_status) rc = RunTopologyStatus(cfg, as_json);
+    if (*decode) rc = RunTokenDecode(token_text, as_json);
+    if (*encode) rc = RunTokenEncode(prefix, random_hex, fields, as_json);
+  } catch (const std::exception& e) {
+    std::cerr << "cellroute: internal error: " << e.what() << "\n";
+    rc = kExitUsage;
+  }
   g_service.reset();  // stop the client's threads before static destruction
   return rc;
 }

@@ -10,8 +10,13 @@ namespace cellroute::internal {
 Result<nlohmann::json> ParseJson(std::string_view text, std::string_view source) {
   std::vector<std::set<std::string>> keys_by_depth;
   std::vector<std::string> duplicates;
-  auto track = [&](int /*depth*/, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+  bool too_deep = false;
+  auto track = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
     using E = nlohmann::json::parse_event_t;
+    if (depth > kMaxJsonDepth) {
+      too_deep = true;
+      return false;  // dropped: nothing deeper than the limit is ever built
+    }
     switch (event) {
       case E::object_start:
         keys_by_depth.emplace_back();
@@ -32,6 +37,10 @@ Result<nlohmann::json> ParseJson(std::string_view text, std::string_view source)
   };
   try {
     nlohmann::json doc = nlohmann::json::parse(text.begin(), text.end(), track);
+    if (too_deep) {
+      return Status::Invalid(std::string(source) + ": JSON nested deeper than " +
+                             std::to_string(kMaxJsonDepth) + " levels");
+    }
     if (!duplicates.empty()) {
       std::string msg;
       for (const std::string& k : duplicates) {
@@ -51,6 +60,10 @@ Result<nlohmann::json> ParseJson(std::string_view text, std::string_view source)
   } catch (const std::exception& e) {
     return Status::Invalid(std::string(source) + ": " + e.what());
   }
+}
+
+std::string DumpJson(const nlohmann::json& value) {
+  return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string_view JsonTypeName(const nlohmann::json& value) noexcept {

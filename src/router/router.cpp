@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cellroute/topology_service.h"
+#include "common/json.h"
 #include "common/text.h"
 
 namespace cellroute {
@@ -41,6 +42,8 @@ std::string_view FallbackName(Fallback f) noexcept {
       return "unavailable";
     case Fallback::kPending:
       return "pending";
+    case Fallback::kNoTopology:
+      return "no_topology";
   }
   return "unknown";
 }
@@ -188,8 +191,7 @@ std::string Router::Explained::ToJson() const {
                                                                 : "no_match";
     trace.push_back({{"rule", t.rule_id}, {"result", result}, {"reason", t.reason}});
   }
-  return nlohmann::json({{"trace", trace}, {"decision", nlohmann::json::parse(decision.ToJson())}})
-      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return internal::DumpJson({{"trace", trace}, {"decision", nlohmann::json::parse(decision.ToJson())}});
 }
 
 std::string Decision::ToJson() const {
@@ -219,7 +221,7 @@ std::string Decision::ToJson() const {
     vars[str(v.name)] = str(v.value);
   }
   j["variables"] = vars;
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return internal::DumpJson(j);
 }
 
 }  // namespace cellroute
