@@ -7,7 +7,7 @@
 #include <cstring>
 #include <mutex>
 #include <new>
-#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "cellroute.h"
@@ -95,8 +95,7 @@ struct cr_options {
 
 struct cr_router {
   cr_options options;
-  cellroute::Router router;
-  std::shared_ptr<cellroute::TopologyServiceClient> client;
+  cellroute::BuiltRouter built;
   pid_t pid;
 };
 
@@ -112,7 +111,7 @@ namespace {
 
 const char* Terminated(std::string_view s, char* buf) {
   std::size_t n = std::min(s.size(), cellroute::Outcome::kBufferBytes);
-  std::memcpy(buf, s.data(), n);
+  if (n > 0) std::memcpy(buf, s.data(), n);  // an empty view may have no data pointer
   buf[n] = '\0';
   return buf;
 }
@@ -160,12 +159,17 @@ int CheckRequest(const cr_request* r) {
 
 // Sets one source of the configuration: a file, or the text itself (the other is cleared).
 int SetSource(cr_options* o, std::string cellroute::RouterConfig::*path_field,
-              std::string cellroute::RouterConfig::*text_field, const char* path, const char* text,
-              size_t len) {
+              std::optional<std::string> cellroute::RouterConfig::*text_field, const char* path,
+              const char* text, size_t len) {
   if (o == nullptr) return Null("options");
   if (path == nullptr && text == nullptr) return Null("source");
+  if (path != nullptr && *path == '\0') return Fail(CR_EINVALID, "empty file name");
   o->config.*path_field = path ? path : "";
-  o->config.*text_field = text ? std::string(text, len) : "";
+  if (text != nullptr) {
+    o->config.*text_field = std::string(text, len);  // empty text fails when the router is built
+  } else {
+    o->config.*text_field = std::nullopt;
+  }
   return Ok();
 }
 
@@ -288,35 +292,37 @@ int cr_router_new(cr_router** out, const cr_options* options) {
     cr_options opts = options ? *options : cr_options();
     auto built = cellroute::BuildRouter(opts.config);
     if (!built.ok()) return FromStatus(built.status());
-    *out = new cr_router{std::move(opts), std::move(built.value().router),
-                         std::move(built.value().client), getpid()};
+    *out = new cr_router{std::move(opts), std::move(built).value(), getpid()};
     return Ok();
   });
 }
 
 void cr_router_free(cr_router* router) {
   if (router == nullptr) return;
-  if (router->client && router->pid != getpid()) {
-    // The client's threads and channel belong to the parent: do not touch them here.
-    new (&router->client) std::shared_ptr<cellroute::TopologyServiceClient>();
+  try {
+    if (router->built.client && router->pid != getpid()) {
+      // The client's threads and channel belong to the parent: do not touch them here.
+      new std::shared_ptr<cellroute::TopologyServiceClient>(std::move(router->built.client));
+    } else if (router->built.client) {
+      // Pending async callbacks run now, once, with what the table has; none runs after this
+      // returns, even those whose Router copy keeps the client itself alive a little longer.
+      router->built.client->Stop();
+    }
+    delete router;
+  } catch (...) {
+    // Nothing here throws by design; if it ever did, leaking beats aborting the host.
   }
-  delete router;
 }
 
 int cr_router_after_fork(cr_router* router) {
   return Guard([&] {
     if (router == nullptr) return Null("router");
-    if (router->pid == getpid() || !router->client) {
-      router->pid = getpid();
-      return Ok();
+    if (router->pid != getpid()) {
+      if (Status s = cellroute::RebuildAfterFork(&router->built, router->options.config);
+          !s.ok()) {
+        return FromStatus(s);
+      }
     }
-    // The parent's client (its threads are gone, its locks may be held) is abandoned, not
-    // destroyed; a new one starts from the same options.
-    new (&router->client) std::shared_ptr<cellroute::TopologyServiceClient>();
-    auto rebuilt = cellroute::BuildRouter(router->options.config);
-    if (!rebuilt.ok()) return FromStatus(rebuilt.status());
-    router->router = std::move(rebuilt.value().router);
-    router->client = std::move(rebuilt.value().client);
     router->pid = getpid();
     return Ok();
   });
@@ -336,7 +342,7 @@ int cr_router_route(cr_decision* out, const cr_router* router, const cr_request*
   return Guard([&] {
     if (out == nullptr || router == nullptr) return Null("out or router");
     if (int rc = CheckRequest(request); rc != CR_OK) return rc;
-    router->router.Route(ToView(request, &t_scratch.headers, &t_scratch.cookies), &out->d);
+    router->built.router.Route(ToView(request, &t_scratch.headers, &t_scratch.cookies), &out->d);
     return Ok();
   });
 }
@@ -346,7 +352,7 @@ int cr_router_route_wait(cr_decision* out, const cr_router* router, const cr_req
   return Guard([&] {
     if (out == nullptr || router == nullptr) return Null("out or router");
     if (int rc = CheckRequest(request); rc != CR_OK) return rc;
-    out->d = router->router.RouteWait(ToView(request, &t_scratch.headers, &t_scratch.cookies),
+    out->d = router->built.router.RouteWait(ToView(request, &t_scratch.headers, &t_scratch.cookies),
                                       std::chrono::milliseconds(std::max<int64_t>(timeout_ms, 0)));
     return Ok();
   });
@@ -360,7 +366,7 @@ int cr_router_route_batch(cr_decision* const* out, const cr_router* router,
     for (size_t i = 0; i < count; ++i) {
       if (out[i] == nullptr) return Null("out[i]");
       if (int rc = CheckRequest(&requests[i]); rc != CR_OK) return rc;
-      router->router.Route(ToView(&requests[i], &t_scratch.headers, &t_scratch.cookies),
+      router->built.router.Route(ToView(&requests[i], &t_scratch.headers, &t_scratch.cookies),
                            &out[i]->d);
     }
     return Ok();
@@ -372,7 +378,7 @@ int cr_router_route_async(const cr_router* router, const cr_request* request, cr
   return Guard([&] {
     if (router == nullptr || callback == nullptr) return Null("router or callback");
     if (int rc = CheckRequest(request); rc != CR_OK) return rc;
-    router->router.RouteAsync(ToView(request, &t_scratch.headers, &t_scratch.cookies),
+    router->built.router.RouteAsync(ToView(request, &t_scratch.headers, &t_scratch.cookies),
                               [callback, payload](const cellroute::Decision& d) {
                                 auto wrapped = std::make_unique<cr_decision>();
                                 wrapped->d = d;
@@ -386,7 +392,7 @@ int cr_router_explain(char** out, const cr_router* router, const cr_request* req
   return Guard([&] {
     if (out == nullptr || router == nullptr) return Null("out or router");
     if (int rc = CheckRequest(request); rc != CR_OK) return rc;
-    auto e = router->router.Explain(ToView(request, &t_scratch.headers, &t_scratch.cookies));
+    auto e = router->built.router.Explain(ToView(request, &t_scratch.headers, &t_scratch.cookies));
     *out = Dup(e.ToJson());
     return Ok();
   });
@@ -395,8 +401,8 @@ int cr_router_explain(char** out, const cr_router* router, const cr_request* req
 int cr_router_status(char** out, const cr_router* router) {
   return Guard([&] {
     if (out == nullptr || router == nullptr) return Null("out or router");
-    *out = Dup(router->client ? router->client->status().ToJson()
-                              : std::string("{\"state\":\"static\"}"));
+    *out = Dup(router->built.client ? router->built.client->status().ToJson()
+                                    : std::string("{\"state\":\"static\"}"));
     return Ok();
   });
 }
@@ -454,9 +460,7 @@ int cr_token_decode(char** out, const char* token, size_t token_len) {
     *out = nullptr;
     auto p = cellroute::token::Decode(View(token, token_len));
     if (!p.ok()) return FromStatus(p.status());
-    nlohmann::json j = nlohmann::json::object();
-    for (const auto& f : p->fields()) j[std::string(f.key())] = f.value;
-    *out = Dup(j.dump());
+    *out = Dup(p->ToJson());
     return Ok();
   });
 }

@@ -11,7 +11,10 @@
 // A token is `<prefix><B>.01.<LL><CRC7>` where B is unpadded base64url of 16 random bytes, the
 // payload (`key:value` lines sorted by key, values in base 36) and one byte holding the payload
 // length; LL is len(B) in base 36 and CRC7 the CRC-32 of everything before it, in base 36.
-// Decoding never yields a partial payload: a token is routable as a whole or not at all.
+// Decoding never yields a partial payload: a token is routable as a whole or not at all. As
+// GitLab's Rails does, encoding takes only the routing keys c, g, o, p, u and t and needs c or
+// o; decoding refuses an empty payload and keys that are not lower-case letters, so whatever a
+// decoded payload holds is plain ASCII.
 // All functions are thread-safe and keep no state.
 #pragma once
 
@@ -55,6 +58,9 @@ class CELLROUTE_EXPORT Payload {
   // Appends a field; false when full or the key is empty or too long.
   bool Add(std::string_view key, std::int64_t value) noexcept;
 
+  // {"c": 2, "o": 1}: the fields as a JSON object of integers.
+  std::string ToJson() const;
+
  private:
   std::array<Field, kMaxFields> fields_;  // only the first size_ are set
   std::size_t size_ = 0;
@@ -69,9 +75,12 @@ CELLROUTE_EXPORT Result<Payload> Decode(std::string_view token);
 CELLROUTE_EXPORT Result<Payload> DecodePayload(std::string_view text,
                                                std::string_view length_base36 = {});
 
+// The keys Rails mints tokens with: cell, group, organization, project, user, runner type.
+inline constexpr std::string_view kRoutingKeys = "cgoptu";
+
 struct EncodeOptions {
   std::string prefix;
-  // Keys and values; sorted by key when encoded. Keys are lower-case letters as Rails writes them.
+  // Keys (of kRoutingKeys, at least c or o) and values; sorted by key when encoded.
   std::vector<std::pair<std::string, std::int64_t>> fields;
   // The 16 random bytes; when absent, read from the operating system's secure source.
   std::optional<std::array<std::uint8_t, kRandomBytes>> random;

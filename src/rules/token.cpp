@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "common/base64.h"
+#include "common/json.h"
 
 namespace cellroute::token {
 
@@ -70,6 +71,12 @@ std::optional<std::int64_t> Payload::Get(std::string_view key) const noexcept {
     if (fields_[i].key() == key) return fields_[i].value;
   }
   return std::nullopt;
+}
+
+std::string Payload::ToJson() const {
+  nlohmann::json j = nlohmann::json::object();
+  for (const Field& f : fields()) j[std::string(f.key())] = f.value;
+  return internal::DumpJson(j);
 }
 
 bool Payload::Add(std::string_view key, std::int64_t value) noexcept {
@@ -146,6 +153,9 @@ Result<Payload> DecodePayload(std::string_view text, std::string_view length_bas
     std::string_view key = line.substr(0, colon);
     std::uint64_t value = 0;
     if (key.empty()) return NotRoutable("empty key");
+    if (key.find_first_not_of("abcdefghijklmnopqrstuvwxyz") != std::string_view::npos) {
+      return NotRoutable("a payload key is not lower-case letters");
+    }
     if (!ParseBase36(line.substr(colon + 1), &value) ||
         value > static_cast<std::uint64_t>(INT64_MAX)) {
       return NotRoutable("value of '" + std::string(key) + "' is not base 36");
@@ -155,6 +165,8 @@ Result<Payload> DecodePayload(std::string_view text, std::string_view length_bas
       return NotRoutable("too many fields or key too long");
     }
   }
+  // Rails's decoder answers nil for a token that routes nowhere.
+  if (payload.empty()) return NotRoutable("empty payload");
   return payload;
 }
 
@@ -193,14 +205,32 @@ Result<std::string> Encode(const EncodeOptions& options) {
   if (options.prefix.size() > kMaxPrefixBytes) {
     return Status::Invalid("prefix is longer than " + std::to_string(kMaxPrefixBytes) + " bytes");
   }
+  for (char c : options.prefix) {
+    // A token travels in HTTP headers and URLs: its prefix is visible ASCII.
+    if (c < '!' || c > '~') return Status::Invalid("prefix: only visible ASCII characters");
+  }
   auto fields = options.fields;
   std::sort(fields.begin(), fields.end());
+  // As Rails's RoutableToken generator refuses them, with its words.
+  std::string invalid;
+  bool cell_or_org = false;
+  for (const auto& [key, value] : fields) {
+    if (key.size() != 1 || kRoutingKeys.find(key[0]) == std::string_view::npos) {
+      std::string shown = nlohmann::json(key).dump(-1, ' ', true,
+                                                   nlohmann::json::error_handler_t::replace);
+      invalid += (invalid.empty() ? ":" : ", :") + shown.substr(1, shown.size() - 2);
+    } else if (key == "c" || key == "o") {
+      cell_or_org = true;
+    }
+  }
+  if (!invalid.empty()) {
+    return Status::Invalid("Invalid routing keys: " + invalid +
+                           ". Valid routing keys are: :c, :g, :o, :p, :u, :t.");
+  }
+  if (!cell_or_org) return Status::Invalid("At least one routing key must be present: :c or :o.");
   std::string payload;
   for (std::size_t i = 0; i < fields.size(); ++i) {
     const auto& [key, value] = fields[i];
-    if (key.empty() || key.size() > kMaxKeyBytes || key.find_first_of(":\n") != std::string::npos) {
-      return Status::Invalid("bad field key '" + key + "'");
-    }
     if (i > 0 && fields[i - 1].first == key) {
       return Status::Invalid("duplicate field key '" + key + "'");
     }

@@ -184,9 +184,15 @@ TEST_CASE("payload lines must be key:value in base 36") {
   CHECK_FALSE(DecodePayload(encode_raw("c:2\n"), "").ok());
   CHECK_FALSE(DecodePayload(encode_raw("c:2\nc:3"), "").ok());
   CHECK_FALSE(DecodePayload(encode_raw("c:!"), "").ok());
+  // Rails's decoder answers nil for an empty payload: no routing fields is not routable.
   auto empty = DecodePayload(encode_raw(""), "");
-  REQUIRE(empty.ok());
-  CHECK(empty->empty());
+  REQUIRE_FALSE(empty.ok());
+  CHECK_THAT(empty.status().message(), Catch::Contains("empty payload"));
+  // Keys are lower-case letters, so a decoded payload is plain ASCII whatever the bytes were.
+  auto binary_key = DecodePayload(encode_raw("\xff:2"), "");
+  REQUIRE_FALSE(binary_key.ok());
+  CHECK_THAT(binary_key.status().message(), Catch::Contains("not lower-case letters"));
+  CHECK_FALSE(DecodePayload(encode_raw("C:2"), "").ok());
 }
 
 TEST_CASE("encode refuses what Rails would never mint") {
@@ -201,11 +207,30 @@ TEST_CASE("encode refuses what Rails would never mint") {
   CHECK_FALSE(Encode(opt).ok());
   opt.fields = {{"a:b", 1}};
   CHECK_FALSE(Encode(opt).ok());
-  opt.fields.clear();
-  for (int i = 0; i < 20; ++i) opt.fields.push_back({"k" + std::to_string(i), INT64_MAX});
-  auto t = Encode(opt);  // 20 * (3 + 1 + 13) bytes > 159
-  REQUIRE_FALSE(t.ok());
-  CHECK(t.status().message().find("159") != std::string::npos);
+  // GitLab's generator: only c g o p u t, and c or o among them, with its own words.
+  opt.fields = {{"o", 1}, {"q", 2}, {"k", 3}};
+  auto invalid = Encode(opt);
+  REQUIRE_FALSE(invalid.ok());
+  CHECK(invalid.status().message() ==
+        "Invalid routing keys: :k, :q. Valid routing keys are: :c, :g, :o, :p, :u, :t.");
+  opt.fields = {{"\xff", 2}};
+  REQUIRE_FALSE(Encode(opt).ok());
+  CHECK_THAT(Encode(opt).status().message(), Catch::Contains("Invalid routing keys"));
+  opt.fields = {{"p", 7}, {"u", 8}};
+  auto no_owner = Encode(opt);
+  REQUIRE_FALSE(no_owner.ok());
+  CHECK(no_owner.status().message() == "At least one routing key must be present: :c or :o.");
+  opt.fields = {};
+  CHECK_FALSE(Encode(opt).ok());
+  opt.fields = {{"c", 1}, {"g", 2}, {"o", 3}, {"p", 4}, {"t", 5}, {"u", 6}};
+  auto all = Encode(opt);
+  REQUIRE(all.ok());
+  CHECK(Decode(all.value())->size() == 6);
+  // The prefix goes into HTTP headers: visible ASCII only.
+  opt.prefix = "gl\xffpat-";
+  CHECK_FALSE(Encode(opt).ok());
+  opt.prefix = "gl pat-";
+  CHECK_FALSE(Encode(opt).ok());
 }
 
 TEST_CASE("the secure default draws fresh random bytes") {
