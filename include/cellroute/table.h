@@ -27,7 +27,8 @@
 // "no cell owns this". When cached entries exceed `max_cached_entries`, the writer evicts by
 // sampling: of a few random cached entries, the one that expires soonest goes (so entries kept
 // fresh by use survive). Writers are serialized by an internal mutex and never wait for
-// readers except, rarely, for a grace period when reclaiming memory.
+// readers except, rarely, for a grace period when reclaiming memory, and never for a Reader of
+// their own thread.
 //
 // Keep Readers short: a Reader that lives long delays reclamation (memory), never correctness.
 // Do not hold a Reader across fork().
@@ -118,7 +119,9 @@ class CELLROUTE_EXPORT RouteTable {
     std::shared_ptr<const Topology> topology_;
   };
 
-  // Publishes a batch as one new version and returns it.
+  // Publishes a batch as one new version and returns it. Never waits for the calling thread's
+  // own Reader: called inside one (a writer inside a read section), it publishes as usual and
+  // leaves the memory it retired for the next write made outside any Reader.
   std::uint64_t Apply(Batch batch);
 
   // One-change conveniences, each a version of its own.
@@ -140,6 +143,8 @@ class CELLROUTE_EXPORT RouteTable {
     std::uint64_t evictions = 0;
     std::size_t bytes = 0;  // trie nodes and entries, keys included
     std::size_t pending_reclaim = 0;
+    // Reclamations put off because the writer was inside a Reader (see Apply).
+    std::uint64_t deferred_reclaims = 0;
   };
   Stats stats() const;
 

@@ -33,12 +33,19 @@ inline void RcuReadUnlock(void* sync [[maybe_unused]]) noexcept {
   urcu_bp_read_unlock();
 }
 
-// Returns when every read-side section that began before the call has ended.
-inline void RcuSynchronize(void* sync [[maybe_unused]]) noexcept {
+// Whether this thread is inside a read-side section (of any table: grace periods are global).
+inline bool RcuReadOngoing() noexcept { return urcu_bp_read_ongoing() != 0; }
+
+// Returns when every read-side section that began before the call has ended, and true. A
+// thread inside a read-side section would wait for itself for ever: there it returns false at
+// once, without waiting, and the caller keeps what it meant to free for a later grace period.
+[[nodiscard]] inline bool RcuSynchronize(void* sync [[maybe_unused]]) noexcept {
+  if (RcuReadOngoing()) return false;
   urcu_bp_synchronize_rcu();
 #ifdef CELLROUTE_TSAN
   __tsan_acquire(sync);
 #endif
+  return true;
 }
 
 }  // namespace cellroute::internal

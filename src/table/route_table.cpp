@@ -121,6 +121,7 @@ struct RouteTable::State {
   std::vector<void*> retired;
   std::vector<Snapshot*> retired_snapshots;
   std::uint64_t evictions = 0;
+  std::uint64_t deferred_reclaims = 0;
   std::uint64_t rng = 0x9e3779b97f4a7c15ULL;
 
   // The snapshot being built by the current batch.
@@ -437,9 +438,18 @@ struct RouteTable::State {
     std::free(reinterpret_cast<void*>(s & ~kTagMask));
   }
 
+  // Frees what was retired, after a grace period. A writer inside a read-side section (a
+  // Reader still alive on its own stack) cannot wait for one: the memory then waits for the
+  // next write made outside any Reader. So a writer never deadlocks on itself.
   void ReclaimLocked() {
     if (retired.empty() && retired_snapshots.empty()) return;
-    internal::RcuSynchronize(&rcu_sync);
+    if (!internal::RcuSynchronize(&rcu_sync)) {
+      ++deferred_reclaims;
+      return;
+    }
+    FreeRetired();
+  }
+  void FreeRetired() {
     for (void* p : retired) std::free(p);
     for (Snapshot* s : retired_snapshots) delete s;
     retired.clear();
@@ -462,7 +472,10 @@ RouteTable::RouteTable(TableOptions options) : state_(std::make_unique<State>())
 
 RouteTable::~RouteTable() {
   std::lock_guard<std::mutex> lock(state_->writer);
-  state_->ReclaimLocked();
+  // No Reader of this table outlives it, so what is left is freed even when this thread is in
+  // a read-side section of another table (where a grace period cannot be waited for).
+  (void)internal::RcuSynchronize(&state_->rcu_sync);
+  state_->FreeRetired();
   Snapshot* s = state_->current.load(std::memory_order_acquire);
   state_->FreeTree(s->root);
   delete s;
@@ -647,6 +660,7 @@ RouteTable::Stats RouteTable::stats() const {
   out.evictions = state_->evictions;
   out.bytes = s->bytes;
   out.pending_reclaim = state_->retired.size();
+  out.deferred_reclaims = state_->deferred_reclaims;
   return out;
 }
 
