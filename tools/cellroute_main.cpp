@@ -25,6 +25,7 @@ using json = nlohmann::json;
 constexpr int kExitOk = 0;
 constexpr int kExitBadInput = 1;
 constexpr int kExitUsage = 2;
+constexpr int kExitNoTopology = 3;
 
 // Output stays valid JSON whatever bytes a request, a file or a service sent: what is not
 // UTF-8 is replaced (U+FFFD), never a reason to throw.
@@ -341,11 +342,12 @@ int RunRoute(const Config& cfg, const RequestFlags& flags, bool table) {
   }
   std::vector<std::vector<std::string>> rows = {
       {"#", "request", "rule", "classification", "cell", "address", "source"}};
-  int bad_lines = 0;
+  int bad_lines = 0, no_topology = 0;
   bool ok = ForEachRequest(
       flags,
       [&](int n, cellroute::Request& r) {
         cellroute::Decision d = Decide(router.value(), cfg, r.view());
+        if (d.fallback() == cellroute::Fallback::kNoTopology) ++no_topology;
         if (table) {
           rows.push_back({n ? std::to_string(n) : "-", Label(r),
                           d.rule_id().empty() ? "(none)" : std::string(d.rule_id()),
@@ -364,6 +366,12 @@ int RunRoute(const Config& cfg, const RequestFlags& flags, bool table) {
       });
   if (!ok) return kExitUsage;
   if (table) PrintTable(rows);
+  if (no_topology) {
+    std::cerr << "cellroute: " << no_topology
+              << " request(s) routed nowhere: no topology is known (no snapshot, no --topology, "
+                 "and no good answer from the Topology Service)\n";
+    return kExitNoTopology;
+  }
   return bad_lines ? kExitBadInput : kExitOk;
 }
 

@@ -16,7 +16,8 @@
 // Route() never throws, never blocks on the network and does not allocate, with one exception:
 // with a Topology Service resolver, a claim the table lacks queues a fetch (one key copied,
 // under a short lock) and the decision comes back pending. A Decision is a plain value that
-// owns its strings. A Router is immutable and safe to share across threads.
+// owns everything it shows (rule id, values, address; the names are static), so it may be
+// kept after the Router is gone. A Router is immutable and safe to share across threads.
 #pragma once
 
 #include <array>
@@ -54,6 +55,8 @@ enum class Fallback : std::uint8_t {
   kUnknownClaim = 3,  // no owner known for the claim (the service's NOT_FOUND)
   kUnavailable = 4,   // the owner could not be asked in time
   kPending = 5,       // the owner is being asked now: RouteWait or RouteAsync get the answer
+  kNoTopology = 6,    // no cell list is known at all (no snapshot, no static topology, and the
+                      // Topology Service has not answered well): no cell, no address
 };
 
 CELLROUTE_EXPORT std::string_view SourceName(Source s) noexcept;

@@ -22,7 +22,13 @@
 // to `snapshot_path` and read at start when the service cannot be reached.
 //
 // Thread-safe. The client runs its own threads (one poller, a few fetchers); Stop() or the
-// destructor ends them. gRPC stays inside the library: no gRPC type appears here.
+// destructor ends them: it cancels the calls in flight, runs every pending Fetch callback once
+// (the caller then decides with what the table has) and returns within `stop_deadline` even
+// when a call refuses to end (a thread stuck that long is left to finish on its own). The
+// last reference may be dropped anywhere, one of the client's own threads included. Every
+// call has a deadline; the queue of claims to fetch is bounded (`max_pending`): past it a
+// claim is not asked for and the request decides at once (Fallback::kUnavailable).
+// gRPC stays inside the library: no gRPC type appears here.
 #pragma once
 
 #include <chrono>
@@ -68,6 +74,15 @@ struct TopologyServiceOptions {
   // keeps using the last good topology either way: there is nothing better to use.
   std::chrono::milliseconds max_staleness{0};
   int fetch_threads = 2;
+
+  // Claims waiting to be asked for, and callbacks waiting for their answers (each bounded on
+  // its own). Past either bound the request is not queued: it decides at once, as unavailable,
+  // and status() counts the drop.
+  std::size_t max_pending = 10'000;
+  // The largest GetCells or Classify answer accepted; a larger one fails the call.
+  int max_response_bytes = 4 << 20;
+  // How long Stop() (and so the destructor) waits for the client's threads.
+  std::chrono::milliseconds stop_deadline{2000};
 };
 
 struct CELLROUTE_EXPORT TopologyServiceStatus {
@@ -75,7 +90,7 @@ struct CELLROUTE_EXPORT TopologyServiceStatus {
     kStarting,      // no answer yet and nothing to serve
     kSyncing,       // the last poll succeeded
     kServingStale,  // serving a topology older than the last poll (service down or wrong)
-    kFailed,        // nothing to serve, or stale past max_staleness
+    kFailed,        // nothing to serve (no topology known), or stale past max_staleness
   };
   State state = State::kStarting;
   std::string topology_source;  // "topology_service", "snapshot", "static", ""
@@ -85,6 +100,8 @@ struct CELLROUTE_EXPORT TopologyServiceStatus {
   std::uint64_t calls = 0, errors = 0, retries = 0;
   std::uint64_t cache_hits = 0, misses = 0, negative_hits = 0, fallbacks = 0;
   std::uint64_t rejected_answers = 0;
+  std::uint64_t pending_fetches = 0;  // claims queued or being asked for now
+  std::uint64_t dropped_fetches = 0;  // not queued: past max_pending, or stopping
 
   std::string ToJson() const;
 };
@@ -101,12 +118,16 @@ class CELLROUTE_EXPORT TopologyServiceClient {
   ~TopologyServiceClient();
 
   // Asks the service about a claim in the background (one call per key at a time); `done`,
-  // if given, runs on a client thread when the answer is in the table or the call failed.
-  void Fetch(ClassifyType type, std::string_view value, std::function<void()> done = nullptr);
+  // if given, runs once: on a client thread when the answer is in the table or the call
+  // failed, or at once (on the caller's thread) when the claim cannot be queued. Returns
+  // whether it was queued (or already in flight); false past max_pending or once stopping.
+  bool Fetch(ClassifyType type, std::string_view value, std::function<void()> done = nullptr);
   // The same, waiting up to `deadline`. True when an answer (positive or negative) arrived.
   bool FetchWait(ClassifyType type, std::string_view value, std::chrono::milliseconds deadline);
   // Polls GetCells once now. The poller does this on its own schedule.
   Status SyncNow();
+  // Waits up to `deadline` for the poller's first poll to end (well or not); true when it has.
+  bool WaitUntilPolled(std::chrono::milliseconds deadline);
 
   TopologyServiceStatus status() const;
   const std::shared_ptr<RouteTable>& table() const noexcept;
@@ -119,8 +140,10 @@ class CELLROUTE_EXPORT TopologyServiceClient {
   struct Impl;
 
  private:
-  explicit TopologyServiceClient(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  explicit TopologyServiceClient(std::shared_ptr<Impl> impl);
+  // Shared with the client's threads, so that it outlives a thread that drops the last
+  // reference to the client.
+  std::shared_ptr<Impl> impl_;
 };
 
 // A resolver over the client's table that fetches what the table lacks: claims it has no entry
@@ -129,13 +152,13 @@ CELLROUTE_EXPORT std::shared_ptr<const Resolver> MakeServiceResolver(
     std::shared_ptr<TopologyServiceClient> client);
 
 // Everything a router is made from, as the CLI, the C API and the bindings take it. Each
-// source is a file path or the text itself; with neither, the embedded default (the default
-// claims apply only with the default topology). With service.address set, cells and claims
-// come from the Topology Service, and the topology given here serves until it answers.
+// source is a file path or the text itself; with neither set, the embedded default (the
+// default claims apply only with the default topology). Text that is set but empty is an
+// error, never the default. With service.address set, cells and claims come from the Topology
+// Service, and the topology given here serves until it answers.
 struct RouterConfig {
-  std::string rules_path, rules_text;
-  std::string topology_path, topology_text;
-  std::string claims_path, claims_text;
+  std::string rules_path, topology_path, claims_path;  // empty: not set
+  std::optional<std::string> rules_text, topology_text, claims_text;
   TopologyServiceOptions service;
 };
 
@@ -144,8 +167,15 @@ struct BuiltRouter {
   std::shared_ptr<TopologyServiceClient> client;  // null without a service
 };
 
-// Loads and validates everything; with a service, starts the client and polls it once (a
-// failure there is not an error: status() reports it and the router serves what it has).
+// Loads and validates everything; with a service, starts the client and waits for its first
+// poll up to the call deadline (a failure there is not an error: status() reports it and the
+// router serves what it has). Empty text for the rules, topology or claims is an error: only
+// a source left unset means the embedded default.
 CELLROUTE_EXPORT Result<BuiltRouter> BuildRouter(const RouterConfig& config);
+
+// In a child after fork(): the parent's client did not survive (its threads are gone, its
+// locks may be held), so it is abandoned, never destroyed, and `built` is rebuilt from
+// `config` in this process. Bounded like BuildRouter. A router without a service is kept.
+CELLROUTE_EXPORT Status RebuildAfterFork(BuiltRouter* built, const RouterConfig& config);
 
 }  // namespace cellroute

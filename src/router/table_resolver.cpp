@@ -68,6 +68,7 @@ class TableResolver final : public Resolver {
     const Topology* topo = r.topology();
     if (topo == nullptr) {
       ResolveLegacy(session, out);
+      if (client_) client_->CountFallback();
       return;
     }
     const Cell* cell = nullptr;
@@ -96,9 +97,9 @@ class TableResolver final : public Resolver {
           client_->CountLookup(hit.kind);
           // A miss is asked for now; an answer past its refresh time is refreshed in the
           // background while it keeps serving.
+          // A claim the client cannot queue (the queue is full) decides now, as unavailable.
           if (hit.kind == TableHit::Kind::kMiss) {
-            client_->Fetch(type, value);
-            miss = Fallback::kPending;
+            miss = client_->Fetch(type, value) ? Fallback::kPending : Fallback::kUnavailable;
           } else if (hit.needs_refresh) {
             client_->Fetch(type, value);
           }
@@ -125,11 +126,12 @@ class TableResolver final : public Resolver {
 
   void ResolveLegacy(Session& session, Resolution* out) const noexcept override {
     const Topology* topo = reader(session).topology();
-    if (topo == nullptr) {  // nothing published yet: no cell to name
+    if (topo == nullptr) {  // nothing published yet: no cell to name, and the decision says so
       out->cell_id = 0;
       out->SetAddress({});
       out->source = Source::kNone;
-      out->fallback = Fallback::kUnavailable;
+      out->fallback = Fallback::kNoTopology;
+      out->age_ms = 0;
       return;
     }
     out->SetCell(topo->legacy(), Source::kFallback);

@@ -15,9 +15,11 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "cellroute/topology_service.h"
+#include "common/json.h"
 #include "common/text.h"
 #include "proto/classify_service.grpc.pb.h"
 
@@ -35,6 +37,8 @@ std::int64_t SteadyMs() {
 
 std::string CodeName(grpc::StatusCode code) {
   switch (code) {
+    case grpc::StatusCode::OK:
+      return "OK";
     case grpc::StatusCode::CANCELLED:
       return "CANCELLED";
     case grpc::StatusCode::UNKNOWN:
@@ -49,16 +53,26 @@ std::string CodeName(grpc::StatusCode code) {
       return "ALREADY_EXISTS";
     case grpc::StatusCode::PERMISSION_DENIED:
       return "PERMISSION_DENIED";
-    case grpc::StatusCode::UNAVAILABLE:
-      return "UNAVAILABLE";
-    case grpc::StatusCode::UNAUTHENTICATED:
-      return "UNAUTHENTICATED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
     case grpc::StatusCode::FAILED_PRECONDITION:
       return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
     case grpc::StatusCode::INTERNAL:
       return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
     default:
-      return "code " + std::to_string(static_cast<int>(code));
+      return "code " + std::to_string(static_cast<int>(code));  // not a gRPC code
   }
 }
 
@@ -132,7 +146,7 @@ Status WriteAtomically(const std::string& path, const std::string& text) {
 
 }  // namespace
 
-struct TopologyServiceClient::Impl {
+struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
   TopologyServiceOptions opt;
   std::shared_ptr<RouteTable> table;
   std::shared_ptr<grpc::Channel> channel;
@@ -141,7 +155,11 @@ struct TopologyServiceClient::Impl {
   mutable std::mutex mu;
   std::condition_variable wake;      // sleepers: the poller and retry backoffs; signals stop
   std::condition_variable queue_cv;  // fetchers: work or stop
+  std::condition_variable events;    // a poll ended, a thread exited
   bool stopping = false;
+  std::set<grpc::ClientContext*> active_calls;  // cancelled by Stop
+  std::size_t waiting_callbacks = 0;
+  std::uint64_t dropped = 0;
   std::string source, last_error;
   std::int64_t last_good_ms = -1;
   bool last_poll_ok = false;
@@ -177,8 +195,21 @@ struct TopologyServiceClient::Impl {
     return lookup_counters[shard];
   }
 
-  std::thread poller;
-  std::vector<std::thread> fetchers;
+  // The poller is threads[0], the fetchers follow; finished[i] is set as thread i exits.
+  std::vector<std::thread> threads;
+  std::vector<char> finished;
+
+  // Runs `body` on a new thread that keeps this Impl alive until it has returned.
+  void Spawn(void (Impl::*body)()) {
+    std::size_t index = threads.size();
+    finished.push_back(0);
+    threads.emplace_back([self = shared_from_this(), body, index] {
+      ((*self).*body)();
+      std::lock_guard<std::mutex> lock(self->mu);
+      self->finished[index] = 1;
+      self->events.notify_all();
+    });
+  }
 
   void SetError(std::string e) {
     std::lock_guard<std::mutex> lock(mu);
@@ -207,8 +238,17 @@ struct TopologyServiceClient::Impl {
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + per_attempt);
       for (const auto& [k, v] : opt.metadata) ctx.AddMetadata(internal::ToLower(k), v);
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (stopping) return grpc::Status(grpc::StatusCode::CANCELLED, "client stopping");
+        active_calls.insert(&ctx);  // so that Stop can cancel it
+      }
       ++calls;
       grpc::Status st = call(&ctx);
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        active_calls.erase(&ctx);
+      }
       if (st.ok() || st.error_code() == grpc::StatusCode::NOT_FOUND) return st;
       ++errors;
       bool retryable = st.error_code() == grpc::StatusCode::UNAVAILABLE ||
@@ -228,9 +268,10 @@ struct TopologyServiceClient::Impl {
     if (!st.ok()) {
       std::string e = "GetCells: " + CodeName(st.error_code()) + ": " + st.error_message();
       std::lock_guard<std::mutex> lock(mu);
-      last_error = e;
+      last_error = e + KeptTopology();
       last_poll_ok = false;
       polled = true;
+      events.notify_all();
       return Status::Unavailable(e);
     }
     std::vector<Cell> cells;
@@ -249,29 +290,31 @@ struct TopologyServiceClient::Impl {
     auto topo = Topology::FromCells(std::move(cells), "GetCells from " + opt.address);
     if (!topo.ok()) {
       ++rejected;
-      std::string e =
-          "rejected a GetCells answer, keeping the last good topology: " + topo.status().message();
+      std::string e = "rejected a GetCells answer: " + topo.status().message();
       std::lock_guard<std::mutex> lock(mu);
-      last_error = e;
+      last_error = e + KeptTopology();
       last_poll_ok = false;
       polled = true;
+      events.notify_all();
       return Status::Invalid(e);
     }
+    // The batch is built under a Reader and applied after it ends: a writer must not hold a
+    // read section (Apply then could not wait for a grace period).
+    RouteTable::Batch b;
     bool changed;
     {
       RouteTable::Reader r(*table);
       changed = r.topology() == nullptr || r.topology()->cells() != topo->cells();
-      if (changed) {
-        RouteTable::Batch b;
-        // Answers naming cells that are gone would only send requests nowhere.
-        if (const Topology* old = r.topology()) {
-          for (const Cell& c : old->cells()) {
-            if (!topo->FindById(c.id)) b.PurgeCell(c.id);
-          }
+      // Answers naming cells that are gone would only send requests nowhere.
+      if (const Topology* old = r.topology(); changed && old != nullptr) {
+        for (const Cell& c : old->cells()) {
+          if (!topo->FindById(c.id)) b.PurgeCell(c.id);
         }
-        b.SetTopology(topo.value());
-        table->Apply(std::move(b));
       }
+    }
+    if (changed) {
+      b.SetTopology(topo.value());
+      table->Apply(std::move(b));
     }
     Status snapshot_status;
     if (changed && !opt.snapshot_path.empty()) {
@@ -281,6 +324,7 @@ struct TopologyServiceClient::Impl {
     last_good_ms = SteadyMs();
     last_poll_ok = true;
     polled = true;
+    events.notify_all();
     source = "topology_service";
     if (!snapshot_status.ok()) {
       last_error = snapshot_status.message();
@@ -288,6 +332,14 @@ struct TopologyServiceClient::Impl {
       last_error.clear();
     }
     return Status::Ok();
+  }
+
+  // What routing goes on with after a failed poll, as the end of its error message.
+  std::string KeptTopology() const {
+    RouteTable::Reader r(*table);
+    return r.topology() != nullptr
+               ? " (keeping the last good topology)"
+               : " (no topology known: no snapshot, no static topology, no good answer yet)";
   }
 
   void PollLoop() {
@@ -358,29 +410,53 @@ struct TopologyServiceClient::Impl {
         auto it = inflight.find(key);
         if (it != inflight.end()) {
           waiters = std::move(it->second);
+          waiting_callbacks -= waiters.size();
           inflight.erase(it);
         }
       }
+      // Running a callback, or dropping it, may release the last reference to the client
+      // (a RouteAsync callback holds a Router): Stop then detaches this thread, and the Impl
+      // lives on in this thread's own reference until the loop returns.
       for (auto& w : waiters) w();
     }
   }
 
+  // Ends the threads: cancels calls in flight, wakes every sleeper, waits up to stop_deadline
+  // for the threads, then runs the callbacks nobody will answer now. A thread still running
+  // at the deadline (a call that ignores cancellation) and the calling thread itself, when it
+  // is one of ours, are detached: each holds its own reference to this Impl.
   void Stop() {
     std::map<Key, std::vector<std::function<void()>>, KeyLess> abandoned;
+    std::vector<std::thread> to_join;
     {
-      std::lock_guard<std::mutex> lock(mu);
+      std::unique_lock<std::mutex> lock(mu);
       if (stopping) return;
       stopping = true;
       abandoned.swap(inflight);
+      waiting_callbacks = 0;
       queue.clear();
+      for (grpc::ClientContext* ctx : active_calls) ctx->TryCancel();
+      wake.notify_all();
+      queue_cv.notify_all();
+      auto self = std::this_thread::get_id();
+      auto done = [&] {
+        for (std::size_t i = 0; i < threads.size(); ++i) {
+          if (!finished[i] && threads[i].get_id() != self) return false;
+        }
+        return true;
+      };
+      (void)events.wait_for(lock, opt.stop_deadline, done);
+      for (std::size_t i = 0; i < threads.size(); ++i) {
+        if (!threads[i].joinable()) continue;
+        if (finished[i] && threads[i].get_id() != self) {
+          to_join.push_back(std::move(threads[i]));
+        } else {
+          threads[i].detach();
+        }
+      }
     }
-    wake.notify_all();
-    queue_cv.notify_all();
-    if (poller.joinable()) poller.join();
-    for (auto& t : fetchers) {
-      if (t.joinable()) t.join();
-    }
-    // Nobody will answer these: let their callers decide with what they have.
+    for (auto& t : to_join) t.join();
+    // Nobody will answer these: let their callers decide with what they have, once each.
     for (auto& [key, waiters] : abandoned) {
       for (auto& w : waiters) w();
     }
@@ -415,8 +491,10 @@ std::string TopologyServiceStatus::ToJson() const {
                         {"misses", misses},
                         {"negative_hits", negative_hits},
                         {"fallbacks", fallbacks},
-                        {"rejected_answers", rejected_answers}}}};
-  return j.dump();
+                        {"rejected_answers", rejected_answers},
+                        {"pending_fetches", pending_fetches},
+                        {"dropped_fetches", dropped_fetches}}}};
+  return internal::DumpJson(j);
 }
 
 Result<std::shared_ptr<TopologyServiceClient>> TopologyServiceClient::Start(
@@ -424,8 +502,15 @@ Result<std::shared_ptr<TopologyServiceClient>> TopologyServiceClient::Start(
     std::optional<Topology> static_topology) {
   if (options.address.empty()) return Status::Invalid("topology service: address is required");
   if (!table) return Status::Invalid("topology service: a route table is required");
-  if (options.max_retries < 0 || options.fetch_threads < 1) {
-    return Status::Invalid("topology service: max_retries >= 0 and fetch_threads >= 1");
+  if (options.max_retries < 0 || options.fetch_threads < 1 || options.max_pending < 1 ||
+      options.max_response_bytes < 1024) {
+    return Status::Invalid(
+        "topology service: max_retries >= 0, fetch_threads >= 1, max_pending >= 1 and "
+        "max_response_bytes >= 1024");
+  }
+  for (auto d : {options.call_deadline, options.classify_deadline, options.poll_interval,
+                 options.stop_deadline}) {
+    if (d.count() <= 0) return Status::Invalid("topology service: deadlines must be positive");
   }
 
   std::shared_ptr<grpc::ChannelCredentials> creds;
@@ -458,8 +543,9 @@ Result<std::shared_ptr<TopologyServiceClient>> TopologyServiceClient::Start(
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
               static_cast<int>(std::max<std::int64_t>(options.backoff_max.count(), 100)));
+  args.SetMaxReceiveMessageSize(options.max_response_bytes);
 
-  auto impl = std::make_unique<Impl>();
+  auto impl = std::make_shared<Impl>();
   impl->opt = std::move(options);
   impl->table = std::move(table);
   impl->channel = grpc::CreateCustomChannel(impl->opt.address, creds, args);
@@ -482,14 +568,12 @@ Result<std::shared_ptr<TopologyServiceClient>> TopologyServiceClient::Start(
     impl->source = "static";
   }
 
-  std::shared_ptr<TopologyServiceClient> client(new TopologyServiceClient(std::move(impl)));
-  Impl* i = client->impl_.get();
-  i->poller = std::thread([i] { i->PollLoop(); });
-  for (int t = 0; t < i->opt.fetch_threads; ++t) i->fetchers.emplace_back([i] { i->FetchLoop(); });
-  return client;
+  impl->Spawn(&Impl::PollLoop);
+  for (int t = 0; t < impl->opt.fetch_threads; ++t) impl->Spawn(&Impl::FetchLoop);
+  return std::shared_ptr<TopologyServiceClient>(new TopologyServiceClient(std::move(impl)));
 }
 
-TopologyServiceClient::TopologyServiceClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+TopologyServiceClient::TopologyServiceClient(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 TopologyServiceClient::~TopologyServiceClient() { impl_->Stop(); }
 
@@ -499,24 +583,33 @@ const std::shared_ptr<RouteTable>& TopologyServiceClient::table() const noexcept
   return impl_->table;
 }
 
-void TopologyServiceClient::Fetch(ClassifyType type, std::string_view value,
+bool TopologyServiceClient::Fetch(ClassifyType type, std::string_view value,
                                   std::function<void()> done) {
   Impl& i = *impl_;
   {
     std::lock_guard<std::mutex> lock(i.mu);
     if (!i.stopping) {
       auto it = i.inflight.find(Impl::KeyView{static_cast<int>(type), value});
-      if (it == i.inflight.end()) {
-        Impl::Key key{static_cast<int>(type), std::string(value)};
-        it = i.inflight.emplace(key, std::vector<std::function<void()>>()).first;
-        i.queue.push_back(std::move(key));
-        i.queue_cv.notify_one();
+      bool room = it != i.inflight.end() || i.inflight.size() < i.opt.max_pending;
+      if (done && i.waiting_callbacks >= i.opt.max_pending) room = false;
+      if (room) {
+        if (it == i.inflight.end()) {
+          Impl::Key key{static_cast<int>(type), std::string(value)};
+          it = i.inflight.emplace(key, std::vector<std::function<void()>>()).first;
+          i.queue.push_back(std::move(key));
+          i.queue_cv.notify_one();
+        }
+        if (done) {
+          it->second.push_back(std::move(done));
+          ++i.waiting_callbacks;
+        }
+        return true;
       }
-      if (done) it->second.push_back(std::move(done));
-      return;
     }
+    ++i.dropped;
   }
   if (done) done();
+  return false;
 }
 
 bool TopologyServiceClient::FetchWait(ClassifyType type, std::string_view value,
@@ -543,6 +636,11 @@ bool TopologyServiceClient::FetchWait(ClassifyType type, std::string_view value,
 }
 
 Status TopologyServiceClient::SyncNow() { return impl_->Poll(); }
+
+bool TopologyServiceClient::WaitUntilPolled(std::chrono::milliseconds deadline) {
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  return impl_->events.wait_for(lock, deadline, [&] { return impl_->polled || impl_->stopping; });
+}
 
 void TopologyServiceClient::CountLookup(TableHit::Kind kind) noexcept {
   auto& c = impl_->MyCounters();
@@ -599,6 +697,11 @@ TopologyServiceStatus TopologyServiceClient::status() const {
     s.fallbacks += c.fallbacks.load(std::memory_order_relaxed);
   }
   s.rejected_answers = i.rejected;
+  s.pending_fetches = i.inflight.size();
+  s.dropped_fetches = i.dropped;
+  if (!have_topology && i.polled) {
+    s.last_error = "no topology known: " + (s.last_error.empty() ? "none served yet" : s.last_error);
+  }
   return s;
 }
 
@@ -606,34 +709,60 @@ TopologyServiceStatus TopologyServiceClient::status() const {
 
 namespace cellroute {
 
+namespace {
+
+// One source of a configuration: a file, the text itself, or (neither set) the embedded
+// default. Set but empty text is refused: it is far more likely a bug than a wish for defaults.
+template <typename T, typename FromText, typename FromFile>
+Result<T> LoadSource(const std::string& path, const std::optional<std::string>& text,
+                     std::string_view what, std::string_view default_text, FromText from_text,
+                     FromFile from_file) {
+  if (!path.empty()) return from_file(path);
+  if (text) {
+    if (text->empty()) {
+      return Status::Invalid("<" + std::string(what) + ">: empty " + std::string(what) +
+                             " text (leave it unset for the embedded default)");
+    }
+    return from_text(*text, "<" + std::string(what) + ">");
+  }
+  return from_text(default_text, "<default " + std::string(what) + ">");
+}
+
+}  // namespace
+
 Result<BuiltRouter> BuildRouter(const RouterConfig& c) {
-  auto rules = !c.rules_path.empty()   ? Ruleset::LoadFile(c.rules_path)
-               : !c.rules_text.empty() ? Ruleset::Parse(c.rules_text, "<rules>")
-                                       : Ruleset::Parse(defaults::RulesJson(), "<default rules>");
+  auto rules = LoadSource<Ruleset>(
+      c.rules_path, c.rules_text, "rules", defaults::RulesJson(),
+      [](std::string_view text, const std::string& src) { return Ruleset::Parse(text, src); },
+      [](const std::string& path) { return Ruleset::LoadFile(path); });
   if (!rules.ok()) return rules.status();
-  bool default_topology = c.topology_path.empty() && c.topology_text.empty();
-  auto topology = !c.topology_path.empty() ? Topology::LoadFile(c.topology_path)
-                  : !c.topology_text.empty()
-                      ? Topology::ParseToml(c.topology_text, "<topology>")
-                      : Topology::ParseToml(defaults::TopologyToml(), "<default topology>");
+  bool default_topology = c.topology_path.empty() && !c.topology_text;
+  auto topology = LoadSource<Topology>(
+      c.topology_path, c.topology_text, "topology", defaults::TopologyToml(),
+      [](std::string_view text, const std::string& src) { return Topology::ParseToml(text, src); },
+      [](const std::string& path) { return Topology::LoadFile(path); });
   if (!topology.ok()) return topology.status();
   if (!c.service.address.empty()) {
     auto client = TopologyServiceClient::Start(
         c.service, std::make_shared<RouteTable>(),
         default_topology ? std::nullopt : std::optional<Topology>(topology.value()));
     if (!client.ok()) return client.status();
-    (void)client.value()->SyncNow();
+    // Bounded by our own clock, not only by gRPC's: a call that ignores its deadline (as one
+    // can in a child forked from a process using gRPC) never holds up the caller past it.
+    (void)client.value()->WaitUntilPolled(c.service.call_deadline +
+                                          std::chrono::milliseconds(100));
     auto router = Router::Create(std::move(rules).value(), MakeServiceResolver(client.value()));
     if (!router.ok()) return router.status();
     return BuiltRouter{std::move(router).value(), client.value()};
   }
   Result<Claims> claims = Claims::Empty();
-  if (!c.claims_path.empty()) {
-    claims = Claims::LoadFile(c.claims_path, topology.value());
-  } else if (!c.claims_text.empty()) {
-    claims = Claims::Parse(c.claims_text, "<claims>", topology.value());
-  } else if (default_topology) {
-    claims = Claims::Parse(defaults::ClaimsJson(), "<default claims>", topology.value());
+  if (!c.claims_path.empty() || c.claims_text || default_topology) {
+    claims = LoadSource<Claims>(
+        c.claims_path, c.claims_text, "claims", defaults::ClaimsJson(),
+        [&](std::string_view text, const std::string& src) {
+          return Claims::Parse(text, src, topology.value());
+        },
+        [&](const std::string& path) { return Claims::LoadFile(path, topology.value()); });
   }
   if (!claims.ok()) return claims.status();
   auto router =
@@ -641,6 +770,17 @@ Result<BuiltRouter> BuildRouter(const RouterConfig& c) {
                      MakeStaticResolver(std::move(topology).value(), std::move(claims).value()));
   if (!router.ok()) return router.status();
   return BuiltRouter{std::move(router).value(), nullptr};
+}
+
+Status RebuildAfterFork(BuiltRouter* built, const RouterConfig& config) {
+  if (!built->client) return Status::Ok();  // nothing but immutable values: it survived
+  // Leaked on purpose: destroying it would join threads that no longer exist and take locks
+  // that a thread of the parent may have held at the fork.
+  new std::shared_ptr<TopologyServiceClient>(std::move(built->client));
+  auto rebuilt = BuildRouter(config);
+  if (!rebuilt.ok()) return rebuilt.status();
+  *built = std::move(rebuilt).value();
+  return Status::Ok();
 }
 
 }  // namespace cellroute

@@ -5,6 +5,7 @@
 #include <cellroute/table.h>
 #include <cellroute/topology_service.h>
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstdio>
@@ -314,9 +315,14 @@ TEST_CASE("the service down at start: snapshot, else static topology, else nothi
   auto nothing = StartClient(no_snapshot);
   CHECK_FALSE(nothing->SyncNow().ok());
   CHECK(nothing->status().state == TopologyServiceStatus::State::kFailed);
+  CHECK_THAT(nothing->status().last_error, Catch::Contains("no topology known"));
+  CHECK_THAT(nothing->status().last_error,
+             !Catch::Contains("keeping the last good topology"));  // there is none to keep
   auto none = RouterFor(nothing).Route(Path("/users/sign_in").view());
   CHECK(none.cell_id() == 0);
   CHECK(none.address().empty());
+  CHECK(none.fallback() == Fallback::kNoTopology);  // a state of its own, not a silent match
+  CHECK_THAT(none.ToJson(), Catch::Contains("\"fallback\":\"no_topology\""));
 
   // A corrupt snapshot is ignored with a reason, never half-loaded.
   std::FILE* f = std::fopen(snapshot.c_str(), "w");
@@ -483,4 +489,138 @@ TEST_CASE("configured metadata goes with every call; staleness past the limit is
   // Routing still uses the last good topology: there is nothing better.
   auto d = RouterFor(client).Route(Path("/help", "_gitlab_session=cell-3-a").view());
   CHECK(d.cell_id() == 3);
+}
+
+TEST_CASE("a cell owning 50k cached claims leaves the cell list while readers route") {
+  // Before: the poller applied the purge while holding a Reader and waited for itself: the
+  // table version froze and every later claim waited out its deadline.
+  auto server = StartServer();
+  auto client = StartClient(Options(server->address()));
+  REQUIRE(client->SyncNow().ok());
+  Router router = RouterFor(client);
+  constexpr int kClaims = 50'000;
+  RouteTable::Batch fill;
+  for (int i = 0; i < kClaims; ++i) {
+    fill.Put(ClassifyType::kClaimRoute, "group-" + std::to_string(i), 3, 1h, 1h);
+  }
+  client->table()->Apply(std::move(fill));
+  CHECK(router.Route(Path("/group-42/x").view()).cell_id() == 3);
+
+  std::atomic<bool> stop{false};
+  std::atomic<long> routed{0}, nowhere{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 2; ++t) {
+    readers.emplace_back([&, t] {
+      for (long n = t; !stop; n += 2) {
+        auto d = router.Route(Path("/group-" + std::to_string(n % kClaims) + "/x").view());
+        if (d.address().empty()) ++nowhere;
+        ++routed;
+      }
+    });
+  }
+  std::uint64_t before = client->status().table_version;
+  auto cells = ExampleTopology().cells();
+  cells.erase(std::remove_if(cells.begin(), cells.end(), [](const auto& c) { return c.id == 3; }),
+              cells.end());
+  server->SetCells(cells);
+  REQUIRE(client->SyncNow().ok());
+  stop = true;
+  for (auto& t : readers) t.join();
+
+  auto s = client->status();
+  CHECK(s.state == TopologyServiceStatus::State::kSyncing);
+  CHECK(s.table_version > before);
+  CHECK(routed > 0);
+  CHECK(nowhere == 0);
+  auto stats = client->table()->stats();
+  CHECK(stats.entries - stats.negative_entries < 100);  // cell 3's claims are gone
+  // The client still works: a new claim is fetched and answered in time.
+  auto d = router.RouteWait(Path("/gitlab-org/x").view(), 2s);
+  CHECK(d.cell_id() == 2);
+  CHECK(d.source() == Source::kTable);
+}
+
+TEST_CASE("async routing, then the client and router dropped: every callback once, no abort") {
+  // Before: the last reference to the client was dropped on one of its own fetcher threads,
+  // whose destructor destroyed joinable threads: std::terminate.
+  auto server = StartServer();
+  dev::Fault slow;
+  slow.delay = 200ms;
+  server->SetFault("Classify", slow);
+  std::atomic<int> calls{0}, still_pending{0};
+  constexpr int kRequests = 20;
+  {
+    auto client = StartClient(Options(server->address()));
+    Router router = RouterFor(client);
+    for (int i = 0; i < kRequests; ++i) {
+      router.RouteAsync(Path("/unknown-" + std::to_string(i) + "/x").view(),
+                        [&](const cellroute::Decision& d) {
+                          if (d.fallback() == Fallback::kPending) ++still_pending;
+                          ++calls;
+                        });
+    }
+  }  // the callbacks' Router copies now hold the last references
+  for (int i = 0; i < 500 && calls < kRequests; ++i) std::this_thread::sleep_for(10ms);
+  std::this_thread::sleep_for(300ms);  // time for any second call to show
+  CHECK(calls == kRequests);
+  CHECK(still_pending == 0);
+}
+
+TEST_CASE("Stop runs pending callbacks once before it returns, and cancels calls in flight") {
+  auto server = StartServer();
+  dev::Fault hang;
+  hang.delay = 3s;  // past the check below: only cancellation ends these calls in time
+  server->SetFault("Classify", hang);
+  auto o = Options(server->address());
+  o.classify_deadline = 20s;
+  auto client = StartClient(o);
+  Router router = RouterFor(client);
+  std::atomic<int> calls{0};
+  for (int i = 0; i < 5; ++i) {
+    router.RouteAsync(Path("/waiting-" + std::to_string(i) + "/x").view(),
+                      [&](const cellroute::Decision& d) {
+                        CHECK(d.fallback() == Fallback::kUnavailable);
+                        ++calls;
+                      });
+  }
+  std::this_thread::sleep_for(100ms);  // the fetchers are inside their calls now
+  auto start = std::chrono::steady_clock::now();
+  client->Stop();
+  CHECK(std::chrono::steady_clock::now() - start < 1500ms);
+  CHECK(calls == 5);
+  std::this_thread::sleep_for(100ms);
+  CHECK(calls == 5);
+  // A stopped client queues nothing and answers at once.
+  CHECK(router.Route(Path("/after-stop/x").view()).fallback() == Fallback::kUnavailable);
+}
+
+TEST_CASE("the fetch queue is bounded: past it, requests decide at once and drops are counted") {
+  auto server = StartServer();
+  dev::Fault slow;
+  slow.delay = 1s;
+  server->SetFault("Classify", slow);
+  auto o = Options(server->address());
+  o.fetch_threads = 1;
+  o.classify_deadline = 2s;
+  o.max_pending = 50;
+  auto client = StartClient(o);
+  Router router = RouterFor(client);
+  int pending = 0, unavailable = 0;
+  for (int i = 0; i < 1000; ++i) {
+    auto d = router.Route(Path("/distinct-" + std::to_string(i) + "/x").view());
+    if (d.fallback() == Fallback::kPending) ++pending;
+    if (d.fallback() == Fallback::kUnavailable) ++unavailable;
+  }
+  CHECK(pending <= 50);
+  CHECK(unavailable >= 950);
+  auto s = client->status();
+  CHECK(s.pending_fetches <= 50);
+  CHECK(s.dropped_fetches >= 950);
+  // Callbacks are bounded too: past the bound, RouteAsync decides at once.
+  std::atomic<int> now{0};
+  router.RouteAsync(Path("/distinct-999999/x").view(), [&](const cellroute::Decision& d) {
+    CHECK(d.fallback() == Fallback::kUnavailable);
+    ++now;
+  });
+  CHECK(now == 1);
 }
