@@ -7,6 +7,9 @@
 #include <cellroute/version.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <unistd.h>
+
+#include <cmath>
 
 namespace py = pybind11;
 
@@ -22,6 +25,14 @@ py::object g_error_mapper;
 
 [[noreturn]] void Raise(const cellroute::Status& s) {
   throw CodedError{static_cast<int>(s.code()), s.message()};
+}
+
+// Text for Python from bytes cellroute holds: request values a transform decoded may be any
+// bytes, so what is not UTF-8 is replaced (U+FFFD) instead of raising UnicodeDecodeError.
+py::str Str(std::string_view s) {
+  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
+  if (o == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(o);
 }
 
 std::string_view Utf8(py::handle h, const char* what) {
@@ -53,6 +64,8 @@ void Pairs(py::handle obj, std::vector<cellroute::Header>* out, const char* what
   }
 }
 
+// Views into the caller's Python strings: only for calls that keep the GIL, during which
+// nobody can change or free them.
 struct RequestStorage {
   std::vector<cellroute::Header> headers, cookies;
   cellroute::RequestView view;
@@ -70,70 +83,98 @@ void Build(RequestStorage* s, py::handle method, py::handle host, py::handle pat
   s->view.cookies = s->cookies;
 }
 
+// A copy of the request that owns every byte: for calls that release the GIL, while which
+// another thread may replace a dict value and free the string a view would point into.
+cellroute::Request Own(py::handle method, py::handle host, py::handle path, py::handle query,
+                       py::handle headers, py::handle cookies) {
+  RequestStorage views;
+  Build(&views, method, host, path, query, headers, cookies);
+  cellroute::Request r;
+  r.method = std::string(views.view.method);
+  r.host = std::string(views.view.host);
+  r.path = std::string(views.view.path);
+  r.query = std::string(views.view.query);
+  for (const auto& h : views.headers) r.AddHeader(std::string(h.name), std::string(h.value));
+  for (const auto& c : views.cookies) r.AddCookie(std::string(c.name), std::string(c.value));
+  return r;
+}
+
+std::chrono::milliseconds WaitMs(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) {
+    throw py::value_error("wait must be a finite number of seconds >= 0");
+  }
+  constexpr double kMaxSeconds = 24.0 * 3600;  // a wait is bounded by the fetch's own deadline
+  return std::chrono::milliseconds(static_cast<std::int64_t>(std::min(seconds, kMaxSeconds) * 1000));
+}
+
 class NativeRouter {
  public:
   NativeRouter(const py::dict& cfg) {
-    auto get = [&](const char* k) {
-      return cfg.contains(k) && !cfg[k].is_none() ? cfg[k].cast<std::string>() : std::string();
+    auto text = [&](const char* k) -> std::optional<std::string> {
+      if (!cfg.contains(k) || cfg[k].is_none()) return std::nullopt;
+      return std::string(Utf8(cfg[k], k));
     };
-    cellroute::RouterConfig c;
-    c.rules_path = get("rules_path");
-    c.rules_text = get("rules_text");
-    c.topology_path = get("topology_path");
-    c.topology_text = get("topology_text");
-    c.claims_path = get("claims_path");
-    c.claims_text = get("claims_text");
-    c.service.address = get("topology_service");
-    c.service.ca_file = get("tls_ca");
-    c.service.cert_file = get("tls_cert");
-    c.service.key_file = get("tls_key");
-    c.service.server_name = get("tls_server_name");
-    c.service.snapshot_path = get("snapshot_path");
+    auto path = [&](const char* k) { return text(k).value_or(std::string()); };
+    cellroute::RouterConfig& c = config_;
+    c.rules_path = path("rules_path");
+    c.rules_text = text("rules_text");
+    c.topology_path = path("topology_path");
+    c.topology_text = text("topology_text");
+    c.claims_path = path("claims_path");
+    c.claims_text = text("claims_text");
+    c.service.address = path("topology_service");
+    c.service.ca_file = path("tls_ca");
+    c.service.cert_file = path("tls_cert");
+    c.service.key_file = path("tls_key");
+    c.service.server_name = path("tls_server_name");
+    c.service.snapshot_path = path("snapshot_path");
     if (cfg.contains("metadata") && !cfg["metadata"].is_none()) {
-      for (auto item : cfg["metadata"].cast<py::dict>()) {
-        c.service.metadata.emplace_back(item.first.cast<std::string>(),
-                                        item.second.cast<std::string>());
-      }
+      std::vector<cellroute::Header> pairs;
+      Pairs(cfg["metadata"], &pairs, "metadata");
+      for (const auto& kv : pairs) c.service.metadata.emplace_back(kv.name, kv.value);
     }
     cellroute::Result<cellroute::BuiltRouter> built =
         cellroute::Status::Invalid("router not built");
     {
-      py::gil_scoped_release unlocked;  // polls the service once when there is one
+      py::gil_scoped_release unlocked;  // waits (bounded) for the service's first answer
       built = cellroute::BuildRouter(c);
     }
     if (!built.ok()) Raise(built.status());
-    router_.emplace(std::move(built.value().router));
-    client_ = std::move(built.value().client);
+    built_.emplace(std::move(built).value());
+    pid_ = getpid();
   }
 
   cellroute::Decision Route(py::handle method, py::handle host, py::handle path, py::handle query,
                             py::handle headers, py::handle cookies) {
     thread_local RequestStorage s;
     Build(&s, method, host, path, query, headers, cookies);
-    return router_->Route(s.view);
+    return router().Route(s.view);
   }
 
   cellroute::Decision RouteWait(py::handle method, py::handle host, py::handle path,
                                 py::handle query, py::handle headers, py::handle cookies,
                                 double timeout) {
-    RequestStorage s;
-    Build(&s, method, host, path, query, headers, cookies);
-    py::gil_scoped_release unlocked;  // may wait on the network
-    return router_->RouteWait(s.view,
-                              std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000)));
+    auto wait = WaitMs(timeout);
+    cellroute::Request owned = Own(method, host, path, query, headers, cookies);
+    py::gil_scoped_release unlocked;  // may wait on the network; `owned` is ours alone
+    return router().RouteWait(owned.view(), wait);
   }
 
   // requests: (method, host, path, query, headers, cookies) tuples.
   std::vector<cellroute::Decision> RouteBatch(const py::list& requests) {
-    std::vector<RequestStorage> storage(requests.size());
-    for (std::size_t i = 0; i < requests.size(); ++i) {
-      py::tuple t = requests[i].cast<py::tuple>();
-      Build(&storage[i], t[0], t[1], t[2], t[3], t[4], t[5]);
+    std::vector<cellroute::Request> owned;
+    owned.reserve(requests.size());
+    for (py::handle item : requests) {
+      if (!PyTuple_Check(item.ptr()) || PyTuple_GET_SIZE(item.ptr()) != 6) {
+        throw py::type_error("route_batch: each request must be a 6-tuple");
+      }
+      py::tuple t = py::reinterpret_borrow<py::tuple>(item);
+      owned.push_back(Own(t[0], t[1], t[2], t[3], t[4], t[5]));
     }
-    std::vector<cellroute::Decision> out(storage.size());
+    std::vector<cellroute::Decision> out(owned.size());
     {
-      py::gil_scoped_release unlocked;  // the strings stay alive: `requests` holds them
-      for (std::size_t i = 0; i < storage.size(); ++i) router_->Route(storage[i].view, &out[i]);
+      py::gil_scoped_release unlocked;  // every byte read from here on is a copy we own
+      for (std::size_t i = 0; i < owned.size(); ++i) router().Route(owned[i].view(), &out[i]);
     }
     return out;
   }
@@ -142,17 +183,32 @@ class NativeRouter {
                       py::handle headers, py::handle cookies) {
     RequestStorage s;
     Build(&s, method, host, path, query, headers, cookies);
-    return router_->Explain(s.view).ToJson();
+    return router().Explain(s.view).ToJson();
   }
 
   std::string Status() {
-    if (!client_) return "{\"state\":\"static\"}";
-    return client_->status().ToJson();
+    if (!built_->client) return "{\"state\":\"static\"}";
+    return built_->client->status().ToJson();
+  }
+
+  // In a child after fork (os.register_at_fork calls this): the parent's Topology Service
+  // client did not survive; a new one starts here.
+  void AfterFork() {
+    if (pid_ == getpid()) return;
+    cellroute::Status st = cellroute::Status::Ok();
+    {
+      py::gil_scoped_release unlocked;
+      st = cellroute::RebuildAfterFork(&*built_, config_);
+    }
+    if (!st.ok()) Raise(st);
+    pid_ = getpid();
   }
 
  private:
-  std::optional<cellroute::Router> router_;
-  std::shared_ptr<cellroute::TopologyServiceClient> client_;
+  const cellroute::Router& router() const { return built_->router; }
+  cellroute::RouterConfig config_;
+  std::optional<cellroute::BuiltRouter> built_;
+  pid_t pid_ = 0;
 };
 
 std::string ResultName(const cellroute::Decision& d) {
@@ -177,47 +233,39 @@ PYBIND11_MODULE(_cellroute, m) {
     }
   });
 
-  py::class_<cellroute::Decision>(m, "Decision")
-      .def_property_readonly("rule",
-                             [](const cellroute::Decision& d) { return std::string(d.rule_id()); })
+  using cellroute::Decision;
+  py::class_<Decision>(m, "Decision")
+      .def_property_readonly("rule", [](const Decision& d) { return Str(d.rule_id()); })
       .def_property_readonly("result", &ResultName)
-      .def_property_readonly(
-          "action", [](const cellroute::Decision& d) { return std::string(d.action_header()); })
-      .def_property_readonly(
-          "type", [](const cellroute::Decision& d) { return std::string(d.type_header()); })
-      .def_property_readonly("value",
-                             [](const cellroute::Decision& d) { return std::string(d.value()); })
+      .def_property_readonly("action", [](const Decision& d) { return Str(d.action_header()); })
+      .def_property_readonly("type", [](const Decision& d) { return Str(d.type_header()); })
+      .def_property_readonly("value", [](const Decision& d) { return Str(d.value()); })
       .def_property_readonly("cell_id",
-                             [](const cellroute::Decision& d) -> py::object {
+                             [](const Decision& d) -> py::object {
                                if (d.cell_id() == 0) return py::none();
                                return py::int_(d.cell_id());
                              })
-      .def_property_readonly("address",
-                             [](const cellroute::Decision& d) { return std::string(d.address()); })
+      .def_property_readonly("address", [](const Decision& d) { return Str(d.address()); })
       .def_property_readonly("source",
-                             [](const cellroute::Decision& d) {
-                               return std::string(cellroute::SourceName(d.source()));
-                             })
+                             [](const Decision& d) { return Str(cellroute::SourceName(d.source())); })
       .def_property_readonly("fallback",
-                             [](const cellroute::Decision& d) -> py::object {
+                             [](const Decision& d) -> py::object {
                                if (d.fallback() == cellroute::Fallback::kNone) return py::none();
-                               return py::str(std::string(cellroute::FallbackName(d.fallback())));
+                               return Str(cellroute::FallbackName(d.fallback()));
                              })
-      .def_property_readonly(
-          "reason", [](const cellroute::Decision& d) { return std::string(d.outcome().reason()); })
-      .def_property_readonly("age_ms",
-                             [](const cellroute::Decision& d) { return d.resolution().age_ms; })
+      .def_property_readonly("reason", [](const Decision& d) { return Str(d.outcome().reason()); })
+      .def_property_readonly("age_ms", [](const Decision& d) { return d.resolution().age_ms; })
       .def_property_readonly("variables",
-                             [](const cellroute::Decision& d) {
+                             [](const Decision& d) {
                                py::dict vars;
                                for (std::size_t i = 0; i < d.outcome().variable_count(); ++i) {
                                  auto v = d.outcome().variable(i);
-                                 vars[py::str(std::string(v.name))] = std::string(v.value);
+                                 vars[Str(v.name)] = Str(v.value);
                                }
                                return vars;
                              })
-      .def("to_json", &cellroute::Decision::ToJson)
-      .def("__repr__", [](const cellroute::Decision& d) {
+      .def("to_json", [](const Decision& d) { return Str(d.ToJson()); })
+      .def("__repr__", [](const Decision& d) {
         std::string s = "<Decision rule=" + std::string(d.rule_id().empty() ? "-" : d.rule_id()) +
                         " " + ResultName(d);
         if (!d.type_header().empty())
@@ -227,7 +275,7 @@ PYBIND11_MODULE(_cellroute, m) {
         if (d.fallback() != cellroute::Fallback::kNone) {
           s += " fallback=" + std::string(cellroute::FallbackName(d.fallback()));
         }
-        return s + ">";
+        return Str(s + ">");
       });
 
   py::class_<NativeRouter>(m, "NativeRouter")
@@ -236,13 +284,14 @@ PYBIND11_MODULE(_cellroute, m) {
       .def("route_wait", &NativeRouter::RouteWait)
       .def("route_batch", &NativeRouter::RouteBatch)
       .def("explain", &NativeRouter::Explain)
-      .def("status", &NativeRouter::Status);
+      .def("status", &NativeRouter::Status)
+      .def("after_fork", &NativeRouter::AfterFork);
 
-  m.def("token_decode", [](const std::string& token) {
-    auto p = cellroute::token::Decode(token);
+  m.def("token_decode", [](py::handle token) {
+    auto p = cellroute::token::Decode(Utf8(token, "token"));
     if (!p.ok()) Raise(p.status());
     py::dict out;
-    for (const auto& f : p->fields()) out[py::str(std::string(f.key()))] = f.value;
+    for (const auto& f : p->fields()) out[Str(f.key())] = f.value;
     return out;
   });
   m.def("token_encode", [](const std::vector<std::pair<std::string, int64_t>>& fields,
@@ -251,6 +300,7 @@ PYBIND11_MODULE(_cellroute, m) {
     opt.prefix = prefix;
     opt.fields = fields;
     if (!random.is_none()) {
+      if (!PyBytes_Check(random.ptr())) throw py::type_error("random must be bytes");
       std::string bytes = random.cast<py::bytes>();
       if (bytes.size() != cellroute::token::kRandomBytes) {
         Raise(cellroute::Status::Invalid("random must be 16 bytes"));

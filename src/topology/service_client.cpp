@@ -1,6 +1,8 @@
 // The Topology Service client: polls the cell list, fetches claims the table lacks, and keeps
 // the last good topology (in memory and in an on-disk snapshot) whatever the service does.
+#include <grpc/fork.h>
 #include <grpcpp/grpcpp.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -122,6 +124,23 @@ bool SetClaim(ClassifyType type, std::string_view value, ts::types::v1::Claim* c
     default:
       return false;
   }
+}
+
+// Lets a client rebuilt in a forked child (Puma's workers) talk to the service. gRPC survives
+// fork() only with its fork support on, which it reads from GRPC_ENABLE_FORK_SUPPORT when the
+// library loads, and only when grpc_prefork/grpc_postfork_* run around each fork, which this
+// build of gRPC does not install by itself. The Python and Ruby packages set the variable
+// before they load the library; a C or C++ program sets it in its environment. When it is on,
+// the handlers are installed once, before the first channel.
+void InstallForkHandlers() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* v = std::getenv("GRPC_ENABLE_FORK_SUPPORT");
+    std::string on = v ? internal::ToLower(v) : "";
+    if (on == "1" || on == "true" || on == "yes") {
+      pthread_atfork(grpc_prefork, grpc_postfork_parent, grpc_postfork_child);
+    }
+  });
 }
 
 // Writes `text` to `path` so that a reader sees the old file or the new one, never a part.
@@ -501,6 +520,7 @@ Result<std::shared_ptr<TopologyServiceClient>> TopologyServiceClient::Start(
     TopologyServiceOptions options, std::shared_ptr<RouteTable> table,
     std::optional<Topology> static_topology) {
   if (options.address.empty()) return Status::Invalid("topology service: address is required");
+  InstallForkHandlers();
   if (!table) return Status::Invalid("topology service: a route table is required");
   if (options.max_retries < 0 || options.fetch_threads < 1 || options.max_pending < 1 ||
       options.max_response_bytes < 1024) {
@@ -544,6 +564,9 @@ Result<std::shared_ptr<TopologyServiceClient>> TopologyServiceClient::Start(
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
               static_cast<int>(std::max<std::int64_t>(options.backoff_max.count(), 100)));
   args.SetMaxReceiveMessageSize(options.max_response_bytes);
+  // A connection of its own, never one from gRPC's process-wide pool: a client rebuilt in a
+  // forked child must not share the parent's socket.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
 
   auto impl = std::make_shared<Impl>();
   impl->opt = std::move(options);

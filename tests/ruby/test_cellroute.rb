@@ -176,4 +176,101 @@ class CellrouteTest < Minitest::Test
     assert_equal 1, d.cell_id
     assert_operator during, :>, 1000 # Ruby ran while the call waited
   end
+
+  # --- Safe to embed ---------------------------------------------------------------------------
+
+  def test_a_decision_outlives_its_router_and_gc
+    d = Cellroute::Router.new.route(path: "/gitlab-org/gitlab")
+    GC.start
+    junk = Array.new(20_000) { |i| "Z" * (i % 97) } # reuse what the GC freed
+    assert_equal "top_level_namespace", d.rule
+    assert_equal "gitlab-org", d.value
+    assert_equal "top_level_namespace", JSON.parse(d.to_json)["rule"]
+    assert junk.size.positive?
+  end
+
+  def test_empty_text_is_an_error_not_the_defaults
+    %i[rules topology claims].each do |which|
+      error = assert_raises(Cellroute::InvalidError) { Cellroute::Router.new(which => "") }
+      assert_match(/empty/, error.message)
+    end
+  end
+
+  def test_wrong_types_raise_type_error
+    r = Cellroute::Router.new
+    assert_raises(TypeError) { r.route(path: 123) }
+    assert_raises(TypeError) { r.route(path: "/", headers: [["a"]]) }
+    assert_raises(TypeError) { r.route(path: "/", headers: "Cookie: a=b") }
+    assert_raises(ArgumentError) { r.route(path: "/", wait: Float::NAN) }
+  end
+
+  def test_tokens_refuse_what_rails_refuses
+    assert_raises(Cellroute::InvalidError) { Cellroute::Token.encode({ "\xff" => 2 }) }
+    assert_raises(Cellroute::InvalidError) { Cellroute::Token.encode({ p: 2 }) }
+  end
+
+  def test_route_wait_reads_a_copy_while_the_gvl_is_released
+    r = Cellroute::Router.new(topology_service: "127.0.0.1:1",
+                              topology: File.read(File.join(EXAMPLES, "topology.toml")))
+    path = +"/gitlab-org/x"
+    headers = { "X" => +"y" }
+    stop = false
+    mutator = Thread.new do
+      i = 0
+      until stop
+        headers["X"] = "z" * (i % 4096)
+        path.replace("/gitlab-org/x")
+        i += 1
+      end
+    end
+    3.times { assert_equal 1, r.route(path: path, headers: headers, wait: 0.05).cell_id }
+  ensure
+    stop = true
+    mutator&.join
+  end
+
+  # Puma's real pattern: preload, route through the service in the parent, fork 8 workers for
+  # several cycles, route in each, shut them down with SIGTERM. Nothing may hang.
+  PUMA_CYCLES = <<~'RUBY'
+    require "cellroute"
+    r = Cellroute::Router.new(topology_service: ARGV[0])
+    abort "parent" unless r.route(path: "/gitlab-org/x", wait: 2).cell_id == 2
+    3.times do
+      pids = Array.new(8) do
+        fork do
+          # From the service through the worker's own client or, where gRPC's fork support
+          # failed it, the legacy cell saying so: never a hang, never a wrong cell.
+          d = r.route(path: "/acme/y", wait: 2)
+          exit!(3) unless [[3, "route_table"], [1, "unavailable"]].include?([d.cell_id, d.source == "route_table" ? d.source : d.fallback])
+          loop { r.route(path: "/acme/y", wait: 1) }
+        end
+      end
+      sleep 0.3
+      pids.each { |pid| Process.kill("TERM", pid) }
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 10
+      pids.each do |pid|
+        status = nil
+        until (status = Process.wait2(pid, Process::WNOHANG)&.last)
+          if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+            Process.kill("KILL", pid)
+            abort "worker #{pid} ignored SIGTERM"
+          end
+          sleep 0.01
+        end
+        abort "worker #{pid} routed wrongly" if status.exited? && status.exitstatus == 3
+        abort "worker #{pid}: #{status.inspect}" unless status.signaled? && status.termsig == 15
+      end
+    end
+    abort "parent after" unless r.route(path: "/acme/y", wait: 2).cell_id == 3
+    puts "ok"
+  RUBY
+
+  def test_puma_workers_forked_after_the_parent_routed_through_the_service
+    with_service do |address|
+      out, err, status = Open3.capture3(RbConfig.ruby, *$LOAD_PATH.flat_map { |p| ["-I", p] },
+                                        "-e", PUMA_CYCLES, address)
+      assert status.success?, err
+      assert_equal "ok", out.strip
+    end
+  end
 end

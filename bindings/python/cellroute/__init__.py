@@ -16,10 +16,17 @@ does route_batch() while it routes.
 from __future__ import annotations
 
 import json as _json
+import os as _os
+import weakref as _weakref
 from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
 
-from . import _cellroute
-from ._cellroute import Decision
+# gRPC (inside the native library) survives fork() only with its fork support on, read when
+# the library loads: on by default, so that a forked worker of a process that used the
+# Topology Service can use it too (the library then installs gRPC's fork handlers).
+_os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "1")
+
+from . import _cellroute  # noqa: E402
+from ._cellroute import Decision  # noqa: E402
 
 __version__ = _cellroute.__version__
 __all__ = ["Router", "Decision", "tokens", "CellrouteError", "InvalidError", "NotFoundError",
@@ -77,6 +84,19 @@ def _split(path: str, query: str) -> Tuple[str, str]:
     return path, query
 
 
+# Every live Router, so that a forked child restarts their Topology Service clients before
+# its first request (the parent's client threads do not survive fork()).
+_routers: "_weakref.WeakSet[Router]" = _weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for router in list(_routers):
+        router.after_fork()
+
+
+_os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Router:
     """Rules plus topology: one routing decision per request."""
 
@@ -97,6 +117,12 @@ class Router:
             "tls_server_name": tls_server_name, "snapshot_path": snapshot_path,
             "metadata": dict(metadata) if metadata else None,
         })
+        _routers.add(self)
+
+    def after_fork(self) -> None:
+        """Restart the Topology Service client in a forked child. Called for every Router by
+        an os.register_at_fork hook; does nothing in the process that built the router."""
+        self._native.after_fork()
 
     @classmethod
     def from_files(cls, *, rules: Optional[str] = None, topology: Optional[str] = None,
@@ -122,6 +148,8 @@ class Router:
         """Decide for many requests (dicts of route()'s keywords), with the GIL released."""
         prepared = []
         for r in requests:
+            if not isinstance(r, Mapping):
+                raise TypeError(f"route_batch: each request must be a mapping, not {type(r).__name__}")
             path, query = _split(r.get("path", "/"), r.get("query", ""))
             prepared.append((r.get("method", "GET"), r.get("host", ""), path, query,
                              r.get("headers"), r.get("cookies")))

@@ -11,8 +11,8 @@
 # routers in config/initializers as usual: the preloading parent starts nothing, and each worker
 # starts its own sync. A router that has already routed in the parent is rebuilt in a forked
 # child on first use (or by router.after_fork! from on_worker_boot); that path relies on gRPC's
-# fork support (GRPC_ENABLE_FORK_SUPPORT, set below unless the application set it) and is best
-# avoided. Routers are safe to share between threads; only calls that may wait on the network
+# fork support (GRPC_ENABLE_FORK_SUPPORT, set below unless the application set it, with which
+# the library installs gRPC's fork handlers), and nothing in it waits past a deadline. Routers are safe to share between threads; only calls that may wait on the network
 # (route with wait:) release the GVL.
 require "json"
 
@@ -94,6 +94,10 @@ module Cellroute
     def route(method: "GET", path: "/", host: "", query: nil, headers: nil, cookies: nil, wait: nil)
       path, query = split(path, query)
       if wait
+        unless wait.is_a?(Numeric) && wait.to_f.finite? && wait >= 0
+          raise ArgumentError, "wait: must be a finite number of seconds >= 0"
+        end
+        wait = [wait.to_f, 86_400.0].min # a wait is bounded by the fetch's own deadline too
         native.route_wait(method, host, path, query, pairs(headers), pairs(cookies), (wait * 1000).round)
       else
         begin
@@ -140,6 +144,8 @@ module Cellroute
     end
 
     def split(path, query)
+      raise TypeError, "path must be a String, not #{path.class}" unless path.is_a?(String)
+      raise TypeError, "query must be a String, not #{query.class}" unless query.nil? || query.is_a?(String)
       return [path, query || ""] if query || !path.include?("?")
 
       p, q = path.split("?", 2)
@@ -151,7 +157,12 @@ module Cellroute
       return nil if h.nil?
       raise TypeError, "headers and cookies must be a Hash or [name, value] pairs" unless h.is_a?(Hash) || h.is_a?(Array)
 
-      h.map { |k, v| [k.to_s, v.to_s] }
+      h.map do |pair|
+        unless h.is_a?(Hash) || (pair.is_a?(Array) && pair.size == 2)
+          raise TypeError, "headers and cookies as an Array must hold [name, value] pairs"
+        end
+        [pair[0].to_s, pair[1].to_s]
+      end
     end
   end
 

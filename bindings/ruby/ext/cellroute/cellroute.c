@@ -305,22 +305,67 @@ static void *route_wait_nogvl(void *p) {
   return NULL;
 }
 
-/* Waits on the network: the GVL is released meanwhile. */
+/* A copy of a request in one malloc'd block that owns every byte: a call that releases the
+ * GVL must not read Ruby strings, which another thread may change or free meanwhile. */
+static cr_request *copy_request(const cr_request *r) {
+  size_t i, n = sizeof(cr_request) + (r->header_count + r->cookie_count) * sizeof(cr_header);
+  size_t text = r->method_len + r->host_len + r->path_len + r->query_len;
+  cr_request *c;
+  cr_header *h;
+  char *p;
+  for (i = 0; i < r->header_count; ++i) text += r->headers[i].name_len + r->headers[i].value_len;
+  for (i = 0; i < r->cookie_count; ++i) text += r->cookies[i].name_len + r->cookies[i].value_len;
+  c = (cr_request *)xmalloc(n + text + 1);
+  *c = *r;
+  h = (cr_header *)(c + 1);
+  p = (char *)(h + r->header_count + r->cookie_count);
+#define CR_COPY(dst, src, len) \
+  do {                         \
+    memcpy(p, (src), (len));   \
+    (dst) = p;                 \
+    p += (len);                \
+  } while (0)
+  CR_COPY(c->method, r->method, r->method_len);
+  CR_COPY(c->host, r->host, r->host_len);
+  CR_COPY(c->path, r->path, r->path_len);
+  CR_COPY(c->query, r->query, r->query_len);
+  c->headers = h;
+  for (i = 0; i < r->header_count; ++i, ++h) {
+    *h = r->headers[i];
+    CR_COPY(h->name, r->headers[i].name, h->name_len);
+    CR_COPY(h->value, r->headers[i].value, h->value_len);
+  }
+  c->cookies = h;
+  for (i = 0; i < r->cookie_count; ++i, ++h) {
+    *h = r->cookies[i];
+    CR_COPY(h->name, r->cookies[i].name, h->name_len);
+    CR_COPY(h->value, r->cookies[i].value, h->value_len);
+  }
+#undef CR_COPY
+  return c;
+}
+
+/* Waits on the network: the GVL is released meanwhile, and the request read then is a copy
+ * of its own. */
 static VALUE router_route_wait(VALUE self, VALUE method, VALUE host, VALUE path, VALUE query,
                                VALUE headers, VALUE cookies, VALUE timeout_ms) {
   request_box b;
   wait_call c;
   cr_decision *d = NULL;
+  cr_request *owned;
   cr_router *r = get_router(self);
+  int64_t timeout = NUM2LL(timeout_ms);
   if (cr_decision_new(&d) != CR_OK) raise_last();
   build_request(&b, method, host, path, query, headers, cookies);
+  owned = copy_request(&b.req);
+  free_request(&b);
   c.out = d;
   c.router = r;
-  c.req = &b.req;
-  c.timeout_ms = NUM2LL(timeout_ms);
+  c.req = owned;
+  c.timeout_ms = timeout;
   c.rc = CR_OK;
   rb_thread_call_without_gvl(route_wait_nogvl, &c, RUBY_UBF_IO, NULL);
-  free_request(&b);
+  xfree(owned);
   if (c.rc != CR_OK) {
     cr_decision_free(d);
     raise_last();
