@@ -218,6 +218,62 @@ int main(void) {
     cr_options_free(opts);
   }
 
+  /* Safe to embed: a decision owns what it shows after its router is freed; a fresh decision
+   * reads as empty; empty configuration text is an error, not the defaults; a router freed with
+   * async work pending runs each callback once before cr_router_free returns. */
+  {
+    cr_decision *kept = NULL;
+    cr_request r = Request("GET", "/gitlab-org/gitlab", NULL, 0);
+    char *churn[64];
+    int i;
+    CHECK(cr_decision_new(&kept) == CR_OK);
+    CHECK(strcmp(cr_decision_rule(kept), "") == 0);
+    CHECK(strcmp(cr_decision_address(kept), "") == 0);
+    CHECK(cr_router_new(&router, NULL) == CR_OK);
+    CHECK(cr_router_route(kept, router, &r) == CR_OK);
+    cr_router_free(router);
+    for (i = 0; i < 64; ++i) {
+      churn[i] = malloc(4096);
+      memset(churn[i], 'Z', 4096);
+    }
+    CHECK(strcmp(cr_decision_rule(kept), "top_level_namespace") == 0);
+    CHECK(strcmp(cr_decision_value(kept), "gitlab-org") == 0);
+    CHECK(cr_decision_cell_id(kept) == 2);
+    for (i = 0; i < 64; ++i) free(churn[i]);
+    cr_decision_free(kept);
+
+    CHECK(cr_options_new(&opts) == CR_OK);
+    CHECK(cr_options_set_rules_text(opts, "", 0) == CR_OK);
+    CHECK(cr_router_new(&router, opts) == CR_EINVALID);
+    CHECK(strstr(cr_error_last()->message, "empty rules") != NULL);
+    CHECK(cr_options_set_rules_text(opts, "[]", 2) == CR_OK);
+    CHECK(cr_options_set_claims_text(opts, "", 0) == CR_OK);
+    CHECK(cr_router_new(&router, opts) == CR_EINVALID);
+    CHECK(cr_options_set_rules_file(opts, "") == CR_EINVALID);
+    cr_options_free(opts);
+  }
+  {
+    const char *topo = "[[cells]]\nid = 1\naddress = \"one:1\"\n";
+    int i;
+    CHECK(cr_options_new(&opts) == CR_OK);
+    CHECK(cr_options_set_topology_text(opts, topo, strlen(topo)) == CR_OK);
+    CHECK(cr_options_set_topology_service(opts, "127.0.0.1:1") == CR_OK);
+    CHECK(cr_options_set_ms(opts, "call", 100) == CR_OK);
+    CHECK(cr_options_set_ms(opts, "classify", 1000) == CR_OK);
+    CHECK(cr_router_new(&router, opts) == CR_OK);
+    async_calls = 0;
+    for (i = 0; i < 10; ++i) {
+      char path[32];
+      cr_request r;
+      sprintf(path, "/pending-%d/x", i);
+      r = Request("GET", path, NULL, 0);
+      CHECK(cr_router_route_async(router, &r, OnDecision, &async_calls) == CR_OK);
+    }
+    cr_router_free(router); /* before the fetches end: no abort, callbacks now */
+    CHECK(async_calls == 10);
+    cr_options_free(opts);
+  }
+
   /* Tokens. */
   {
     const char *example = "EL25d_AKXDUtqLnIQHEpkG86MQM.01.0r1ajj2i3";
@@ -239,6 +295,15 @@ int main(void) {
     CHECK(strcmp(json, "{\"c\":2,\"o\":1}") == 0);
     cr_string_free(json);
     cr_string_free(token);
+    /* As Rails: only the routing keys, and c or o among them. */
+    {
+      const char *bad[1] = {"\xff"};
+      const char *no_owner[1] = {"p"};
+      CHECK(cr_token_encode(&token, "glpat-", bad, values, 1, random) == CR_EINVALID);
+      CHECK(strstr(cr_error_last()->message, "Invalid routing keys") != NULL);
+      CHECK(cr_token_encode(&token, "glpat-", no_owner, values, 1, random) == CR_EINVALID);
+      CHECK(strstr(cr_error_last()->message, "At least one routing key") != NULL);
+    }
   }
   cr_decision_free(d);
 

@@ -145,3 +145,27 @@ def test_configuration_errors_exit_2(cellroute, tmp_path):
     assert r.returncode == 2
     r = cellroute()
     assert r.returncode == 2
+
+
+def test_any_bytes_on_a_request_line_give_a_decision_or_that_line_s_error():
+    # Invalid UTF-8 used to abort the CLI (type_error.316) and lose every line after it.
+    import subprocess
+    from conftest import CLI
+    lines = (b'{"path":"/gitlab-org/x"}\n{"path":"/\xff"}\n{"path":"/acme/y"}\n'
+             b'\xfe\xff\x00garbage\n{"path":"/help","headers":{"X":"\xc3"}}\n{"path":"/o/acme-corp"}\n')
+    r = subprocess.run([CLI, "route", "-"], input=lines, capture_output=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    out = [json.loads(line) for line in r.stdout.decode("utf-8").splitlines()]
+    assert [o.get("line") for o in out] == [1, 2, 3, 4, 5, 6]
+    assert [o.get("cell_id") for o in out if "error" not in o] == [2, 3, 3]
+    assert all("error" in out[i] for i in (1, 3, 4))
+
+
+def test_no_topology_known_is_its_own_state_and_exit_code(cellroute, examples):
+    r = cellroute("route", "--topology-service", "127.0.0.1:1", "--wait-ms", "100",
+                  "--path", "/users/sign_in")
+    assert r.returncode == 3, r.stderr
+    d = json.loads(r.stdout)
+    assert (d["fallback"], d["address"], d["cell_id"]) == ("no_topology", "", None)
+    assert "no topology is known" in r.stderr
+    assert "keeping the last good topology" not in r.stderr

@@ -71,3 +71,17 @@ def test_encode_usage_errors(cellroute):
     assert r.returncode == 1 and "negative" in r.stderr
     r = cellroute("token", "encode", "--prefix", "x" * 21, "c=1")
     assert r.returncode == 1 and "prefix" in r.stderr
+
+
+def test_encode_refuses_what_rails_refuses(cellroute):
+    import subprocess
+    from conftest import CLI
+    # A binary key used to mint a token whose decode then aborted the CLI.
+    r = subprocess.run([CLI, "token", "encode", "--prefix", "glpat-", b"\xff=2"],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 1
+    assert b"Invalid routing keys" in r.stderr
+    r = cellroute("token", "encode", "p=2")
+    assert r.returncode == 1 and "At least one routing key must be present" in r.stderr
+    r = cellroute("token", "encode", "q=2", "o=1")
+    assert r.returncode == 1 and "Invalid routing keys: :q" in r.stderr
