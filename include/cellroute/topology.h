@@ -9,8 +9,9 @@
 //   std::optional<int64_t> owner = claims->Find(ClassifyType::kClaimRoute, "gitlab-org");
 //
 // Both are immutable values validated as a whole when built: unique cell ids and session
-// prefixes, non-empty addresses, sane and disjoint sequence ranges, claims that name known
-// cells. Const member functions are safe to call from any number of threads.
+// prefixes, non-empty addresses and prefixes of visible ASCII, sane and disjoint sequence
+// ranges, at most kMaxCells cells, claims that name known cells (each claim once, whatever
+// the case of its type). Const member functions are safe to call from any number of threads.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +26,10 @@
 #include "cellroute/status.h"
 
 namespace cellroute {
+
+// Bounds on a topology, from a file or from the Topology Service alike.
+inline constexpr std::size_t kMaxCells = 1024;
+inline constexpr std::size_t kMaxSessionPrefixBytes = 64;
 
 struct SequenceRange {
   std::int64_t minval = 0;

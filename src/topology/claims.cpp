@@ -1,6 +1,7 @@
 // Claims: a local answer to "which cell owns this route / organization path / ...", for
 // routing without a Topology Service.
 #include <array>
+#include <map>
 #include <unordered_map>
 
 #include "cellroute/topology.h"
@@ -48,6 +49,9 @@ Result<Claims> Claims::Parse(std::string_view text, std::string_view source,
   auto index = std::make_shared<Index>();
   index->source = src;
   std::vector<std::string> errors;
+  // Where each claim was first given: "route" and "ROUTE" are one type, so the same value
+  // under both is one claim given twice, which is refused naming both places.
+  std::map<std::pair<int, std::string>, std::string> first_given;
   for (auto kind = doc.begin(); kind != doc.end(); ++kind) {
     if (kind.key() == "description") continue;
     ClassifyType type;
@@ -76,6 +80,14 @@ Result<Claims> Claims::Parse(std::string_view text, std::string_view source,
       if (topology.FindById(cell) == nullptr) {
         errors.push_back(w + "cell " + std::to_string(cell) + " is not in the topology (" +
                          std::string(topology.source()) + ")");
+        continue;
+      }
+      std::string place = kind.key() + "." + entry.key();
+      auto [first, fresh] = first_given.emplace(std::pair(ClaimFieldNumber(type), entry.key()), place);
+      if (!fresh) {
+        errors.push_back(src + ": " + place + ": claimed again (cell " + std::to_string(cell) +
+                         "), also at " + first->second + " (cell " +
+                         std::to_string(map.at(entry.key())) + ")");
         continue;
       }
       map.emplace(entry.key(), cell);

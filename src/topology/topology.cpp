@@ -5,7 +5,9 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
+#include <sstream>
 
 #include "common/text.h"
 
@@ -18,12 +20,31 @@ std::string Loc(std::string_view source, const toml::source_region& region) {
   return internal::FormatLocation(source, {region.begin.line, region.begin.column});
 }
 
+// What an address or a session prefix may hold: visible ASCII, nothing a cookie, a header or
+// a TOML string would need escaped or would split on. Text from the Topology Service is
+// checked as strictly as a file: it ends up in snapshots, headers and logs.
+std::string BadCharacter(std::string_view text, std::string_view also_refused) {
+  for (unsigned char c : text) {
+    if (c < 0x21 || c > 0x7e || also_refused.find(static_cast<char>(c)) != std::string_view::npos) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02x", c);
+      return hex;
+    }
+  }
+  return {};
+}
+
 // Checks a whole cell list; `where(i)` names cell i in errors.
 template <typename Where>
 std::vector<std::string> ValidateCells(const std::vector<Cell>& cells, Where where) {
   std::vector<std::string> errors;
   if (cells.empty())
     errors.push_back("no cells: the first cell is the legacy cell and is required");
+  if (cells.size() > kMaxCells) {
+    errors.push_back(std::to_string(cells.size()) + " cells: at most " +
+                     std::to_string(kMaxCells));
+    return errors;
+  }
   std::map<std::int64_t, std::size_t> ids;
   std::map<std::string, std::size_t> prefixes;
   struct Range {
@@ -45,8 +66,17 @@ std::vector<std::string> ValidateCells(const std::vector<Cell>& cells, Where whe
     if (c.address.size() > kMaxAddressBytes) {
       errors.push_back(w + "address: longer than " + std::to_string(kMaxAddressBytes) + " bytes");
     }
-    if (c.address.find_first_of(" \t\r\n") != std::string::npos) {
-      errors.push_back(w + "address: contains white space: \"" + c.address + "\"");
+    if (std::string bad = BadCharacter(c.address, "\"\\"); !bad.empty()) {
+      errors.push_back(w + "address: byte " + bad +
+                       " is not allowed (visible ASCII only, no white space or quotes)");
+    }
+    if (c.session_prefix.size() > kMaxSessionPrefixBytes) {
+      errors.push_back(w + "session_prefix: longer than " +
+                       std::to_string(kMaxSessionPrefixBytes) + " bytes");
+    }
+    if (std::string bad = BadCharacter(c.session_prefix, "\"\\;,="); !bad.empty()) {
+      errors.push_back(w + "session_prefix: byte " + bad +
+                       " is not allowed (visible ASCII only, none of ; , = \" \\)");
     }
     if (!c.session_prefix.empty()) {
       auto [p_it, new_prefix] = prefixes.emplace(c.session_prefix, i);
@@ -135,8 +165,9 @@ Result<Topology> Topology::ParseToml(std::string_view text, std::string_view sou
       std::string k(key.str());
       std::string kw = Loc(source, value.source()) + ": cells[" + std::to_string(i) + "]." + k;
       if (k == "id") {
-        if (auto v = value.value<std::int64_t>(); v && value.is_integer()) {
-          cell.id = *v;
+        // is_integer first: converting a float such as 2e52 would be undefined behaviour.
+        if (const auto* v = value.as_integer()) {
+          cell.id = v->get();
         } else {
           errors.push_back(kw + ": expected an integer");
         }
@@ -151,8 +182,13 @@ Result<Topology> Topology::ParseToml(std::string_view text, std::string_view sou
       } else if (k == "sequence_ranges" || k == "sequence_range") {
         auto add_range = [&](const toml::node& rn, const std::string& rw) {
           const toml::table* rt = rn.as_table();
-          auto lo = rt ? (*rt)["minval"].value<std::int64_t>() : std::nullopt;
-          auto hi = rt ? (*rt)["maxval"].value<std::int64_t>() : std::nullopt;
+          auto integer = [&](const char* name) -> std::optional<std::int64_t> {
+            const toml::node* n = rt ? rt->get(name) : nullptr;
+            const auto* as_int = n ? n->as_integer() : nullptr;
+            return as_int ? std::optional<std::int64_t>(as_int->get()) : std::nullopt;
+          };
+          auto lo = integer("minval");
+          auto hi = integer("maxval");
           if (!rt || !lo || !hi || rt->size() != 2) {
             errors.push_back(rw + ": expected a table with integer minval and maxval only");
             return;
@@ -198,25 +234,26 @@ Result<Topology> Topology::LoadFile(const std::string& path) {
 }
 
 std::string Topology::ToToml() const {
-  auto quoted = [](const std::string& v) {
-    std::string out = "\"";
-    for (char c : v) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    return out + "\"";
-  };
-  std::string out;
+  // toml++'s own writer: whatever a string holds comes out escaped, so ParseToml reads back
+  // exactly these cells (tested by property over generated topologies).
+  toml::array cells;
   for (const Cell& c : cells_) {
-    out += "[[cells]]\nid = " + std::to_string(c.id) + "\naddress = " + quoted(c.address) + "\n";
-    if (!c.session_prefix.empty()) out += "session_prefix = " + quoted(c.session_prefix) + "\n";
-    for (const SequenceRange& r : c.sequence_ranges) {
-      out += "[[cells.sequence_ranges]]\nminval = " + std::to_string(r.minval) +
-             "\nmaxval = " + std::to_string(r.maxval) + "\n";
+    toml::table t;
+    t.insert("id", c.id);
+    t.insert("address", c.address);
+    if (!c.session_prefix.empty()) t.insert("session_prefix", c.session_prefix);
+    if (!c.sequence_ranges.empty()) {
+      toml::array ranges;
+      for (const SequenceRange& r : c.sequence_ranges) {
+        ranges.push_back(toml::table{{"minval", r.minval}, {"maxval", r.maxval}});
+      }
+      t.insert("sequence_ranges", std::move(ranges));
     }
-    out += "\n";
+    cells.push_back(std::move(t));
   }
-  return out;
+  std::ostringstream out;
+  out << toml::table{{"cells", std::move(cells)}} << "\n";
+  return out.str();
 }
 
 const Cell* Topology::FindById(std::int64_t id) const noexcept {

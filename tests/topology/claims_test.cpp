@@ -61,3 +61,17 @@ TEST_CASE("bad claims files list every error") {
       Claims::Parse(R"J({"route": {"a": 1, "a": 2}})J", "claims.json", topo).status().message(),
       Contains("duplicate key 'a'"));
 }
+
+TEST_CASE("one claim given twice, whatever the case of its type, names both places") {
+  auto topo = cellroute::Topology::ParseToml(
+                  "[[cells]]\nid = 1\naddress = \"a:1\"\n[[cells]]\nid = 2\naddress = \"b:1\"\n"
+                  "[[cells]]\nid = 3\naddress = \"c:1\"\n",
+                  "t.toml")
+                  .value();
+  auto c = cellroute::Claims::Parse(R"({"route":{"gitlab-org":2},"ROUTE":{"gitlab-org":3}})",
+                                    "claims.json", topo);
+  REQUIRE_FALSE(c.ok());
+  CHECK_THAT(c.status().message(), Catch::Contains("route.gitlab-org"));
+  CHECK_THAT(c.status().message(), Catch::Contains("ROUTE.gitlab-org"));
+  CHECK_THAT(c.status().message(), Catch::Contains("claimed again"));
+}
