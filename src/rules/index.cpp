@@ -15,39 +15,76 @@ std::string CommonPrefix(const std::string& a, const std::string& b) {
   return a.substr(0, n);
 }
 
-bool HasTopLevelAlternation(std::string_view source) {
+// What a scan of a pattern's top level found. `known` is false for any construct the scan
+// does not model exactly (\Q...\E quoting, flag groups such as (?m) that change what '^'
+// means, unbalanced parentheses): the caller then assumes nothing about the pattern, so a
+// wrong guess can only cost speed, never drop a match.
+struct TopLevel {
+  bool known = false;
+  bool alternation = false;
+};
+
+TopLevel ScanTopLevel(std::string_view src) {
+  TopLevel out;
   int depth = 0;
-  bool in_class = false;
-  for (std::size_t i = 0; i < source.size(); ++i) {
-    char c = source[i];
+  const std::size_t n = src.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    char c = src[i];
     if (c == '\\') {
+      if (i + 1 < n && src[i + 1] == 'Q') return {};
       ++i;
-    } else if (in_class) {
-      in_class = c != ']';
     } else if (c == '[') {
-      in_class = true;
+      // A class runs to its closing ']': a ']' right after '[' or '[^' is a literal, and so is
+      // anything escaped; '[:name:]' may appear inside.
+      ++i;
+      if (i < n && src[i] == '^') ++i;
+      if (i < n && src[i] == ']') ++i;
+      for (; i < n && src[i] != ']'; ++i) {
+        if (src[i] == '\\') {
+          ++i;
+        } else if (src[i] == '[' && i + 1 < n && src[i + 1] == ':') {
+          std::size_t end = src.find(":]", i + 2);
+          if (end == std::string_view::npos) return {};
+          i = end + 1;
+        }
+      }
+      if (i >= n) return {};
     } else if (c == '(') {
+      // Only plain, non-capturing and named groups; any flag group is not modelled.
+      if (i + 1 < n && src[i + 1] == '?') {
+        char kind = i + 2 < n ? src[i + 2] : '\0';
+        if (kind != ':' && kind != 'P' && kind != '<') return {};
+      }
       ++depth;
     } else if (c == ')') {
-      --depth;
+      if (--depth < 0) return {};
     } else if (c == '|' && depth == 0) {
-      return true;
+      out.alternation = true;
     }
   }
-  return false;
+  out.known = depth == 0;
+  return out;
 }
 
-// True when every match of the regex must start where the text starts: a leading '^' and no
-// '|' outside parentheses or classes (which could offer an unanchored branch).
+// True only when every match of the regex must start where the text starts: a leading '^'
+// that is not repeated, and no '|' outside parentheses or classes (which could offer an
+// unanchored branch), in a pattern the scan fully understood.
 bool AnchoredAtStart(std::string_view source) {
-  if (source.empty() || source[0] != '^') return false;
-  return !HasTopLevelAlternation(source);
+  if (source.size() < 2 || source[0] != '^') return false;
+  if (std::string_view("*+?{").find(source[1]) != std::string_view::npos) return false;
+  TopLevel t = ScanTopLevel(source);
+  return t.known && !t.alternation;
 }
 
 }  // namespace
 
 std::string RegexLiteralPrefix(const Regex& rx, bool whole) {
-  if (whole ? HasTopLevelAlternation(rx.source) : !AnchoredAtStart(rx.source)) return {};
+  if (whole) {
+    TopLevel t = ScanTopLevel(rx.source);
+    if (!t.known || t.alternation) return {};
+  } else if (!AnchoredAtStart(rx.source)) {
+    return {};
+  }
   std::string min, max;
   if (!rx.re->PossibleMatchRange(&min, &max, 64)) return {};
   return CommonPrefix(min, max);
