@@ -35,6 +35,14 @@ namespace cellroute {
 inline constexpr std::size_t kMaxAddressBytes = 255;
 // The longest rule id a ruleset may use: an Outcome keeps a copy of the id of its rule.
 inline constexpr std::size_t kMaxRuleIdBytes = 128;
+// The most rules a ruleset may have, and the largest compiled regex (RE2 program size).
+inline constexpr std::size_t kMaxRules = 10'000;
+inline constexpr int kMaxRegexProgramSize = 10'000;
+// A request past either bound is rejected (400) before any rule runs: headers and cookies
+// given separately, counted together, and every byte of method, host, path, query, header
+// and cookie names and values.
+inline constexpr std::size_t kMaxRequestFields = 256;
+inline constexpr std::size_t kMaxRequestBytes = 64 * 1024;
 
 enum class Action : std::uint8_t { kNone = 0, kClassify = 1, kProxy = 2 };
 

@@ -23,7 +23,8 @@ using json = nlohmann::json;
 
 constexpr int kMaxGroups = 20;
 
-// GitLab's top-level reserved words (paths that are never a namespace), used when a ruleset
+// GitLab's reserved top-level group names (doc/user/reserved_names.md in the GitLab monolith:
+// paths that are never a namespace), plus "o", where organizations live, used when a ruleset
 // does not list its own.
 const char* const kDefaultReservedWords[] = {"-",
                                              ".well-known",
@@ -34,6 +35,7 @@ const char* const kDefaultReservedWords[] = {"-",
                                              "503.html",
                                              "admin",
                                              "api",
+                                             "apple-touch-icon-precomposed.png",
                                              "apple-touch-icon.png",
                                              "assets",
                                              "dashboard",
@@ -59,6 +61,7 @@ const char* const kDefaultReservedWords[] = {"-",
                                              "sitemap",
                                              "sitemap.xml",
                                              "sitemap.xml.gz",
+                                             "slash-command-logo.png",
                                              "snippets",
                                              "unsubscribes",
                                              "uploads",
@@ -181,6 +184,12 @@ std::unique_ptr<Regex> Compiler::CompileRegex(const json& value, const std::stri
   rx->re = std::make_unique<RE2>(internal::TranslateNamedGroups(rx->source), options);
   if (!rx->re->ok()) {
     errors_.Add(where, field + ": invalid regex /" + rx->source + "/: " + rx->re->error());
+    return nullptr;
+  }
+  if (rx->re->ProgramSize() > kMaxRegexProgramSize) {
+    errors_.Add(where, field + ": regex /" + rx->source + "/ compiles to " +
+                           std::to_string(rx->re->ProgramSize()) + " instructions; at most " +
+                           std::to_string(kMaxRegexProgramSize));
     return nullptr;
   }
   rx->groups = rx->re->NumberOfCapturingGroups();
@@ -649,6 +658,10 @@ Status Compiler::Run(std::shared_ptr<Ruleset::Compiled>* out) {
   }
   compiled_->reserved_words.Seal();
 
+  if (rules->size() > kMaxRules) {
+    return Status::Invalid(source_ + ": " + std::to_string(rules->size()) + " rules; at most " +
+                           std::to_string(kMaxRules));
+  }
   for (std::size_t i = 0; i < rules->size(); ++i) CompileRule((*rules)[i], i, false);
   if (default_rule != nullptr) CompileRule(*default_rule, rules->size(), true);
 

@@ -130,6 +130,8 @@ class RuleEvaluator {
                         std::string_view path, Outcome* out, bool* overflow, std::string* why);
   static bool ApplyTransform(const internal::Transform& t, Outcome* out, std::string* why);
   static void Reset(Outcome* out) noexcept;
+  // False (and `out` rejected, saying which bound) past kMaxRequestFields or kMaxRequestBytes.
+  static bool WithinLimits(const RequestView& request, Outcome* out) noexcept;
 };
 
 }  // namespace cellroute

@@ -488,8 +488,28 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
   return Outcome::Kind::kMatched;
 }
 
+static_assert(kMaxRequestFields == 256 && kMaxRequestBytes == 65536,
+              "the rejection reasons below name these bounds");
+
+bool RuleEvaluator::WithinLimits(const RequestView& request, Outcome* out) noexcept {
+  std::size_t fields = request.headers.size() + request.cookies.size();
+  std::size_t bytes = request.method.size() + request.host.size() + request.path.size() +
+                      request.query.size();
+  for (const Header& h : request.headers) bytes += h.name.size() + h.value.size();
+  for (const Header& c : request.cookies) bytes += c.name.size() + c.value.size();
+  if (fields <= kMaxRequestFields && bytes <= kMaxRequestBytes) return true;
+  Reset(out);
+  out->kind_ = Outcome::Kind::kRejected;
+  (void)Store(out,
+              fields > kMaxRequestFields ? "request has more than 256 headers and cookies"
+                                         : "request is larger than 65536 bytes",
+              &out->reason_);
+  return false;
+}
+
 void RuleEvaluator::Run(const Ruleset::Compiled& compiled, const RequestView& request,
                         std::size_t first_rule, Outcome* out, std::vector<RuleTrace>* trace) {
+  if (!WithinLimits(request, out)) return;
   auto finish = [&](std::size_t i, Outcome::Kind kind) {
     const internal::Rule& rule = compiled.rules[i];
     out->kind_ = kind;

@@ -200,6 +200,28 @@ TEST_CASE("path segment patterns and reserved words") {
   CHECK(route("/").rule_id() == "fallback");
   CHECK(route("//x").rule_id() == "fallback");
   CHECK(route("relative").rule_id() == "fallback");
+  // Every reserved top-level group name of GitLab's documentation (doc/user/reserved_names.md),
+  // and nothing else but "o".
+  const char* documented[] = {
+      "-",          ".well-known",  "404.html",       "422.html",
+      "500.html",   "502.html",     "503.html",       "admin",
+      "api",        "apple-touch-icon-precomposed.png", "apple-touch-icon.png",
+      "assets",     "dashboard",    "deploy.html",    "explore",
+      "favicon.ico", "favicon.png", "files",          "groups",
+      "health_check", "help",       "import",         "jwt",
+      "login",      "oauth",        "profile",        "projects",
+      "public",     "robots.txt",   "s",              "search",
+      "sitemap",    "sitemap.xml",  "sitemap.xml.gz", "slash-command-logo.png",
+      "snippets",   "unsubscribes", "uploads",        "users",
+      "v2"};
+  for (const char* word : documented) {
+    INFO(word);
+    CHECK(route(std::string("/") + word + "/x").rule_id() == "fallback");
+  }
+  for (const char* not_reserved : {"gitlab-org", "user", "apple-touch-icon", "v3", "sitemaps"}) {
+    INFO(not_reserved);
+    CHECK(route(std::string("/") + not_reserved + "/x").rule_id() == "route");
+  }
 }
 
 TEST_CASE("a ruleset's own reserved words replace the built-in list") {
@@ -273,10 +295,13 @@ TEST_CASE("hostile input is handled, never a crash or an overflow") {
      "action": "classify", "classify": {"type": "SESSION_PREFIX", "value": "${all}${all}"}},
     {"id": "fallback", "action": "proxy"}])J");
   Request r;
-  r.AddHeader("x-big", std::string(100000, 'a'));
+  r.AddHeader("x-big", std::string(10000, 'a'));
   auto o = Evaluate(rules, r);
   CHECK(o.kind() == Outcome::Kind::kRejected);
   CHECK(o.reason().find("exceed") != std::string_view::npos);
+  Request huge;  // past the request bound: refused before any rule runs
+  huge.AddHeader("x-big", std::string(100000, 'a'));
+  CHECK(Evaluate(rules, huge).reason() == "request is larger than 65536 bytes");
 
   Request s;
   s.AddHeader("x-big", std::string(700, 'b'));  // fits once, not twice
