@@ -8,7 +8,7 @@ comma      := ,
 CMAKE_ARGS ?=
 CELLROUTE   = $(BUILD)/tools/cellroute
 
-.PHONY: all bootstrap configure build demo test test-tsan test-asan bench bench-short bench-bindings clean
+.PHONY: all bootstrap configure build demo test test-tsan test-asan fuzz bench bench-short bench-bindings clean
 
 all: build
 
@@ -49,26 +49,39 @@ bench-short: build
 	@scripts/bench-ratios $(BUILD)/bench-short.json
 	@$(MAKE) --no-print-directory bench-bindings
 
-# The table, rule and router tests under a sanitizer, each in a build of its own:
-# ThreadSanitizer for publication and grace periods, AddressSanitizer (with UBSan) for any read
-# of memory reclaimed too early.
+# The core's tests under a sanitizer, each in a build of its own: ThreadSanitizer for
+# publication and grace periods, AddressSanitizer with UBSan for any read of freed memory and
+# any undefined behaviour. The ASan run also covers the service client (gRPC itself is not
+# instrumented, so TSan would only report gRPC's internals) and replays the fuzz corpora.
 SANITIZED_TESTS = table_test rules_test router_test token_test topology_test
+ASAN_TESTS = $(SANITIZED_TESTS) service_client_test fuzzers
 define sanitized
 	@cmake -S . -B $(BUILD)-$(1) -G $(GENERATOR) -DCELLROUTE_BUILD_TESTS=ON \
 	  -DCELLROUTE_WARNINGS_AS_ERRORS=ON -DCELLROUTE_SANITIZE=$(2) \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS) >/dev/null
-	@cmake --build $(BUILD)-$(1) -j$(JOBS) --target $(SANITIZED_TESTS)
+	@cmake --build $(BUILD)-$(1) -j$(JOBS) --target $(3)
 	@TSAN_OPTIONS="halt_on_error=1" ASAN_OPTIONS="detect_leaks=1" \
 	  UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1" \
 	  ctest --test-dir $(BUILD)-$(1) --output-on-failure -j$(JOBS) \
-	  -R '^($(subst $(eval) ,|,$(SANITIZED_TESTS))):'
+	  -R '^($(subst $(eval) ,|,$(3))|fuzz replay):'
 endef
 
 test-tsan: bootstrap
-	$(call sanitized,tsan,thread)
+	$(call sanitized,tsan,thread,$(SANITIZED_TESTS))
 
 test-asan: bootstrap
-	$(call sanitized,asan,address$(comma)undefined)
+	$(call sanitized,asan,address$(comma)undefined,$(ASAN_TESTS))
+
+# Every fuzz target under libFuzzer with ASan and UBSan, FUZZ_SECONDS each (CI: 60), from the
+# committed corpora (tests/fuzz/corpus). Needs clang; the bootstrap installs it.
+FUZZ_SECONDS ?= 60
+fuzz: bootstrap
+	@CC=clang CXX=clang++ cmake -S . -B $(BUILD)-fuzz -G $(GENERATOR) \
+	  -DCELLROUTE_BUILD_FUZZERS=ON -DCELLROUTE_BUILD_TOOLS=OFF \
+	  -DCELLROUTE_SANITIZE=address$(comma)undefined -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  $(CMAKE_ARGS) >/dev/null
+	@cmake --build $(BUILD)-fuzz -j$(JOBS) --target fuzzers
+	@scripts/fuzz $(BUILD)-fuzz $(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-tsan $(BUILD)-asan
+	rm -rf $(BUILD) $(BUILD)-tsan $(BUILD)-asan $(BUILD)-fuzz

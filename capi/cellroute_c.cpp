@@ -401,8 +401,7 @@ int cr_router_explain(char** out, const cr_router* router, const cr_request* req
 int cr_router_status(char** out, const cr_router* router) {
   return Guard([&] {
     if (out == nullptr || router == nullptr) return Null("out or router");
-    *out = Dup(router->built.client ? router->built.client->status().ToJson()
-                                    : std::string("{\"state\":\"static\"}"));
+    *out = Dup(router->built.StatusJson());
     return Ok();
   });
 }

@@ -186,10 +186,7 @@ class NativeRouter {
     return router().Explain(s.view).ToJson();
   }
 
-  std::string Status() {
-    if (!built_->client) return "{\"state\":\"static\"}";
-    return built_->client->status().ToJson();
-  }
+  std::string Status() { return built_->StatusJson(); }
 
   // In a child after fork (os.register_at_fork calls this): the parent's Topology Service
   // client did not survive; a new one starts here.

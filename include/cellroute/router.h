@@ -112,6 +112,11 @@ class RouteTable;
 CELLROUTE_EXPORT std::shared_ptr<const Resolver> MakeTableResolver(
     std::shared_ptr<const RouteTable> table);
 
+// A table no client will fill again (a forked child's copy of its parent's, see
+// RebuildAfterFork): a claim it lacks decides as unavailable, not as unowned.
+CELLROUTE_EXPORT std::shared_ptr<const Resolver> MakeFrozenResolver(
+    std::shared_ptr<const RouteTable> table);
+
 // A table holding `topology` and, as static entries, every claim of `claims`.
 CELLROUTE_EXPORT std::shared_ptr<const Resolver> MakeStaticResolver(Topology topology,
                                                                     Claims claims);

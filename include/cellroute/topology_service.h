@@ -151,6 +151,17 @@ class CELLROUTE_EXPORT TopologyServiceClient {
 CELLROUTE_EXPORT std::shared_ptr<const Resolver> MakeServiceResolver(
     std::shared_ptr<TopologyServiceClient> client);
 
+// How the client reads the Topology Service's answers, for tools and fuzzing: the serialized
+// protobuf bytes of a GetCellsResponse become a Topology validated as a file's is; those of a
+// ClassifyResponse become the id of the cell of `topology` it names (a PROXY action to a known
+// cell's address). Anything else is an error saying why, and the client keeps what it had.
+namespace wire {
+CELLROUTE_EXPORT Result<Topology> ParseGetCellsResponse(std::string_view bytes,
+                                                        std::string_view source);
+CELLROUTE_EXPORT Result<std::int64_t> ParseClassifyResponse(std::string_view bytes,
+                                                            const Topology& topology);
+}  // namespace wire
+
 // Everything a router is made from, as the CLI, the C API and the bindings take it. Each
 // source is a file path or the text itself; with neither set, the embedded default (the
 // default claims apply only with the default topology). Text that is set but empty is an
@@ -160,11 +171,19 @@ struct RouterConfig {
   std::string rules_path, topology_path, claims_path;  // empty: not set
   std::optional<std::string> rules_text, topology_text, claims_text;
   TopologyServiceOptions service;
+  // Wait (up to the call deadline) for the service's first answer before returning.
+  bool wait_for_first_poll = true;
 };
 
 struct BuiltRouter {
   Router router;
   std::shared_ptr<TopologyServiceClient> client;  // null without a service
+  // Set when the router routes from a table frozen at a fork (see RebuildAfterFork): why.
+  std::string frozen_reason;
+
+  // The client's status() as JSON; {"state":"static"} without a service; {"state":"frozen",
+  // "reason":...} for a frozen table.
+  CELLROUTE_EXPORT std::string StatusJson() const;
 };
 
 // Loads and validates everything; with a service, starts the client and waits for its first
@@ -174,8 +193,13 @@ struct BuiltRouter {
 CELLROUTE_EXPORT Result<BuiltRouter> BuildRouter(const RouterConfig& config);
 
 // In a child after fork(): the parent's client did not survive (its threads are gone, its
-// locks may be held), so it is abandoned, never destroyed, and `built` is rebuilt from
-// `config` in this process. Bounded like BuildRouter. A router without a service is kept.
+// locks may be held), so it is abandoned, never destroyed. gRPC cannot be used safely in a
+// child forked after its parent started it (calls hang or crash inside gRPC), so the child
+// never touches it: the router goes on from the parent's route table as it was at the fork
+// (cells and cached claims), frozen; claims it lacks decide as unavailable, and the status
+// says why (docs/reliability.md). A router without a service is kept as it is. Build routers
+// with a service after forking, or let the parent not use them before, to have a live sync
+// in each worker.
 CELLROUTE_EXPORT Status RebuildAfterFork(BuiltRouter* built, const RouterConfig& config);
 
 }  // namespace cellroute

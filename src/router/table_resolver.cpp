@@ -42,9 +42,12 @@ static_assert(alignof(Reader) <= 16);
 
 class TableResolver final : public Resolver {
  public:
+  // `unknown_claim`: what a claim the table lacks means with no client to ask: unowned for a
+  // claims file (the rules below decide), unavailable for a table frozen after a fork.
   explicit TableResolver(std::shared_ptr<const RouteTable> table,
-                         std::shared_ptr<TopologyServiceClient> client = nullptr)
-      : table_(std::move(table)), client_(std::move(client)) {}
+                         std::shared_ptr<TopologyServiceClient> client = nullptr,
+                         Fallback unknown_claim = Fallback::kUnknownClaim)
+      : table_(std::move(table)), client_(std::move(client)), unknown_claim_(unknown_claim) {}
 
   bool Wait(ClassifyType type, std::string_view value,
             std::chrono::milliseconds deadline) const override {
@@ -91,8 +94,8 @@ class TableResolver final : public Resolver {
       default: {
         if (!IsClaim(type)) break;
         TableHit hit = r.Lookup(type, value);
-        age = hit.age_ms;
-        miss = Fallback::kUnknownClaim;
+        age = hit.is_static ? 0 : hit.age_ms;  // configuration has no age; answers do
+        miss = hit.kind == TableHit::Kind::kMiss ? unknown_claim_ : Fallback::kUnknownClaim;
         if (client_) {
           client_->CountLookup(hit.kind);
           // A miss is asked for now; an answer past its refresh time is refreshed in the
@@ -144,12 +147,17 @@ class TableResolver final : public Resolver {
   }
   std::shared_ptr<const RouteTable> table_;
   std::shared_ptr<TopologyServiceClient> client_;
+  Fallback unknown_claim_;
 };
 
 }  // namespace
 
 std::shared_ptr<const Resolver> MakeTableResolver(std::shared_ptr<const RouteTable> table) {
   return std::make_shared<TableResolver>(std::move(table));
+}
+
+std::shared_ptr<const Resolver> MakeFrozenResolver(std::shared_ptr<const RouteTable> table) {
+  return std::make_shared<TableResolver>(std::move(table), nullptr, Fallback::kUnavailable);
 }
 
 std::shared_ptr<const Resolver> MakeServiceResolver(std::shared_ptr<TopologyServiceClient> client) {

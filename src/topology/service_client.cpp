@@ -1,8 +1,6 @@
 // The Topology Service client: polls the cell list, fetches claims the table lacks, and keeps
 // the last good topology (in memory and in an on-disk snapshot) whatever the service does.
-#include <grpc/fork.h>
 #include <grpcpp/grpcpp.h>
-#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -126,23 +124,6 @@ bool SetClaim(ClassifyType type, std::string_view value, ts::types::v1::Claim* c
   }
 }
 
-// Lets a client rebuilt in a forked child (Puma's workers) talk to the service. gRPC survives
-// fork() only with its fork support on, which it reads from GRPC_ENABLE_FORK_SUPPORT when the
-// library loads, and only when grpc_prefork/grpc_postfork_* run around each fork, which this
-// build of gRPC does not install by itself. The Python and Ruby packages set the variable
-// before they load the library; a C or C++ program sets it in its environment. When it is on,
-// the handlers are installed once, before the first channel.
-void InstallForkHandlers() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    const char* v = std::getenv("GRPC_ENABLE_FORK_SUPPORT");
-    std::string on = v ? internal::ToLower(v) : "";
-    if (on == "1" || on == "true" || on == "yes") {
-      pthread_atfork(grpc_prefork, grpc_postfork_parent, grpc_postfork_child);
-    }
-  });
-}
-
 // Writes `text` to `path` so that a reader sees the old file or the new one, never a part.
 Status WriteAtomically(const std::string& path, const std::string& text) {
   std::string tmp = path + ".tmp." + std::to_string(getpid());
@@ -163,7 +144,60 @@ Status WriteAtomically(const std::string& path, const std::string& text) {
   return Status::Ok();
 }
 
+// The cells of a GetCells answer, validated as a whole as a file's are.
+Result<Topology> TopologyFromAnswer(const ts::GetCellsResponse& resp, std::string_view source) {
+  std::vector<Cell> cells;
+  for (const auto& ci : resp.cells()) {
+    Cell c;
+    c.id = ci.id();
+    c.address = ci.address();
+    c.session_prefix = ci.session_prefix();
+    if (ci.has_sequence_range()) {
+      c.sequence_ranges.push_back({ci.sequence_range().minval(), ci.sequence_range().maxval()});
+    }
+    for (const auto& r : ci.sequence_ranges()) c.sequence_ranges.push_back({r.minval(), r.maxval()});
+    cells.push_back(std::move(c));
+    if (cells.size() > kMaxCells) break;  // FromCells refuses it; no need to copy the rest
+  }
+  return Topology::FromCells(std::move(cells), source);
+}
+
+// The owner a Classify answer names: a PROXY action to the address of a cell we know.
+Result<std::int64_t> OwnerFromAnswer(const ts::ClassifyResponse& resp, const Topology* topology) {
+  if (topology == nullptr) return Status::Unavailable("no topology known to check it against");
+  if (resp.action() != ts::PROXY) {
+    return Status::Invalid("action " + std::to_string(resp.action()) + " is not PROXY");
+  }
+  for (const Cell& c : topology->cells()) {
+    if (c.address == resp.proxy().address()) return c.id;
+  }
+  nlohmann::json shown = resp.proxy().address();
+  return Status::Invalid("address " + internal::DumpJson(shown) + " is no known cell's");
+}
+
 }  // namespace
+
+namespace wire {
+
+Result<Topology> ParseGetCellsResponse(std::string_view bytes, std::string_view source) {
+  ts::GetCellsResponse resp;
+  if (bytes.size() > static_cast<std::size_t>(INT32_MAX) ||
+      !resp.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return Status::Invalid(std::string(source) + ": not a GetCellsResponse");
+  }
+  return TopologyFromAnswer(resp, source);
+}
+
+Result<std::int64_t> ParseClassifyResponse(std::string_view bytes, const Topology& topology) {
+  ts::ClassifyResponse resp;
+  if (bytes.size() > static_cast<std::size_t>(INT32_MAX) ||
+      !resp.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return Status::Invalid("not a ClassifyResponse");
+  }
+  return OwnerFromAnswer(resp, &topology);
+}
+
+}  // namespace wire
 
 struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
   TopologyServiceOptions opt;
@@ -293,20 +327,7 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
       events.notify_all();
       return Status::Unavailable(e);
     }
-    std::vector<Cell> cells;
-    for (const auto& ci : resp.cells()) {
-      Cell c;
-      c.id = ci.id();
-      c.address = ci.address();
-      c.session_prefix = ci.session_prefix();
-      if (ci.has_sequence_range()) {
-        c.sequence_ranges.push_back({ci.sequence_range().minval(), ci.sequence_range().maxval()});
-      }
-      for (const auto& r : ci.sequence_ranges())
-        c.sequence_ranges.push_back({r.minval(), r.maxval()});
-      cells.push_back(std::move(c));
-    }
-    auto topo = Topology::FromCells(std::move(cells), "GetCells from " + opt.address);
+    auto topo = TopologyFromAnswer(resp, "GetCells from " + opt.address);
     if (!topo.ok()) {
       ++rejected;
       std::string e = "rejected a GetCells answer: " + topo.status().message();
@@ -391,24 +412,18 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
       return;
     }
     // The answer is an address; it must be one of the cells we know, or it is not believed.
-    const Cell* owner = nullptr;
-    std::int64_t owner_id = 0;
+    Result<std::int64_t> owner = Status::Unavailable("no topology known");
     {
       RouteTable::Reader r(*table);
-      if (r.topology() != nullptr && resp.action() == ts::PROXY) {
-        for (const Cell& c : r.topology()->cells()) {
-          if (c.address == resp.proxy().address()) owner = &c;
-        }
-      }
-      if (owner != nullptr) owner_id = owner->id;
+      owner = OwnerFromAnswer(resp, r.topology());
     }
-    if (owner == nullptr) {
+    if (!owner.ok()) {
       ++rejected;
       SetError("rejected a Classify answer for " + std::string(ClassifyTypeName(type)) + " '" +
-               key.second + "': address '" + resp.proxy().address() +
-               "' is no known cell's (action " + std::to_string(resp.action()) + ")");
+               key.second + "': " + owner.status().message());
       return;
     }
+    std::int64_t owner_id = owner.value();
     table->Put(type, key.second, owner_id, opt.claim_ttl, opt.claim_refresh);
   }
 
@@ -516,11 +531,30 @@ std::string TopologyServiceStatus::ToJson() const {
   return internal::DumpJson(j);
 }
 
+namespace {
+// The process that first started a client, and so gRPC. A process forked from it inherits
+// gRPC's state without its threads, and gRPC calls there hang or crash: such a process starts
+// no client.
+std::atomic<pid_t> g_grpc_owner{0};
+
+bool GrpcInheritedFromParent() noexcept {
+  pid_t owner = g_grpc_owner.load();
+  return owner != 0 && owner != getpid();
+}
+
+constexpr const char* kForkedAfterGrpc =
+    "this process was forked after its parent started gRPC, which cannot be used here; "
+    "build routers with a Topology Service in the worker, or do not use them in the parent "
+    "before it forks";
+}  // namespace
+
 Result<std::shared_ptr<TopologyServiceClient>> TopologyServiceClient::Start(
     TopologyServiceOptions options, std::shared_ptr<RouteTable> table,
     std::optional<Topology> static_topology) {
   if (options.address.empty()) return Status::Invalid("topology service: address is required");
-  InstallForkHandlers();
+  if (GrpcInheritedFromParent()) return Status::Unavailable(std::string("topology service: ") + kForkedAfterGrpc);
+  pid_t none = 0;
+  g_grpc_owner.compare_exchange_strong(none, getpid());
   if (!table) return Status::Invalid("topology service: a route table is required");
   if (options.max_retries < 0 || options.fetch_threads < 1 || options.max_pending < 1 ||
       options.max_response_bytes < 1024) {
@@ -772,11 +806,13 @@ Result<BuiltRouter> BuildRouter(const RouterConfig& c) {
     if (!client.ok()) return client.status();
     // Bounded by our own clock, not only by gRPC's: a call that ignores its deadline (as one
     // can in a child forked from a process using gRPC) never holds up the caller past it.
-    (void)client.value()->WaitUntilPolled(c.service.call_deadline +
-                                          std::chrono::milliseconds(100));
+    if (c.wait_for_first_poll) {
+      (void)client.value()->WaitUntilPolled(c.service.call_deadline +
+                                            std::chrono::milliseconds(100));
+    }
     auto router = Router::Create(std::move(rules).value(), MakeServiceResolver(client.value()));
     if (!router.ok()) return router.status();
-    return BuiltRouter{std::move(router).value(), client.value()};
+    return BuiltRouter{std::move(router).value(), client.value(), {}};
   }
   Result<Claims> claims = Claims::Empty();
   if (!c.claims_path.empty() || c.claims_text || default_topology) {
@@ -792,18 +828,38 @@ Result<BuiltRouter> BuildRouter(const RouterConfig& c) {
       Router::Create(std::move(rules).value(),
                      MakeStaticResolver(std::move(topology).value(), std::move(claims).value()));
   if (!router.ok()) return router.status();
-  return BuiltRouter{std::move(router).value(), nullptr};
+  return BuiltRouter{std::move(router).value(), nullptr, {}};
 }
 
 Status RebuildAfterFork(BuiltRouter* built, const RouterConfig& config) {
   if (!built->client) return Status::Ok();  // nothing but immutable values: it survived
+  std::shared_ptr<RouteTable> table = built->client->table();
   // Leaked on purpose: destroying it would join threads that no longer exist and take locks
   // that a thread of the parent may have held at the fork.
   new std::shared_ptr<TopologyServiceClient>(std::move(built->client));
-  auto rebuilt = BuildRouter(config);
-  if (!rebuilt.ok()) return rebuilt.status();
-  *built = std::move(rebuilt).value();
+  if (!GrpcInheritedFromParent()) {  // gRPC never started: a fresh client is safe
+    RouterConfig now = config;
+    now.wait_for_first_poll = false;  // a worker's boot never stalls on the service
+    auto rebuilt = BuildRouter(now);
+    if (!rebuilt.ok()) return rebuilt.status();
+    *built = std::move(rebuilt).value();
+    return Status::Ok();
+  }
+  // The table's memory came with the fork whole: readers only ever see published snapshots,
+  // and no writer is left in this process to change it.
+  auto router = Router::Create(built->router.rules(), MakeFrozenResolver(std::move(table)));
+  if (!router.ok()) return router.status();
+  built->router = std::move(router).value();
+  built->frozen_reason = std::string("routing from the table as it was at fork(): ") + kForkedAfterGrpc;
   return Status::Ok();
+}
+
+std::string BuiltRouter::StatusJson() const {
+  if (client) return client->status().ToJson();
+  if (!frozen_reason.empty()) {
+    return internal::DumpJson({{"state", "frozen"}, {"reason", frozen_reason}});
+  }
+  return "{\"state\":\"static\"}";
 }
 
 }  // namespace cellroute

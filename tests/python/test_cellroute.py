@@ -262,23 +262,24 @@ PUMA_LIKE = r"""
 import os, sys, cellroute
 r = cellroute.Router(topology_service=sys.argv[1], topology=open(sys.argv[2]).read())
 assert r.route(path="/gitlab-org/x", wait=2).cell_id == 2
-served = 0
 for cycle in range(3):
     pids = []
     for _ in range(8):
         pid = os.fork()
         if pid == 0:
-            # The child's own client, restarted by the at-fork hook, answers from the service;
-            # where gRPC's fork support fails it, the legacy cell, saying so. Never a hang.
-            d = r.route(path="/acme/y", wait=2)
-            served = (d.cell_id, d.source) == (3, "route_table")
-            legacy = (d.cell_id, d.fallback) == (1, "unavailable")
-            os._exit(0 if served else 2 if legacy else 1)
+            # gRPC cannot be used in a child of a process that started it: the child routes
+            # from the parent's table as it was at the fork (gitlab-org was answered there),
+            # and a claim it lacks decides as unavailable. Never a hang, never a crash.
+            known = r.route(path="/gitlab-org/x", wait=0.5)
+            unknown = r.route(path="/acme/y", wait=0.5)
+            ok = ((known.cell_id, known.source) == (2, "route_table")
+                  and (unknown.cell_id, unknown.fallback) == (1, "unavailable")
+                  and r.status()["state"] == "frozen")
+            os._exit(0 if ok else 1)
         pids.append(pid)
     codes = [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids]
-    assert set(codes) <= {0, 2}, codes
-    served += codes.count(0)
-print("ok", served)
+    assert codes == [0] * 8, codes
+print("ok")
 """
 
 
@@ -294,9 +295,7 @@ def test_forked_children_of_a_router_that_used_the_service_route_and_end():
                              capture_output=True, text=True, timeout=120,
                              env=dict(os.environ))
         assert out.returncode == 0, out.stderr
-        word, served = out.stdout.split()
-        assert word == "ok"
-        assert int(served) > 0  # the restarted clients do reach the service
+        assert out.stdout.strip() == "ok"
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <memory>
+#include <thread>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -76,4 +77,57 @@ TEST_CASE("rule ids longer than an outcome can carry are refused at load") {
   std::string err = testing::ParseError(
       R"([{"id": ")" + id + R"(", "action": "classify", "classify": {"type": "FIRST_CELL"}}])");
   CHECK_THAT(err, Catch::Contains("id: longer than 128 bytes"));
+}
+
+TEST_CASE("a claim from the claims file has no age") {
+  auto router = Router::FromDefaults();
+  REQUIRE(router.ok());
+  Request req;
+  req.SetTarget("/gitlab-org/gitlab");
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  Decision d = router->Route(req.view());
+  CHECK(d.source() == Source::kClaims);
+  CHECK(d.resolution().age_ms == 0);
+  CHECK(nlohmann::json::parse(d.ToJson()).contains("age_ms") == false);
+}
+
+TEST_CASE("requests past the documented bounds are rejected before any rule runs") {
+  auto router = Router::FromDefaults();
+  REQUIRE(router.ok());
+  Request many;
+  many.SetTarget("/gitlab-org/x");
+  for (std::size_t i = 0; i <= kMaxRequestFields; ++i) many.AddHeader("X-" + std::to_string(i), "v");
+  Decision d = router->Route(many.view());
+  CHECK(d.rejected());
+  CHECK(d.outcome().reason() == "request has more than 256 headers and cookies");
+  CHECK(router->Explain(many.view()).decision.rejected());
+
+  Request big;
+  big.SetTarget("/" + std::string(kMaxRequestBytes, 'a'));
+  d = router->Route(big.view());
+  CHECK(d.rejected());
+  CHECK(d.outcome().reason() == "request is larger than 65536 bytes");
+
+  Request fine;
+  fine.SetTarget("/gitlab-org/x");
+  for (std::size_t i = 1; i < kMaxRequestFields; ++i) fine.AddHeader("X-" + std::to_string(i), "v");
+  CHECK(router->Route(fine.view()).cell_id() == 2);
+}
+
+TEST_CASE("rulesets past the documented bounds are refused at load") {
+  std::string rules = "[";
+  for (std::size_t i = 0; i <= kMaxRules; ++i) {
+    rules += std::string(i ? "," : "") + R"({"id":"r)" + std::to_string(i) +
+             R"(","action":"classify","classify":{"type":"FIRST_CELL"}})";
+  }
+  rules += "]";
+  CHECK_THAT(testing::ParseError(rules), Catch::Contains("10001 rules; at most 10000"));
+  std::string huge = "[a-z]{1000}";
+  for (int i = 0; i < 4; ++i) huge += huge;
+  CHECK_THAT(testing::ParseError(R"([{"id":"big","match":{"type":"path","regex_value":")" + huge +
+                                 R"("},"action":"proxy"}])"),
+             Catch::Contains("instructions; at most 10000"));
+  std::string deep(100, '[');
+  deep += std::string(100, ']');
+  CHECK_THAT(testing::ParseError(deep), Catch::Contains("nested deeper than 64 levels"));
 }

@@ -20,13 +20,8 @@ import os as _os
 import weakref as _weakref
 from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
 
-# gRPC (inside the native library) survives fork() only with its fork support on, read when
-# the library loads: on by default, so that a forked worker of a process that used the
-# Topology Service can use it too (the library then installs gRPC's fork handlers).
-_os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "1")
-
-from . import _cellroute  # noqa: E402
-from ._cellroute import Decision  # noqa: E402
+from . import _cellroute
+from ._cellroute import Decision
 
 __version__ = _cellroute.__version__
 __all__ = ["Router", "Decision", "tokens", "CellrouteError", "InvalidError", "NotFoundError",

@@ -9,17 +9,13 @@
 # Puma: requiring this file starts nothing, and a router with a Topology Service starts its
 # sync (threads, a gRPC channel) on its first request, in the process that makes it. So build
 # routers in config/initializers as usual: the preloading parent starts nothing, and each worker
-# starts its own sync. A router that has already routed in the parent is rebuilt in a forked
-# child on first use (or by router.after_fork! from on_worker_boot); that path relies on gRPC's
-# fork support (GRPC_ENABLE_FORK_SUPPORT, set below unless the application set it, with which
-# the library installs gRPC's fork handlers), and nothing in it waits past a deadline. Routers are safe to share between threads; only calls that may wait on the network
+# starts its own sync. A router that has already routed through the service in the parent is
+# rebuilt in a forked child on first use (or by router.after_fork! from on_worker_boot); it
+# never hangs or crashes there, but gRPC cannot be used in a child forked after the parent
+# started it, so that worker's claims decide as unavailable (docs/reliability.md): do not route
+# through the service before Puma forks. Routers are safe to share between threads; only calls that may wait on the network
 # (route with wait:) release the GVL.
 require "json"
-
-# gRPC (the Topology Service client) survives fork() only with its fork support on, and reads
-# this when it first starts, which is never at require: Puma's preloading parent may fork
-# after a router has talked to the service. An explicit setting by the application wins.
-ENV["GRPC_ENABLE_FORK_SUPPORT"] ||= "1"
 
 require "cellroute/cellroute"
 
