@@ -23,7 +23,8 @@
  * Conventions. Every fallible call returns an int: CR_OK (0) or a negative CR_E* code, fixed
  * forever; the detail is in a thread-local record read by cr_error_last(), which never returns
  * NULL. The output parameter comes first and is named out. Every cr_x_new has a cr_x_free that
- * accepts NULL. Strings returned by accessors are borrowed: NUL-terminated, owned by the object,
+ * accepts NULL. A cr_decision owns everything it shows: it stays valid after its router is
+ * freed. Strings returned by accessors are borrowed: NUL-terminated, owned by the object,
  * valid until it is changed or freed. Strings returned through char **out are owned by the
  * caller and freed with cr_string_free. Input strings are (pointer, length) pairs and need not
  * be NUL-terminated, except paths and option values, which are C strings.
@@ -32,8 +33,10 @@
  * cr_options belong to one thread at a time. Callbacks run on a cellroute thread.
  *
  * Fork. A router without a Topology Service survives fork() as it is. One with a Topology
- * Service must not be used in a child: call cr_router_after_fork(router) in the child first
- * (it restarts the sync there), or build routers after forking.
+ * Service must not be used in a child before cr_router_after_fork(router): that starts a new
+ * sync when the parent never started gRPC, else routes from the parent's table as it was at
+ * the fork (gRPC cannot be used there). Build routers with a service after forking to have a
+ * live sync in every worker. Nothing here blocks past a deadline.
  */
 #ifndef CELLROUTE_H
 #define CELLROUTE_H
@@ -83,7 +86,8 @@ typedef struct cr_options cr_options;
 CR_API int cr_options_new(cr_options **out);
 CR_API void cr_options_free(cr_options *options);
 /* Each source is a file path or, with the _text setters, the content itself. Unset: the
- * embedded defaults (the default claims apply only with the default topology). */
+ * embedded defaults (the default claims apply only with the default topology). Empty text or
+ * an empty path is an error (when set, or when the router is built), never the defaults. */
 CR_API int cr_options_set_rules_file(cr_options *options, const char *path);
 CR_API int cr_options_set_rules_text(cr_options *options, const char *json, size_t len);
 CR_API int cr_options_set_topology_file(cr_options *options, const char *path);
@@ -108,8 +112,11 @@ typedef struct cr_router cr_router;
 
 /* options may be NULL (embedded defaults); it is copied and may be freed afterwards. */
 CR_API int cr_router_new(cr_router **out, const cr_options *options);
+/* Stops the Topology Service client first: every pending cr_router_route_async callback runs
+ * once, with an "unavailable" decision, before this returns, and none runs after. */
 CR_API void cr_router_free(cr_router *router);
-/* In a child after fork(): restarts the Topology Service sync in this process. */
+/* In a child after fork(): a new Topology Service sync if the parent never started gRPC, else
+ * the parent's table as it was at the fork, frozen (claims it lacks: "unavailable"). */
 CR_API int cr_router_after_fork(cr_router *router);
 
 typedef struct cr_header {
@@ -180,7 +187,9 @@ CR_API const char *cr_decision_value(const cr_decision *decision);
 CR_API int64_t cr_decision_cell_id(const cr_decision *decision); /* 0: no cell */
 CR_API const char *cr_decision_address(const cr_decision *decision);
 CR_API const char *cr_decision_source(const cr_decision *decision);
-CR_API const char *cr_decision_fallback(const cr_decision *decision); /* "" when none */
+/* "" when none; else no_rule_matched, unknown_cell, unknown_claim, unavailable, pending, or
+ * no_topology (no cell list known at all: no cell and no address). */
+CR_API const char *cr_decision_fallback(const cr_decision *decision);
 CR_API const char *cr_decision_reason(const cr_decision *decision);   /* why rejected */
 CR_API int64_t cr_decision_age_ms(const cr_decision *decision);
 /* The whole decision as JSON (variables included). */

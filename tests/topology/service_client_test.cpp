@@ -207,6 +207,22 @@ TEST_CASE("a slow service: deadlines and bounded retries, then the fallback") {
   CHECK(router.RouteWait(req.view(), 3s).cell_id() == 2);
 }
 
+TEST_CASE("every gRPC code is named, never shown as a number") {
+  auto server = StartServer();
+  auto client = StartClient(Options(server->address()));
+  for (auto [code, name] : {std::pair{grpc::StatusCode::UNIMPLEMENTED, "UNIMPLEMENTED"},
+                            std::pair{grpc::StatusCode::RESOURCE_EXHAUSTED, "RESOURCE_EXHAUSTED"},
+                            std::pair{grpc::StatusCode::ABORTED, "ABORTED"},
+                            std::pair{grpc::StatusCode::DATA_LOSS, "DATA_LOSS"}}) {
+    dev::Fault f;
+    f.error = code;
+    server->SetFault("GetCells", f);
+    CHECK_FALSE(client->SyncNow().ok());
+    CHECK_THAT(client->status().last_error, Catch::Contains(std::string("GetCells: ") + name));
+    server->ClearFaults();
+  }
+}
+
 TEST_CASE("only UNAVAILABLE and DEADLINE_EXCEEDED are retried") {
   auto server = StartServer();
   auto client = StartClient(Options(server->address()));
