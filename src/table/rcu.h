@@ -22,7 +22,21 @@ extern "C" void __tsan_acquire(void* addr);
 extern "C" void __tsan_release(void* addr);
 #endif
 
+#include <pthread.h>
+
+#include <mutex>
+
 namespace cellroute::internal {
+
+// liburcu's own fork handlers, installed once: they hold its locks across fork() so that a
+// child never inherits one taken by a thread that does not exist there (a child's first read
+// registers the thread, and a write waits for a grace period: both take those locks).
+inline void RcuInstallForkHandlers() noexcept {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    pthread_atfork(urcu_bp_before_fork, urcu_bp_after_fork_parent, urcu_bp_after_fork_child);
+  });
+}
 
 inline void RcuReadLock() noexcept { urcu_bp_read_lock(); }
 

@@ -466,6 +466,7 @@ std::uint32_t ClampMs(RouteTable::Duration d) {
 }  // namespace
 
 RouteTable::RouteTable(TableOptions options) : state_(std::make_unique<State>()) {
+  internal::RcuInstallForkHandlers();
   state_->options = options;
   state_->current.store(new Snapshot(), std::memory_order_release);
 }

@@ -41,8 +41,7 @@ std::vector<std::string> ValidateCells(const std::vector<Cell>& cells, Where whe
   if (cells.empty())
     errors.push_back("no cells: the first cell is the legacy cell and is required");
   if (cells.size() > kMaxCells) {
-    errors.push_back(std::to_string(cells.size()) + " cells: at most " +
-                     std::to_string(kMaxCells));
+    errors.push_back("too many cells: at most " + std::to_string(kMaxCells));
     return errors;
   }
   std::map<std::int64_t, std::size_t> ids;

@@ -154,10 +154,14 @@ class CellrouteTest < Minitest::Test
     puts [started, child, status.success?, parent.cell_id].join("|")
   RUBY
 
+  # Runs a script in a Ruby process of its own, with this test's load path.
+  def run_script(script, *args)
+    Open3.capture3(RbConfig.ruby, *$LOAD_PATH.flat_map { |p| ["-I", p] }, "-e", script, *args)
+  end
+
   def test_a_puma_worker_starts_its_own_sync
     with_service do |address|
-      out, err, status = Open3.capture3(RbConfig.ruby, *$LOAD_PATH.flat_map { |p| ["-I", p] },
-                                        "-e", PUMA_LIKE, address)
+      out, err, status = run_script(PUMA_LIKE, address)
       assert status.success?, err
       assert_equal "0|3 route_table syncing|true|2", out.strip
     end
@@ -270,8 +274,7 @@ class CellrouteTest < Minitest::Test
 
   def test_puma_workers_forked_after_the_parent_routed_through_the_service
     with_service do |address|
-      out, err, status = Open3.capture3(RbConfig.ruby, *$LOAD_PATH.flat_map { |p| ["-I", p] },
-                                        "-e", PUMA_CYCLES, address)
+      out, err, status = run_script(PUMA_CYCLES, address)
       assert status.success?, err
       assert_equal "ok", out.strip
     end
