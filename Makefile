@@ -63,7 +63,7 @@ define sanitized
 	@TSAN_OPTIONS="halt_on_error=1" ASAN_OPTIONS="detect_leaks=1" \
 	  UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1" \
 	  ctest --test-dir $(BUILD)-$(1) --output-on-failure -j$(JOBS) \
-	  -R '^($(subst $(eval) ,|,$(3))|fuzz replay):'
+	  -R '^($(subst $(eval) ,|,$(3))):'
 endef
 
 test-tsan: bootstrap

@@ -29,7 +29,7 @@ inline std::uint64_t HashKey(std::uint8_t type, std::string_view key) noexcept {
     n -= 8;
   }
   std::uint64_t tail = 0;
-  std::memcpy(&tail, p, n);
+  if (n > 0) std::memcpy(&tail, p, n);  // an empty key may have no data pointer
   h = Mix(h ^ tail, k3);
   return Mix(h ^ (h >> 29), k1);
 }

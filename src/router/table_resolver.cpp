@@ -23,7 +23,7 @@ void Resolver::WhenResolved(ClassifyType, std::string_view, std::function<void()
 
 void Resolution::SetAddress(std::string_view addr) noexcept {
   std::size_t n = addr.size() < kMaxAddressBytes ? addr.size() : kMaxAddressBytes;
-  std::memcpy(address.data(), addr.data(), n);
+  if (n > 0) std::memcpy(address.data(), addr.data(), n);  // an empty view may have no data
   address[n] = '\0';
   address_size = static_cast<std::uint16_t>(n);
 }

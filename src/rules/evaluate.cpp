@@ -129,7 +129,7 @@ void RuleEvaluator::Reset(Outcome* out) noexcept {
 
 bool RuleEvaluator::Store(Outcome* out, std::string_view text, Span* span) noexcept {
   if (text.size() > Outcome::kBufferBytes - out->used_) return false;
-  std::memcpy(out->buffer_.data() + out->used_, text.data(), text.size());
+  if (!text.empty()) std::memcpy(out->buffer_.data() + out->used_, text.data(), text.size());
   span->offset = out->used_;
   span->size = static_cast<std::uint16_t>(text.size());
   out->used_ = static_cast<std::uint16_t>(out->used_ + text.size());

@@ -134,7 +134,7 @@ struct RouteTable::State {
     auto* l = static_cast<Leaf*>(std::malloc(sizeof(Leaf) + key.size()));
     if (l == nullptr) throw std::bad_alloc();
     std::memset(l, 0, sizeof(Leaf));
-    std::memcpy(l->key(), key.data(), key.size());
+    if (!key.empty()) std::memcpy(l->key(), key.data(), key.size());
     l->key_size = static_cast<std::uint16_t>(key.size());
     l->type = type;
     l->gen = gen;

@@ -229,6 +229,21 @@ int main(void) {
     CHECK(cr_decision_new(&kept) == CR_OK);
     CHECK(strcmp(cr_decision_rule(kept), "") == 0);
     CHECK(strcmp(cr_decision_address(kept), "") == 0);
+    {
+      /* NULL with length 0 is an empty string everywhere, headers included. */
+      cr_header empty[1];
+      cr_request blank = CR_REQUEST_INIT;
+      empty[0].name = NULL;
+      empty[0].name_len = 0;
+      empty[0].value = NULL;
+      empty[0].value_len = 0;
+      blank.headers = empty;
+      blank.header_count = 1;
+      CHECK(cr_router_new(&router, NULL) == CR_OK);
+      CHECK(cr_router_route(kept, router, &blank) == CR_OK);
+      CHECK(cr_decision_result(kept) == CR_RESULT_MATCHED || cr_decision_result(kept) == CR_RESULT_NO_MATCH);
+      cr_router_free(router);
+    }
     CHECK(cr_router_new(&router, NULL) == CR_OK);
     CHECK(cr_router_route(kept, router, &r) == CR_OK);
     cr_router_free(router);
