@@ -10,11 +10,12 @@
 # sync (threads, a gRPC channel) on its first request, in the process that makes it. So build
 # routers in config/initializers as usual: the preloading parent starts nothing, and each worker
 # starts its own sync. A router that has already routed through the service in the parent is
-# rebuilt in a forked child on first use (or by router.after_fork! from on_worker_boot); it
+# taken over in a forked child on first use (or by router.after_fork! from on_worker_boot): it
 # never hangs or crashes there, but gRPC cannot be used in a child forked after the parent
-# started it, so that worker's claims decide as unavailable (docs/reliability.md): do not route
-# through the service before Puma forks. Routers are safe to share between threads; only calls that may wait on the network
-# (route with wait:) release the GVL.
+# started it, so that worker routes from the parent's table as it was at the fork and decides
+# claims it lacks as unavailable (status "frozen"; docs/reliability.md). So do not route
+# through the service before Puma forks. Routers are safe to share between threads; only calls
+# that may wait on the network (route with wait:) release the GVL.
 require "json"
 
 require "cellroute/cellroute"
