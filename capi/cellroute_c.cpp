@@ -3,6 +3,7 @@
 // error record.
 #include <unistd.h>
 
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -278,8 +279,34 @@ int cr_options_set_ms(cr_options* o, const char* which, int64_t ms) {
       o->config.service.classify_deadline = v;
     } else if (w == "poll") {
       o->config.service.poll_interval = v;
+    } else if (w == "stop") {
+      o->config.service.stop_deadline = v;
     } else {
-      return Fail(CR_EINVALID, "unknown setting '" + w + "' (expected call, classify or poll)");
+      return Fail(CR_EINVALID,
+                  "unknown setting '" + w + "' (expected call, classify, poll or stop)");
+    }
+    return Ok();
+  });
+}
+
+int cr_options_set_limit(cr_options* o, const char* which, int64_t value) {
+  return Guard([&] {
+    if (o == nullptr || which == nullptr) return Null("options or which");
+    std::string w = which;
+    if (value <= 0) return Fail(CR_EINVALID, w + ": must be positive");
+    if (w == "max_pending") {
+      o->config.service.max_pending = static_cast<std::size_t>(value);
+    } else if (w == "max_cached_entries") {
+      o->config.table.max_cached_entries = static_cast<std::size_t>(value);
+    } else if (w == "max_response_bytes") {
+      if (value < 1024 || value > INT32_MAX) {
+        return Fail(CR_EINVALID, "max_response_bytes: from 1024 to 2147483647");
+      }
+      o->config.service.max_response_bytes = static_cast<int>(value);
+    } else {
+      return Fail(CR_EINVALID, "unknown limit '" + w +
+                                   "' (expected max_pending, max_cached_entries or "
+                                   "max_response_bytes)");
     }
     return Ok();
   });

@@ -103,8 +103,12 @@ CR_API int cr_options_set_tls(cr_options *options, const char *ca_file, const ch
 CR_API int cr_options_add_metadata(cr_options *options, const char *key, const char *value);
 CR_API int cr_options_set_snapshot_path(cr_options *options, const char *path);
 /* Deadlines and intervals, in milliseconds: "call" (GetCells), "classify" (one Classify
- * attempt), "poll" (GetCells interval). */
+ * attempt), "poll" (GetCells interval), "stop" (how long freeing waits for the client). */
 CR_API int cr_options_set_ms(cr_options *options, const char *which, int64_t ms);
+/* Bounds (docs/reliability.md): "max_pending" (claims waiting to be fetched, and callbacks
+ * waiting for them), "max_cached_entries" (the route table's cached answers),
+ * "max_response_bytes" (the largest answer accepted from the service, at least 1024). */
+CR_API int cr_options_set_limit(cr_options *options, const char *which, int64_t value);
 
 /* ---- router ---------------------------------------------------------------------------- */
 

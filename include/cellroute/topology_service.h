@@ -171,6 +171,7 @@ struct RouterConfig {
   std::string rules_path, topology_path, claims_path;  // empty: not set
   std::optional<std::string> rules_text, topology_text, claims_text;
   TopologyServiceOptions service;
+  TableOptions table;  // the route table a service fills (max_cached_entries...)
   // Wait (up to the call deadline) for the service's first answer before returning.
   bool wait_for_first_poll = true;
 };

@@ -801,7 +801,7 @@ Result<BuiltRouter> BuildRouter(const RouterConfig& c) {
   if (!topology.ok()) return topology.status();
   if (!c.service.address.empty()) {
     auto client = TopologyServiceClient::Start(
-        c.service, std::make_shared<RouteTable>(),
+        c.service, std::make_shared<RouteTable>(c.table),
         default_topology ? std::nullopt : std::optional<Topology>(topology.value()));
     if (!client.ok()) return client.status();
     // Bounded by our own clock, not only by gRPC's: a call that ignores its deadline (as one

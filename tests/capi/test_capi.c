@@ -170,6 +170,14 @@ int main(void) {
   CHECK(cr_options_new(&opts) == CR_OK);
   CHECK(cr_options_set_ms(opts, "nonsense", 5) == CR_EINVALID);
   CHECK(cr_options_set_ms(opts, "poll", 0) == CR_EINVALID);
+  CHECK(cr_options_set_ms(opts, "stop", 500) == CR_OK);
+  CHECK(cr_options_set_limit(opts, "max_pending", 100) == CR_OK);
+  CHECK(cr_options_set_limit(opts, "max_cached_entries", 1000) == CR_OK);
+  CHECK(cr_options_set_limit(opts, "max_response_bytes", 1 << 20) == CR_OK);
+  CHECK(cr_options_set_limit(opts, "max_response_bytes", 10) == CR_EINVALID);
+  CHECK(cr_options_set_limit(opts, "max_pending", 0) == CR_EINVALID);
+  CHECK(cr_options_set_limit(opts, "nonsense", 5) == CR_EINVALID);
+  CHECK(strstr(cr_error_last()->message, "max_pending") != NULL);
   CHECK(cr_options_set_rules_file(opts, "/nonexistent/rules.json") == CR_OK);
   CHECK(cr_router_new(&router, opts) == CR_EUNAVAILABLE);
   CHECK(strstr(cr_error_last()->message, "/nonexistent/rules.json") != NULL);
