@@ -276,7 +276,7 @@ TEST_CASE("bad data is rejected and the last good topology kept") {
   CHECK(client->status().state == TopologyServiceStatus::State::kSyncing);
 }
 
-TEST_CASE("cell list changes are picked up; a removed cell's answers are purged") {
+TEST_CASE("cell list changes are picked up and a removed cell's answers are purged") {
   auto server = StartServer();
   auto client = StartClient(Options(server->address()));
   REQUIRE(client->SyncNow().ok());
@@ -481,7 +481,7 @@ TEST_CASE("mTLS: the right client certificate is accepted, a wrong one refused")
   CHECK_FALSE(TopologyServiceClient::Start(unreadable, std::make_shared<RouteTable>()).ok());
 }
 
-TEST_CASE("configured metadata goes with every call; staleness past the limit is reported") {
+TEST_CASE("configured metadata goes with every call, and staleness past the limit is reported") {
   auto server = StartServer();
   auto o = Options(server->address());
   o.metadata = {{"X-Cellroute-Test", "sync-client"}, {"authorization", "Bearer t0ken"}};
@@ -582,7 +582,7 @@ TEST_CASE("async routing, then the client and router dropped: every callback onc
                         });
     }
   }  // the callbacks' Router copies now hold the last references
-  for (int i = 0; i < 500 && calls < kRequests; ++i) std::this_thread::sleep_for(10ms);
+  for (int i = 0; i < 2000 && calls < kRequests; ++i) std::this_thread::sleep_for(10ms);
   std::this_thread::sleep_for(300ms);  // time for any second call to show
   CHECK(calls == kRequests);
   CHECK(still_pending == 0);
@@ -595,6 +595,7 @@ TEST_CASE("Stop runs pending callbacks once before it returns, and cancels calls
   server->SetFault("Classify", hang);
   auto o = Options(server->address());
   o.classify_deadline = 20s;
+  o.stop_deadline = 20s;  // so only cancellation, not this deadline, can end Stop early
   auto client = StartClient(o);
   Router router = RouterFor(client);
   std::atomic<int> calls{0};
@@ -606,9 +607,10 @@ TEST_CASE("Stop runs pending callbacks once before it returns, and cancels calls
                       });
   }
   std::this_thread::sleep_for(100ms);  // the fetchers are inside their calls now
-  auto start = std::chrono::steady_clock::now();
   client->Stop();
-  CHECK(std::chrono::steady_clock::now() - start < 1500ms);
+  // The calls in flight ended as cancelled: without cancellation they would have waited for
+  // the service's answer and succeeded.
+  CHECK_THAT(client->status().last_error, Catch::Contains("CANCELLED"));
   CHECK(calls == 5);
   std::this_thread::sleep_for(100ms);
   CHECK(calls == 5);
