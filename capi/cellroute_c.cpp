@@ -345,8 +345,7 @@ int cr_router_after_fork(cr_router* router) {
   return Guard([&] {
     if (router == nullptr) return Null("router");
     if (router->pid != getpid()) {
-      if (Status s = cellroute::RebuildAfterFork(&router->built, router->options.config);
-          !s.ok()) {
+      if (Status s = cellroute::RebuildAfterFork(&router->built, router->options.config); !s.ok()) {
         return FromStatus(s);
       }
     }
@@ -379,8 +378,9 @@ int cr_router_route_wait(cr_decision* out, const cr_router* router, const cr_req
   return Guard([&] {
     if (out == nullptr || router == nullptr) return Null("out or router");
     if (int rc = CheckRequest(request); rc != CR_OK) return rc;
-    out->d = router->built.router.RouteWait(ToView(request, &t_scratch.headers, &t_scratch.cookies),
-                                      std::chrono::milliseconds(std::max<int64_t>(timeout_ms, 0)));
+    out->d =
+        router->built.router.RouteWait(ToView(request, &t_scratch.headers, &t_scratch.cookies),
+                                       std::chrono::milliseconds(std::max<int64_t>(timeout_ms, 0)));
     return Ok();
   });
 }
@@ -394,7 +394,7 @@ int cr_router_route_batch(cr_decision* const* out, const cr_router* router,
       if (out[i] == nullptr) return Null("out[i]");
       if (int rc = CheckRequest(&requests[i]); rc != CR_OK) return rc;
       router->built.router.Route(ToView(&requests[i], &t_scratch.headers, &t_scratch.cookies),
-                           &out[i]->d);
+                                 &out[i]->d);
     }
     return Ok();
   });
@@ -406,11 +406,11 @@ int cr_router_route_async(const cr_router* router, const cr_request* request, cr
     if (router == nullptr || callback == nullptr) return Null("router or callback");
     if (int rc = CheckRequest(request); rc != CR_OK) return rc;
     router->built.router.RouteAsync(ToView(request, &t_scratch.headers, &t_scratch.cookies),
-                              [callback, payload](const cellroute::Decision& d) {
-                                auto wrapped = std::make_unique<cr_decision>();
-                                wrapped->d = d;
-                                callback(wrapped.get(), payload);
-                              });
+                                    [callback, payload](const cellroute::Decision& d) {
+                                      auto wrapped = std::make_unique<cr_decision>();
+                                      wrapped->d = d;
+                                      callback(wrapped.get(), payload);
+                                    });
     return Ok();
   });
 }

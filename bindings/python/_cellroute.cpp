@@ -104,7 +104,8 @@ std::chrono::milliseconds WaitMs(double seconds) {
     throw py::value_error("wait must be a finite number of seconds >= 0");
   }
   constexpr double kMaxSeconds = 24.0 * 3600;  // a wait is bounded by the fetch's own deadline
-  return std::chrono::milliseconds(static_cast<std::int64_t>(std::min(seconds, kMaxSeconds) * 1000));
+  return std::chrono::milliseconds(
+      static_cast<std::int64_t>(std::min(seconds, kMaxSeconds) * 1000));
 }
 
 class NativeRouter {
@@ -243,8 +244,8 @@ PYBIND11_MODULE(_cellroute, m) {
                                return py::int_(d.cell_id());
                              })
       .def_property_readonly("address", [](const Decision& d) { return Str(d.address()); })
-      .def_property_readonly("source",
-                             [](const Decision& d) { return Str(cellroute::SourceName(d.source())); })
+      .def_property_readonly(
+          "source", [](const Decision& d) { return Str(cellroute::SourceName(d.source())); })
       .def_property_readonly("fallback",
                              [](const Decision& d) -> py::object {
                                if (d.fallback() == cellroute::Fallback::kNone) return py::none();

@@ -15,7 +15,8 @@
 //
 // Route() never throws, never blocks on the network and does not allocate, with one exception:
 // with a Topology Service resolver, a claim the table lacks queues a fetch (one key copied,
-// under a short lock) and the decision comes back pending. A Decision is a plain value that
+// under a short lock) and the decision comes back pending (or unavailable, past the queue's
+// bound). A Decision is a plain value that
 // owns everything it shows (rule id, values, address; the names are static), so it may be
 // kept after the Router is gone. A Router is immutable and safe to share across threads.
 #pragma once

@@ -191,7 +191,8 @@ std::string Router::Explained::ToJson() const {
                                                                 : "no_match";
     trace.push_back({{"rule", t.rule_id}, {"result", result}, {"reason", t.reason}});
   }
-  return internal::DumpJson({{"trace", trace}, {"decision", nlohmann::json::parse(decision.ToJson())}});
+  return internal::DumpJson(
+      {{"trace", trace}, {"decision", nlohmann::json::parse(decision.ToJson())}});
 }
 
 std::string Decision::ToJson() const {

@@ -493,8 +493,8 @@ static_assert(kMaxRequestFields == 256 && kMaxRequestBytes == 65536,
 
 bool RuleEvaluator::WithinLimits(const RequestView& request, Outcome* out) noexcept {
   std::size_t fields = request.headers.size() + request.cookies.size();
-  std::size_t bytes = request.method.size() + request.host.size() + request.path.size() +
-                      request.query.size();
+  std::size_t bytes =
+      request.method.size() + request.host.size() + request.path.size() + request.query.size();
   for (const Header& h : request.headers) bytes += h.name.size() + h.value.size();
   for (const Header& c : request.cookies) bytes += c.name.size() + c.value.size();
   if (fields <= kMaxRequestFields && bytes <= kMaxRequestBytes) return true;

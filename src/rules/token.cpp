@@ -216,8 +216,8 @@ Result<std::string> Encode(const EncodeOptions& options) {
   bool cell_or_org = false;
   for (const auto& [key, value] : fields) {
     if (key.size() != 1 || kRoutingKeys.find(key[0]) == std::string_view::npos) {
-      std::string shown = nlohmann::json(key).dump(-1, ' ', true,
-                                                   nlohmann::json::error_handler_t::replace);
+      std::string shown =
+          nlohmann::json(key).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
       invalid += (invalid.empty() ? ":" : ", :") + shown.substr(1, shown.size() - 2);
     } else if (key == "c" || key == "o") {
       cell_or_org = true;

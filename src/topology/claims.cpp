@@ -83,7 +83,8 @@ Result<Claims> Claims::Parse(std::string_view text, std::string_view source,
         continue;
       }
       std::string place = kind.key() + "." + entry.key();
-      auto [first, fresh] = first_given.emplace(std::pair(ClaimFieldNumber(type), entry.key()), place);
+      auto [first, fresh] =
+          first_given.emplace(std::pair(ClaimFieldNumber(type), entry.key()), place);
       if (!fresh) {
         errors.push_back(src + ": " + place + ": claimed again (cell " + std::to_string(cell) +
                          "), also at " + first->second + " (cell " +

@@ -155,7 +155,8 @@ Result<Topology> TopologyFromAnswer(const ts::GetCellsResponse& resp, std::strin
     if (ci.has_sequence_range()) {
       c.sequence_ranges.push_back({ci.sequence_range().minval(), ci.sequence_range().maxval()});
     }
-    for (const auto& r : ci.sequence_ranges()) c.sequence_ranges.push_back({r.minval(), r.maxval()});
+    for (const auto& r : ci.sequence_ranges())
+      c.sequence_ranges.push_back({r.minval(), r.maxval()});
     cells.push_back(std::move(c));
     if (cells.size() > kMaxCells) break;  // FromCells refuses it; no need to copy the rest
   }
@@ -412,19 +413,17 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
       return;
     }
     // The answer is an address; it must be one of the cells we know, or it is not believed.
-    Result<std::int64_t> owner = Status::Unavailable("no topology known");
-    {
+    Result<std::int64_t> owner = [&] {
       RouteTable::Reader r(*table);
-      owner = OwnerFromAnswer(resp, r.topology());
-    }
+      return OwnerFromAnswer(resp, r.topology());
+    }();
     if (!owner.ok()) {
       ++rejected;
       SetError("rejected a Classify answer for " + std::string(ClassifyTypeName(type)) + " '" +
                key.second + "': " + owner.status().message());
       return;
     }
-    std::int64_t owner_id = owner.value();
-    table->Put(type, key.second, owner_id, opt.claim_ttl, opt.claim_refresh);
+    table->Put(type, key.second, owner.value(), opt.claim_ttl, opt.claim_refresh);
   }
 
   void FetchLoop() {
@@ -552,7 +551,8 @@ Result<std::shared_ptr<TopologyServiceClient>> TopologyServiceClient::Start(
     TopologyServiceOptions options, std::shared_ptr<RouteTable> table,
     std::optional<Topology> static_topology) {
   if (options.address.empty()) return Status::Invalid("topology service: address is required");
-  if (GrpcInheritedFromParent()) return Status::Unavailable(std::string("topology service: ") + kForkedAfterGrpc);
+  if (GrpcInheritedFromParent())
+    return Status::Unavailable(std::string("topology service: ") + kForkedAfterGrpc);
   pid_t none = 0;
   g_grpc_owner.compare_exchange_strong(none, getpid());
   if (!table) return Status::Invalid("topology service: a route table is required");
@@ -757,7 +757,8 @@ TopologyServiceStatus TopologyServiceClient::status() const {
   s.pending_fetches = i.inflight.size();
   s.dropped_fetches = i.dropped;
   if (!have_topology && i.polled) {
-    s.last_error = "no topology known: " + (s.last_error.empty() ? "none served yet" : s.last_error);
+    s.last_error =
+        "no topology known: " + (s.last_error.empty() ? "none served yet" : s.last_error);
   }
   return s;
 }
@@ -850,7 +851,8 @@ Status RebuildAfterFork(BuiltRouter* built, const RouterConfig& config) {
   auto router = Router::Create(built->router.rules(), MakeFrozenResolver(std::move(table)));
   if (!router.ok()) return router.status();
   built->router = std::move(router).value();
-  built->frozen_reason = std::string("routing from the table as it was at fork(): ") + kForkedAfterGrpc;
+  built->frozen_reason =
+      std::string("routing from the table as it was at fork(): ") + kForkedAfterGrpc;
   return Status::Ok();
 }
 

@@ -70,8 +70,8 @@ std::vector<std::string> ValidateCells(const std::vector<Cell>& cells, Where whe
                        " is not allowed (visible ASCII only, no white space or quotes)");
     }
     if (c.session_prefix.size() > kMaxSessionPrefixBytes) {
-      errors.push_back(w + "session_prefix: longer than " +
-                       std::to_string(kMaxSessionPrefixBytes) + " bytes");
+      errors.push_back(w + "session_prefix: longer than " + std::to_string(kMaxSessionPrefixBytes) +
+                       " bytes");
     }
     if (std::string bad = BadCharacter(c.session_prefix, "\"\\;,="); !bad.empty()) {
       errors.push_back(w + "session_prefix: byte " + bad +

@@ -19,7 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     opt.random = std::array<std::uint8_t, kRandomBytes>{};
     bool rails_keys = true;
     for (const Field& f : p->fields()) {
-      rails_keys = rails_keys && f.key().size() == 1 && kRoutingKeys.find(f.key()[0]) != std::string_view::npos;
+      rails_keys = rails_keys && f.key().size() == 1 &&
+                   kRoutingKeys.find(f.key()[0]) != std::string_view::npos;
       opt.fields.emplace_back(std::string(f.key()), f.value);
     }
     bool owner = p->Get("c") || p->Get("o");

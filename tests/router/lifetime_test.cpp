@@ -6,8 +6,8 @@
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <memory>
-#include <thread>
 #include <nlohmann/json.hpp>
+#include <thread>
 #include <vector>
 
 #include "common/test_util.h"
@@ -96,7 +96,8 @@ TEST_CASE("requests past the documented bounds are rejected before any rule runs
   REQUIRE(router.ok());
   Request many;
   many.SetTarget("/gitlab-org/x");
-  for (std::size_t i = 0; i <= kMaxRequestFields; ++i) many.AddHeader("X-" + std::to_string(i), "v");
+  for (std::size_t i = 0; i <= kMaxRequestFields; ++i)
+    many.AddHeader("X-" + std::to_string(i), "v");
   Decision d = router->Route(many.view());
   CHECK(d.rejected());
   CHECK(d.outcome().reason() == "request has more than 256 headers and cookies");

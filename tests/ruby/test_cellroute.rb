@@ -154,17 +154,19 @@ class CellrouteTest < Minitest::Test
     puts [started, child, status.success?, parent.cell_id].join("|")
   RUBY
 
-  # Runs a script in a Ruby process of its own, with this test's load path.
-  def run_script(script, *args)
-    Open3.capture3(RbConfig.ruby, *$LOAD_PATH.flat_map { |p| ["-I", p] }, "-e", script, *args)
+  # Runs a script in a Ruby process of its own (this test's load path, the dev service's
+  # address as its argument) and checks what it prints.
+  def assert_script_prints(expected, script)
+    with_service do |address|
+      out, err, status = Open3.capture3(RbConfig.ruby, *$LOAD_PATH.flat_map { |p| ["-I", p] },
+                                        "-e", script, address)
+      assert status.success?, err
+      assert_equal expected, out.strip
+    end
   end
 
   def test_a_puma_worker_starts_its_own_sync
-    with_service do |address|
-      out, err, status = run_script(PUMA_LIKE, address)
-      assert status.success?, err
-      assert_equal "0|3 route_table syncing|true|2", out.strip
-    end
+    assert_script_prints("0|3 route_table syncing|true|2", PUMA_LIKE)
   end
 
   def test_waiting_on_the_service_releases_the_gvl
@@ -273,10 +275,6 @@ class CellrouteTest < Minitest::Test
   RUBY
 
   def test_puma_workers_forked_after_the_parent_routed_through_the_service
-    with_service do |address|
-      out, err, status = run_script(PUMA_CYCLES, address)
-      assert status.success?, err
-      assert_equal "ok", out.strip
-    end
+    assert_script_prints("ok", PUMA_CYCLES)
   end
 end

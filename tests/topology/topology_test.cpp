@@ -69,7 +69,8 @@ TEST_CASE("bad cells are refused with their location") {
   CHECK_THAT(Error("[[cells]]\nid = 1\naddress = \"a\"\nsesion_prefix = \"x\"\n"),
              Contains("config.toml:4:17: cells[0].sesion_prefix: unknown key"));
   CHECK_THAT(Error("[[cells]]\nid = 0\naddress = \"a\"\n"), Contains("id: must be a positive"));
-  CHECK_THAT(Error("[[cells]]\nid = 1\naddress = \"a b\"\n"), Contains("address: byte 0x20 is not allowed"));
+  CHECK_THAT(Error("[[cells]]\nid = 1\naddress = \"a b\"\n"),
+             Contains("address: byte 0x20 is not allowed"));
   CHECK_THAT(Error("[[cells]]\nid = 1\naddress = \"" + std::string(300, 'a') + "\"\n"),
              Contains("longer than 255 bytes"));
 }
@@ -128,7 +129,8 @@ TEST_CASE("what the Topology Service sends is checked like a file: bytes, length
 }
 
 TEST_CASE("a float id is an error, never a conversion") {
-  CHECK_THAT(Error("[[cells]]\nid = 2e52\naddress = \"a:1\"\n"), Contains("id: expected an integer"));
+  CHECK_THAT(Error("[[cells]]\nid = 2e52\naddress = \"a:1\"\n"),
+             Contains("id: expected an integer"));
   CHECK_THAT(Error("[[cells]]\nid = 1\naddress = \"a:1\"\n[[cells.sequence_ranges]]\n"
                    "minval = 1.5e300\nmaxval = 2\n"),
              Contains("integer minval and maxval"));
@@ -154,7 +156,8 @@ TEST_CASE("parse(write(x)) == x for every topology that validates") {
       c.address = text(12);
       c.session_prefix = rng() % 3 ? text(8) : "";
       if (rng() % 2) {
-        std::int64_t lo = static_cast<std::int64_t>(rng() % 1000) + 1000 * static_cast<std::int64_t>(i);
+        std::int64_t lo =
+            static_cast<std::int64_t>(rng() % 1000) + 1000 * static_cast<std::int64_t>(i);
         c.sequence_ranges.push_back({lo, lo + static_cast<std::int64_t>(rng() % 999)});
       }
       cells.push_back(std::move(c));
