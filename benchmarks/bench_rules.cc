@@ -4,6 +4,8 @@
 #include <benchmark/benchmark.h>
 #include <re2/re2.h>
 
+#include <array>
+#include <charconv>
 #include <memory>
 #include <set>
 
@@ -156,6 +158,159 @@ class BaselineClassifier {
   std::set<std::string> reserved_;
 };
 
+// The default ruleset written by hand, as an engineer would for one proxy: prefix and length
+// checks, a byte loop for the token and `cell-N` shapes, each header found by name, the same
+// token decode. What it returns (the rule index, the classify value) must equal cellroute's
+// for every request of the mix; the fixture checks that before anything is timed.
+class HandwrittenClassifier {
+ public:
+  struct Result {
+    int rule = -1;
+    bool rejected = false;
+    std::string_view value;
+    char digits[24];
+  };
+
+  static void Classify(const RequestView& req, Result* out) {
+    out->rule = -1;
+    out->rejected = false;
+    out->value = {};
+    // 0 force_cell_cookie: a force-cell cookie that is exactly cell-<digits>.
+    if (req.AnyCookie([&](std::string_view name, std::string_view value) {
+          return name == "force-cell" && CellName(value) == value.size();
+        })) {
+      return Set(out, 0, req, "force-cell");
+    }
+    // 1 organization_path: /o/<segment>...
+    std::string_view path = req.path;
+    if (path.size() > 3 && path.compare(0, 3, "/o/") == 0 && path[3] != '/') {
+      out->rule = 1;
+      out->value = path.substr(3, path.find('/', 3) - 3);
+      return;
+    }
+    // 2 top_level_namespace: /<segment>... unless the segment is reserved.
+    if (path.size() > 1 && path[0] == '/' && path[1] != '/') {
+      std::string_view seg = path.substr(1, path.find('/', 1) - 1);
+      if (!Reserved(seg)) {
+        out->rule = 2;
+        out->value = seg;
+        return;
+      }
+    }
+    // 3-5 routable tokens in headers.
+    if (Token(req, "runner-token", 3, out, [](std::string_view v) {
+          return Skip(v, "glrt-") ? 5 : Skip(v, "glrtr-") ? 6 : 0;
+        }) ||
+        Token(req, "private-token", 4, out,
+              [](std::string_view v) { return Skip(v, "glpat-") ? 6 : 0; }) ||
+        Token(req, "authorization", 5, out, [](std::string_view v) -> std::size_t {
+          if (!Skip(v, "Bearer gl")) return 0;
+          std::size_t i = 9, start = i;
+          while (i < v.size() && v[i] >= 'a' && v[i] <= 'z') ++i;
+          return i > start && i < v.size() && v[i] == '-' ? i + 1 : 0;
+        })) {
+      return;
+    }
+    // 6 session_cookie: _gitlab_session or _gitlab_session_<hex>, value cell-<digits>-...
+    if (req.AnyCookie([&](std::string_view name, std::string_view value) {
+          if (!SessionName(name)) return false;
+          std::size_t n = CellName(value);
+          if (n == 0 || n >= value.size() || value[n] != '-') return false;
+          out->value = value.substr(0, n);
+          return true;
+        })) {
+      out->rule = 6;
+      return;
+    }
+    out->rule = 7;  // fallback: proxy to the legacy cell
+  }
+
+ private:
+  static bool Skip(std::string_view v, std::string_view prefix) {
+    return v.size() >= prefix.size() && v.compare(0, prefix.size(), prefix) == 0;
+  }
+  // The length of a leading cell-<digits>, or 0.
+  static std::size_t CellName(std::string_view v) {
+    if (!Skip(v, "cell-")) return 0;
+    std::size_t i = 5;
+    while (i < v.size() && v[i] >= '0' && v[i] <= '9') ++i;
+    return i > 5 ? i : 0;
+  }
+  static bool SessionName(std::string_view n) {
+    if (!Skip(n, "_gitlab_session")) return false;
+    if (n.size() == 15) return true;
+    if (n.size() < 17 || n[15] != '_') return false;
+    for (char c : n.substr(16)) {
+      if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    }
+    return true;
+  }
+  // GitLab's reserved top-level names, bucketed by length (the longest has 32 bytes).
+  static bool Reserved(std::string_view seg) {
+    static const auto by_length = [] {
+      std::array<std::vector<std::string_view>, 33> b;
+      for (std::string_view r :
+           {"-", ".well-known", "404.html", "422.html", "500.html", "502.html", "503.html",
+            "admin", "api", "apple-touch-icon-precomposed.png", "apple-touch-icon.png", "assets",
+            "dashboard", "deploy.html", "explore", "favicon.ico", "favicon.png", "files", "groups",
+            "health_check", "help", "import", "jwt", "login", "o", "oauth", "profile", "projects",
+            "public", "robots.txt", "s", "search", "sitemap", "sitemap.xml", "sitemap.xml.gz",
+            "slash-command-logo.png", "snippets", "unsubscribes", "uploads", "users", "v2"}) {
+        b[r.size()].push_back(r);
+      }
+      return b;
+    }();
+    if (seg.size() >= by_length.size()) return false;
+    for (std::string_view w : by_length[seg.size()]) {
+      std::size_t k = 0;
+      while (k < w.size() && (seg[k] >= 'A' && seg[k] <= 'Z' ? seg[k] + 32 : seg[k]) == w[k]) ++k;
+      if (k == w.size()) return true;
+    }
+    return false;
+  }
+  static bool Alnum36(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z'); }
+  // A header carrying <prefix><payload 27-300>.01.<2 length><7 crc>: decode it as GitLab does.
+  template <typename Prefix>
+  static bool Token(const RequestView& req, std::string_view header, int rule, Result* out,
+                    Prefix prefix) {
+    return req.AnyHeader(header, [&](std::string_view v) {
+      std::size_t start = prefix(v);
+      if (start == 0) return false;
+      std::size_t i = start;
+      while (i < v.size() && (Alnum36(v[i]) || (v[i] >= 'A' && v[i] <= 'Z') || v[i] == '_' ||
+                              v[i] == '-')) {
+        ++i;
+      }
+      std::size_t payload = i - start;
+      if (payload < 27 || payload > 300 || v.size() - i != 13 || v.compare(i, 4, ".01.") != 0)
+        return false;
+      for (std::size_t k = i + 4; k < v.size(); ++k) {
+        if (!Alnum36(v[k])) return false;
+      }
+      auto decoded = token::DecodePayload(v.substr(start, payload), v.substr(i + 4, 2));
+      if (!decoded.ok()) {
+        out->rule = rule;
+        out->rejected = true;
+        return true;
+      }
+      auto c = decoded->Get("c");
+      if (!c) return false;  // validate: ${decoded.c} must exist
+      auto end = std::to_chars(out->digits, out->digits + sizeof out->digits, *c).ptr;
+      out->rule = rule;
+      out->value = std::string_view(out->digits, static_cast<std::size_t>(end - out->digits));
+      return true;
+    });
+  }
+  static void Set(Result* out, int rule, const RequestView& req, std::string_view cookie) {
+    out->rule = rule;
+    req.AnyCookie([&](std::string_view name, std::string_view value) {
+      if (name != cookie) return false;
+      out->value = value;
+      return true;
+    });
+  }
+};
+
 struct Fixture {
   explicit Fixture(int rules)
       : json(rules == 0 ? std::string(defaults::RulesJson()) : Ruleset(rules)),
@@ -171,6 +326,30 @@ struct Fixture {
         std::abort();
       }
     }
+  }
+  // The hand-written classifier must agree too, on the default rules, including the requests
+  // that only a later rule decides.
+  void CheckHandwritten() const {
+    int by_rule[8] = {};
+    for (const auto& r : requests) {
+      Outcome o;
+      ruleset.Evaluate(r.view(), &o);
+      HandwrittenClassifier::Result h;
+      HandwrittenClassifier::Classify(r.view(), &h);
+      bool same = o.rule_index() == h.rule && o.kind() == (h.rejected ? Outcome::Kind::kRejected
+                                                                       : Outcome::Kind::kMatched) &&
+                  (h.rejected || o.value() == h.value);
+      if (!same) {
+        std::fprintf(stderr, "hand-written classifier disagrees on %s: rule %d '%.*s', not %d\n",
+                     r.path.c_str(), h.rule, static_cast<int>(h.value.size()), h.value.data(),
+                     o.rule_index());
+        std::abort();
+      }
+      ++by_rule[h.rule];
+    }
+    std::fprintf(stderr, "hand-written classifier agrees; requests per rule:");
+    for (int n : by_rule) std::fprintf(stderr, " %d", n);
+    std::fprintf(stderr, "\n");
   }
   std::string json;
   cellroute::Ruleset ruleset;
@@ -197,6 +376,21 @@ void BM_Classify_cellroute(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
   state.counters["rules"] = static_cast<double>(f.ruleset.size());
+}
+
+void BM_Classify_handwritten(benchmark::State& state) {
+  Fixture& f = FixtureFor(0);
+  static bool checked = (f.CheckHandwritten(), true);
+  (void)checked;
+  std::vector<RequestView> views;
+  for (const auto& r : f.requests) views.push_back(r.view());
+  HandwrittenClassifier::Result out;
+  std::size_t i = 0;
+  for (auto _ : state) {
+    HandwrittenClassifier::Classify(views[i++ % kDistinctRequests], &out);
+    benchmark::DoNotOptimize(out.rule);
+  }
+  state.SetItemsProcessed(state.iterations());
 }
 
 void BM_Classify_baseline(benchmark::State& state) {
@@ -234,6 +428,9 @@ void RegisterRuleBenchmarks(bool short_mode) {
     // 0: the embedded GitLab-style set as shipped.
     benchmark::RegisterBenchmark("Classify/cellroute", BM_Classify_cellroute)->Arg(rules);
     benchmark::RegisterBenchmark("Classify/baseline", BM_Classify_baseline)->Arg(rules);
+    if (rules == 0) {
+      benchmark::RegisterBenchmark("Classify/handwritten", BM_Classify_handwritten)->Arg(0);
+    }
   }
   benchmark::RegisterBenchmark("Route/cellroute", BM_Route_cellroute);
 }

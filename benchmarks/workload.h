@@ -100,8 +100,20 @@ inline std::vector<Request> RequestMix(std::size_t count, std::uint64_t seed = 4
       r.SetTarget(rng() % 2 ? "/users/sign_in" : "/assets/application-3f2a1b.css");
     } else if (kind < 90) {  // organization paths
       r.SetTarget(rng() % 2 ? "/o/acme-corp/projects" : "/o/default/groups");
-    } else {  // health checks and oddities
+    } else if (kind < 94) {  // health checks and oddities
       r.SetTarget(rng() % 2 ? "/-/health" : "/favicon.ico");
+    } else if (kind < 97) {  // API with a token as a bearer
+      r.SetTarget("/api/v4/user");
+      r.AddHeader("Authorization", "Bearer " + Token("gloas-", static_cast<std::int64_t>(cell),
+                                                     rng()));
+    } else if (kind < 98) {  // an operator's override cookie
+      r.SetTarget("/gitlab-org/gitlab");
+      r.AddHeader("Cookie", "force-cell=cell-" + std::to_string(cell));
+    } else {  // a token whose length field lies: rejected (400)
+      std::string t = Token("glpat-", static_cast<std::int64_t>(cell), rng());
+      t.replace(t.size() - 9, 2, "zz");
+      r.SetTarget("/api/v4/projects");
+      r.AddHeader("Private-Token", t);
     }
     out.push_back(std::move(r));
   }

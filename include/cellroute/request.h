@@ -57,16 +57,23 @@ struct RequestView {
   bool AnyCookie(Fn&& fn) const {
     for (const Header& h : headers) {
       if (!EqualsIgnoreCase(h.name, "cookie")) continue;
-      std::string_view rest = h.value;
-      while (!rest.empty()) {
-        std::size_t end = rest.find(';');
-        std::string_view pair = rest.substr(0, end);
-        rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
-        std::size_t eq = pair.find('=');
-        if (eq == std::string_view::npos) continue;
-        std::string_view name = Trim(pair.substr(0, eq));
-        if (name.empty()) continue;
-        if (fn(name, Trim(pair.substr(eq + 1)))) return true;
+      // One pass per pair: up to ';', with the name ending at the first '='.
+      const char* p = h.value.data();
+      const char* const end = p + h.value.size();
+      while (p < end) {
+        const char* start = p;
+        const char* eq = nullptr;
+        for (; p < end && *p != ';'; ++p) {
+          if (*p == '=' && eq == nullptr) eq = p;
+        }
+        if (eq != nullptr) {
+          std::string_view name = Trim({start, static_cast<std::size_t>(eq - start)});
+          if (!name.empty() &&
+              fn(name, Trim({eq + 1, static_cast<std::size_t>(p - eq - 1)}))) {
+            return true;
+          }
+        }
+        ++p;  // past the ';'
       }
     }
     for (const Header& c : cookies) {
@@ -86,7 +93,12 @@ struct RequestView {
     }
     return true;
   }
-  CELLROUTE_EXPORT static std::string_view Trim(std::string_view s) noexcept;
+  // Without the spaces and tabs around it.
+  static std::string_view Trim(std::string_view s) noexcept {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+  }
 };
 
 // An owning request for callers that build one (tools, bindings, tests):

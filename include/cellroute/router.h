@@ -73,6 +73,15 @@ struct CELLROUTE_EXPORT Resolution {
   std::int64_t age_ms = 0;  // how old the answer is; 0 for local configuration
 
   std::string_view address_view() const noexcept { return {address.data(), address_size}; }
+  // Back to no cell, writing only what the fields above need (not the whole address buffer).
+  void Clear() noexcept {
+    cell_id = 0;
+    address[0] = '\0';
+    address_size = 0;
+    source = Source::kNone;
+    fallback = Fallback::kNone;
+    age_ms = 0;
+  }
   // Copies `addr` (truncating nothing: addresses are at most kMaxAddressBytes, checked at load).
   void SetAddress(std::string_view addr) noexcept;
   void SetCell(const Cell& cell, Source from) noexcept;

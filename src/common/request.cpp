@@ -2,12 +2,6 @@
 
 namespace cellroute {
 
-std::string_view RequestView::Trim(std::string_view s) noexcept {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 bool RequestView::FindHeader(std::string_view name, std::string_view* out) const noexcept {
   for (const Header& h : headers) {
     if (EqualsIgnoreCase(h.name, name)) {

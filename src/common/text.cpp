@@ -48,24 +48,62 @@ std::string ToLower(std::string_view s) {
   return out;
 }
 
-void WordSet::Add(std::string_view word) { words_.push_back(ToLower(word)); }
-
-void WordSet::Seal() {
-  std::sort(words_.begin(), words_.end());
-  words_.erase(std::unique(words_.begin(), words_.end()), words_.end());
+std::size_t NameTable::Add(std::string_view name) {
+  std::string key = ignore_case_ ? ToLower(name) : std::string(name);
+  auto [it, inserted] = ids_.try_emplace(key, static_cast<std::uint32_t>(names_.size()));
+  if (inserted) names_.push_back(std::move(key));
+  return it->second;
 }
 
-bool WordSet::Contains(std::string_view word) const noexcept {
-  // The stored words are lower case already, so lowering both sides compares `word` without
-  // copying it.
-  auto less = [](std::string_view a, std::string_view b) {
-    return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-      return AsciiLower(x) < AsciiLower(y);
-    });
-  };
-  auto it = std::lower_bound(words_.begin(), words_.end(), word,
-                             [&](const std::string& w, std::string_view k) { return less(w, k); });
-  return it != words_.end() && !less(word, *it);
+void NameTable::Seal() {
+  by_length_.assign(kLengths, Bucket());
+  long_.clear();
+  for (auto& word : lengths_) word = 0;
+  for (std::size_t id = 0; id < names_.size(); ++id) {
+    std::size_t n = names_[id].size();
+    if (n < kLengths) {
+      lengths_[n >> 6] |= 1ULL << (n & 63);
+      by_length_[n].ids.push_back(static_cast<std::uint32_t>(id));
+    } else {
+      long_.push_back(static_cast<std::uint32_t>(id));
+    }
+  }
+  for (Bucket& b : by_length_) {
+    if (b.ids.size() <= kLinear) continue;
+    std::size_t size = 8;
+    while (size < b.ids.size() * 2) size *= 2;
+    b.slots.assign(size, 0);
+    b.mask = size - 1;
+    for (std::uint32_t id : b.ids) {
+      std::size_t i = Hash(names_[id]) & b.mask;
+      while (b.slots[i] != 0) i = (i + 1) & b.mask;
+      b.slots[i] = id + 1;
+    }
+  }
+}
+
+std::uint64_t NameTable::Hash(std::string_view name) const noexcept {
+  std::uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a over the (lowered) bytes
+  for (char c : name) {
+    h ^= static_cast<unsigned char>(ignore_case_ ? AsciiLower(c) : c);
+    h *= 0x100000001b3ULL;
+  }
+  return h ^ (h >> 32);
+}
+
+int NameTable::FindLong(std::string_view name) const noexcept {
+  for (std::uint32_t id : long_) {
+    if (Equal(names_[id], name)) return static_cast<int>(id);
+  }
+  return -1;
+}
+
+int NameTable::FindHashed(const Bucket& b, std::string_view name) const noexcept {
+  for (std::size_t i = Hash(name) & b.mask;; i = (i + 1) & b.mask) {
+    std::uint32_t slot = b.slots[i];
+    if (slot == 0) return -1;
+    if (Equal(names_[slot - 1], name)) return static_cast<int>(slot - 1);
+  }
 }
 
 }  // namespace cellroute::internal

@@ -65,7 +65,7 @@ Result<Router> Router::FromFiles(const Files& files) {
 
 void Router::Resolve(Resolver::Session& session, Decision* d) const noexcept {
   Resolution& r = d->resolution_;
-  r = Resolution();
+  r.Clear();
   const Outcome& o = d->outcome_;
   switch (o.kind()) {
     case Outcome::Kind::kRejected:

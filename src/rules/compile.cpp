@@ -21,8 +21,6 @@ using internal::Template;
 using internal::TransformKind;
 using json = nlohmann::json;
 
-constexpr int kMaxGroups = 20;
-
 // GitLab's reserved top-level group names (doc/user/reserved_names.md in the GitLab monolith:
 // paths that are never a namespace), plus "o", where organizations live, used when a ruleset
 // does not list its own.
@@ -193,9 +191,9 @@ std::unique_ptr<Regex> Compiler::CompileRegex(const json& value, const std::stri
     return nullptr;
   }
   rx->groups = rx->re->NumberOfCapturingGroups();
-  if (rx->groups > kMaxGroups) {
+  if (rx->groups > internal::kMaxRegexGroups) {
     errors_.Add(where, field + ": regex has " + std::to_string(rx->groups) +
-                           " capturing groups; at most " + std::to_string(kMaxGroups));
+                           " capturing groups; at most " + std::to_string(internal::kMaxRegexGroups));
     return nullptr;
   }
   for (const auto& [name, group] : rx->re->NamedCapturingGroups()) {
@@ -203,7 +201,10 @@ std::unique_ptr<Regex> Compiler::CompileRegex(const json& value, const std::stri
   }
   std::sort(rx->captures.begin(), rx->captures.end(),
             [](const auto& a, const auto& b) { return a.group < b.group; });
-  rx->prefix = internal::RegexLiteralPrefix(*rx, /*whole=*/field.ends_with("regex_name"));
+  const bool whole = field.ends_with("regex_name");
+  rx->prefix = internal::RegexLiteralPrefix(*rx, whole);
+  rx->simple = internal::SimpleRegex::Compile(rx->re->pattern(), whole);
+  if (rx->simple && rx->simple->groups() != rx->groups) rx->simple = nullptr;
   return rx;
 }
 

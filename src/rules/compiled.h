@@ -11,6 +11,7 @@
 #include "cellroute/rules.h"
 #include "common/text.h"
 #include "rules/index.h"
+#include "rules/simple_regex.h"
 
 namespace cellroute::internal {
 
@@ -29,6 +30,8 @@ struct Regex {
   int groups = 0;                 // all capturing groups
   // Literal text every match starts with, checked before RE2 runs ("" when none is known).
   std::string prefix;
+  // The same regex without RE2, when its shape allows (see simple_regex.h).
+  std::unique_ptr<SimpleRegex> simple;
 };
 
 // The literal text every match of `rx` starts at: for a search (`whole` false) only when the
@@ -100,7 +103,7 @@ namespace cellroute {
 struct Ruleset::Compiled {
   std::string source;
   std::vector<internal::Rule> rules;
-  internal::WordSet reserved_words;  // never the value of a first-segment path parameter
+  internal::NameTable reserved_words;  // never the value of a first-segment path parameter
   internal::RuleIndex index;                // which rules a request could match
 };
 
@@ -116,7 +119,8 @@ class RuleEvaluator {
  private:
   using Span = Outcome::Span;
   static Outcome::Kind EvalRule(const Ruleset::Compiled& compiled, const internal::Rule& rule,
-                                const RequestView& request, Outcome* out, std::string* why);
+                                const RequestView& request, const internal::CookieList& cookies,
+                                Outcome* out, std::string* why);
   static bool Store(Outcome* out, std::string_view text, Span* span) noexcept;
   static bool AddVariable(Outcome* out, std::string_view name, std::string_view value) noexcept;
   static bool AddVariable(Outcome* out, std::string_view ns, std::string_view field,

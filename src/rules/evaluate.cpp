@@ -14,7 +14,7 @@ namespace cellroute {
 
 namespace {
 
-constexpr int kMaxSubmatches = 21;  // kMaxGroups + the whole match
+constexpr int kMaxSubmatches = internal::kMaxRegexGroups + 1;  // and the whole match
 
 struct TypeName {
   ClassifyType type;
@@ -185,6 +185,19 @@ RuleEvaluator::Render RuleEvaluator::RenderTemplate(Outcome* out, const internal
 
 bool RuleEvaluator::MatchRegex(const internal::Regex& rx, std::string_view text, Outcome* out,
                                bool* overflow) noexcept {
+  if (rx.simple) {
+    internal::SimpleRegex::Group sub[kMaxSubmatches];
+    if (!rx.simple->Match(text, sub)) return false;
+    for (const auto& c : rx.captures) {
+      const auto& g = sub[c.group];
+      if (g.begin == internal::SimpleRegex::kUnset) continue;
+      if (!AddVariable(out, c.name, text.substr(g.begin, g.end - g.begin))) {
+        *overflow = true;
+        return false;
+      }
+    }
+    return true;
+  }
   if (text.substr(0, rx.prefix.size()) != rx.prefix) return false;
   re2::StringPiece sub[kMaxSubmatches];
   int n = rx.groups + 1;
@@ -204,6 +217,10 @@ bool RuleEvaluator::MatchRegex(const internal::Regex& rx, std::string_view text,
 }
 
 bool internal::MatchWholeName(const Regex& rx, std::string_view name) noexcept {
+  if (rx.simple) {
+    SimpleRegex::Group sub[kMaxSubmatches];
+    return rx.simple->Match(name, sub);
+  }
   if (name.substr(0, rx.prefix.size()) != rx.prefix) return false;
   return rx.re->Match(re2::StringPiece(name.data(), name.size()), 0, name.size(), RE2::ANCHOR_BOTH,
                       nullptr, 0);
@@ -377,7 +394,9 @@ bool RuleEvaluator::ApplyTransform(const internal::Transform& t, Outcome* out, s
 }
 
 Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const internal::Rule& rule,
-                                      const RequestView& request, Outcome* out, std::string* why) {
+                                      const RequestView& request,
+                                      const internal::CookieList& cookies, Outcome* out,
+                                      std::string* why) {
   using internal::MatcherKind;
   Reset(out);
   bool overflow = false;
@@ -406,7 +425,7 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
         break;
       case MatcherKind::kCookie: {
         bool name_seen = false;
-        found = request.AnyCookie([&](std::string_view name, std::string_view value) {
+        found = cookies.Any([&](std::string_view name, std::string_view value) {
           bool name_ok =
               m.name_regex ? internal::MatchWholeName(*m.name_regex, name) : name == m.name;
           if (!name_ok) return false;
@@ -524,16 +543,18 @@ void RuleEvaluator::Run(const Ruleset::Compiled& compiled, const RequestView& re
     }
   };
   const internal::RuleIndex& index = compiled.index;
+  internal::CookieList cookies;
+  if (index.reads_cookies()) cookies.Split(request);
   if (trace == nullptr && index.enabled()) {
     std::uint64_t candidates[internal::RuleIndex::kMaxWords];
-    index.Candidates(request, candidates);
+    index.Candidates(request, cookies, candidates);
     for (std::size_t w = first_rule / 64; w < index.words(); ++w) {
       std::uint64_t bits = candidates[w];
       if (w == first_rule / 64) bits &= ~0ULL << (first_rule % 64);
       while (bits != 0) {
         std::size_t i = w * 64 + static_cast<std::size_t>(std::countr_zero(bits));
         bits &= bits - 1;
-        Outcome::Kind kind = EvalRule(compiled, compiled.rules[i], request, out, nullptr);
+        Outcome::Kind kind = EvalRule(compiled, compiled.rules[i], request, cookies, out, nullptr);
         if (kind != Outcome::Kind::kNoMatch) {
           finish(i, kind);
           return;
@@ -548,10 +569,10 @@ void RuleEvaluator::Run(const Ruleset::Compiled& compiled, const RequestView& re
     Outcome::Kind kind;
     if (trace != nullptr) {
       std::string why;
-      kind = EvalRule(compiled, rule, request, out, &why);
+      kind = EvalRule(compiled, rule, request, cookies, out, &why);
       trace->push_back({rule.id, kind, std::move(why)});
     } else {
-      kind = EvalRule(compiled, rule, request, out, nullptr);
+      kind = EvalRule(compiled, rule, request, cookies, out, nullptr);
     }
     if (kind != Outcome::Kind::kNoMatch) {
       finish(i, kind);

@@ -16,9 +16,9 @@ std::string CommonPrefix(const std::string& a, const std::string& b) {
 }
 
 // What a scan of a pattern's top level found. `known` is false for any construct the scan
-// does not model exactly (\Q...\E quoting, flag groups such as (?m) that change what '^'
-// means, unbalanced parentheses): the caller then assumes nothing about the pattern, so a
-// wrong guess can only cost speed, never drop a match.
+// does not model exactly (\Q...\E quoting, word boundaries, flag groups such as (?m) that
+// change what '^' means, unbalanced parentheses): the caller then assumes nothing about the
+// pattern, so a wrong guess can only cost speed, never drop a match.
 struct TopLevel {
   bool known = false;
   bool alternation = false;
@@ -31,7 +31,9 @@ TopLevel ScanTopLevel(std::string_view src) {
   for (std::size_t i = 0; i < n; ++i) {
     char c = src[i];
     if (c == '\\') {
-      if (i + 1 < n && src[i + 1] == 'Q') return {};
+      // \Q...\E quotes anything; RE2's PossibleMatchRange gets word boundaries wrong (for
+      // ^\ba?a* it claims every match starts with "a").
+      if (i + 1 < n && (src[i + 1] == 'Q' || src[i + 1] == 'b' || src[i + 1] == 'B')) return {};
       ++i;
     } else if (c == '[') {
       // A class runs to its closing ']': a ']' right after '[' or '[^' is a literal, and so is
@@ -117,7 +119,16 @@ std::string_view FirstSegment(std::string_view path, bool* complete) {
 
 }  // namespace
 
-void RuleIndex::Build(const std::vector<Rule>& rules, const WordSet* reserved_words) {
+RuleIndex::Bits* RuleIndex::Anchors::Add(std::string_view name, std::size_t words) {
+  std::size_t id = names.Add(name);
+  if (id == bits.size()) bits.emplace_back(words, 0);
+  return &bits[id];
+}
+
+void RuleIndex::Build(const std::vector<Rule>& rules, const NameTable* reserved_words) {
+  for (const Rule& r : rules) {
+    for (const Matcher& m : r.matchers) reads_cookies_ |= m.kind == MatcherKind::kCookie;
+  }
   enabled_ = !rules.empty() && rules.size() <= kMaxRules;
   if (!enabled_) return;
   words_ = (rules.size() + 63) / 64;
@@ -135,17 +146,9 @@ void RuleIndex::Build(const std::vector<Rule>& rules, const WordSet* reserved_wo
     for (int pass = 0; pass < 2 && anchor == nullptr; ++pass) {
       for (const Matcher& m : rules[i].matchers) {
         if (pass == 0 && m.kind == MatcherKind::kHeader) {
-          auto [it, inserted] = header_rules_.try_emplace(m.name, Bits(words_, 0));
-          if (inserted) {
-            header_lengths_ |= 1ULL << std::min<std::size_t>(m.name.size(), 63);
-            if (m.name.size() > kMaxHeaderName)
-              long_header_names_.emplace_back(m.name, &it->second);
-          }
-          anchor = &it->second;
+          anchor = headers_.Add(m.name, words_);
         } else if (pass == 0 && m.kind == MatcherKind::kCookie && !m.name_regex) {
-          auto [it, inserted] = cookie_rules_.try_emplace(m.name, Bits(words_, 0));
-          cookie_lengths_ |= 1ULL << std::min<std::size_t>(m.name.size(), 63);
-          anchor = &it->second;
+          anchor = cookies_.Add(m.name, words_);
         } else if (pass == 0 && m.kind == MatcherKind::kCookie) {
           has_any_cookie_rules_ = true;
           anchor = &any_cookie_rules_;
@@ -162,8 +165,7 @@ void RuleIndex::Build(const std::vector<Rule>& rules, const WordSet* reserved_wo
               prefix_lengths_.push_back(prefix.size());
               std::sort(prefix_lengths_.begin(), prefix_lengths_.end());
             }
-            auto [it, inserted] = prefix_rules_.try_emplace(prefix, Bits(words_, 0));
-            anchor = &it->second;
+            anchor = prefixes_.Add(prefix, words_);
           }
         }
         if (anchor != nullptr) break;
@@ -171,41 +173,36 @@ void RuleIndex::Build(const std::vector<Rule>& rules, const WordSet* reserved_wo
     }
     (anchor ? *anchor : always_)[word] |= bit;
   }
+  headers_.names.Seal();
+  cookies_.names.Seal();
+  prefixes_.names.Seal();
 }
 
 void RuleIndex::Or(const Bits& bits, std::uint64_t* out) const noexcept {
   for (std::size_t w = 0; w < words_; ++w) out[w] |= bits[w];
 }
 
-void RuleIndex::Candidates(const RequestView& request, std::uint64_t* out) const noexcept {
+void RuleIndex::Candidates(const RequestView& request, const CookieList& cookies,
+                           std::uint64_t* out) const noexcept {
   std::copy(always_.begin(), always_.end(), out);
 
-  if (!header_rules_.empty()) {
-    char lower[kMaxHeaderName];
+  if (headers_.names.size() != 0) {
     for (const Header& h : request.headers) {
-      std::size_t n = h.name.size();
-      if (!(header_lengths_ >> std::min<std::size_t>(n, 63) & 1)) continue;
-      if (n > kMaxHeaderName) {
-        for (const auto& [name, bits] : long_header_names_) {
-          if (RequestView::EqualsIgnoreCase(h.name, name)) Or(*bits, out);
-        }
-        continue;
-      }
-      for (std::size_t i = 0; i < n; ++i) lower[i] = AsciiLower(h.name[i]);
-      auto it = header_rules_.find(std::string_view(lower, n));
-      if (it != header_rules_.end()) Or(it->second, out);
+      int id = headers_.names.Find(h.name);
+      if (id >= 0) Or(headers_.bits[static_cast<std::size_t>(id)], out);
     }
   }
 
-  if (!cookie_rules_.empty() || has_any_cookie_rules_) {
+  if (cookies_.names.size() != 0 || has_any_cookie_rules_) {
     bool any = false;
-    request.AnyCookie([&](std::string_view name, std::string_view) {
+    const bool by_name = cookies_.names.size() != 0;
+    cookies.Any([&](std::string_view name, std::string_view) {
       any = true;
-      if (cookie_lengths_ >> std::min<std::size_t>(name.size(), 63) & 1) {
-        auto it = cookie_rules_.find(name);
-        if (it != cookie_rules_.end()) Or(it->second, out);
+      if (by_name) {
+        int id = cookies_.names.Find(name);
+        if (id >= 0) Or(cookies_.bits[static_cast<std::size_t>(id)], out);
       }
-      return cookie_rules_.empty();  // with only regex-named rules, one cookie is enough
+      return !by_name;  // with only regex-named rules, one cookie is enough
     });
     if (any) Or(any_cookie_rules_, out);
   }
@@ -213,8 +210,8 @@ void RuleIndex::Candidates(const RequestView& request, std::uint64_t* out) const
   const std::string_view path = request.path;
   for (std::size_t len : prefix_lengths_) {
     if (len > path.size()) break;
-    auto it = prefix_rules_.find(path.substr(0, len));
-    if (it != prefix_rules_.end()) Or(it->second, out);
+    int id = prefixes_.names.Find(path.substr(0, len));
+    if (id >= 0) Or(prefixes_.bits[static_cast<std::size_t>(id)], out);
   }
   bool complete = false;
   std::string_view segment = FirstSegment(path, &complete);

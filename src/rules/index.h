@@ -9,17 +9,59 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "cellroute/request.h"
-#include "common/hash.h"
+#include "common/text.h"
 
 namespace cellroute::internal {
 
 struct Rule;
 struct Regex;
-class WordSet;
+
+// A request's cookies, split from its Cookie headers once per evaluation (the index and every
+// cookie matcher read the same split) when there are at most kMaxSplit; past that, each use
+// splits them again with RequestView::AnyCookie.
+class CookieList {
+ public:
+  static constexpr std::size_t kMaxSplit = 64;
+
+  void Split(const RequestView& request) noexcept {
+    request_ = &request;
+    size_ = 0;
+    complete_ = !request.AnyCookie([this](std::string_view name, std::string_view value) {
+      if (size_ == kMaxSplit) return true;
+      cookies_[size_++] = {name.data(), value.data(), static_cast<std::uint32_t>(name.size()),
+                           static_cast<std::uint32_t>(value.size())};
+      return false;
+    });
+  }
+  // As RequestView::AnyCookie.
+  template <typename Fn>
+  bool Any(Fn&& fn) const {
+    if (!complete_) return request_ != nullptr && request_->AnyCookie(fn);
+    for (std::size_t i = 0; i < size_; ++i) {
+      const Cookie& c = cookies_[i];
+      if (fn(std::string_view(c.name, c.name_size), std::string_view(c.value, c.value_size))) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+ private:
+  const RequestView* request_ = nullptr;
+  std::size_t size_ = 0;
+  bool complete_ = false;
+  // No initializers: only the first size_ entries are ever read, and clearing them all would
+  // cost more than the split saves. (Sizes fit: a request is at most kMaxRequestBytes.)
+  struct Cookie {
+    const char* name;
+    const char* value;
+    std::uint32_t name_size, value_size;
+  };
+  Cookie cookies_[kMaxSplit];
+};
 
 class RuleIndex {
  public:
@@ -28,46 +70,46 @@ class RuleIndex {
   static constexpr std::size_t kMaxWords = kMaxRules / 64;
 
   // `reserved_words` must outlive the index (both live in the compiled ruleset).
-  void Build(const std::vector<Rule>& rules, const WordSet* reserved_words);
+  void Build(const std::vector<Rule>& rules, const NameTable* reserved_words);
   bool enabled() const noexcept { return enabled_; }
   std::size_t words() const noexcept { return words_; }
+  // Whether any rule reads cookies (the evaluator splits them only then).
+  bool reads_cookies() const noexcept { return reads_cookies_; }
 
   // Sets `out` (words() words) to the candidate rules for the request.
-  void Candidates(const RequestView& request, std::uint64_t* out) const noexcept;
+  void Candidates(const RequestView& request, const CookieList& cookies,
+                  std::uint64_t* out) const noexcept;
 
  private:
   using Bits = std::vector<std::uint64_t>;
-  struct StringHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept { return HashKey(0, s); }
+  // Names (header names, cookie names or path prefixes) and the rules each one anchors.
+  struct Anchors {
+    explicit Anchors(bool ignore_case) : names(ignore_case) {}
+    Bits* Add(std::string_view name, std::size_t words);
+    NameTable names;
+    std::vector<Bits> bits;  // by name id
   };
 
   void Or(const Bits& bits, std::uint64_t* out) const noexcept;
 
   bool enabled_ = false;
+  bool reads_cookies_ = false;
   std::size_t words_ = 0;
   Bits always_;
-  // Header names (lower case), behind a length filter; names longer than kMaxHeaderName are
-  // compared one by one.
-  static constexpr std::size_t kMaxHeaderName = 128;
-  std::unordered_map<std::string, Bits, StringHash, std::equal_to<>> header_rules_;
-  std::vector<std::pair<std::string, Bits*>> long_header_names_;
-  std::uint64_t header_lengths_ = 0;  // bit n: some name has length n (names >= 63: bit 63)
-  // Exact cookie names (with a length filter in front of the hash), and rules that match cookie
-  // names by regex: those are candidates whenever the request has a cookie at all, so that no
-  // regex runs before a rule needs it.
-  std::unordered_map<std::string, Bits, StringHash, std::equal_to<>> cookie_rules_;
-  std::uint64_t cookie_lengths_ = 0;
+  Anchors headers_{true};
+  // Exact cookie names, and rules that match cookie names by regex: those are candidates
+  // whenever the request has a cookie at all, so that no regex runs before a rule needs it.
+  Anchors cookies_{false};
   Bits any_cookie_rules_;
   bool has_any_cookie_rules_ = false;
   // Paths: rules that need a literal prefix (from a pattern's leading literal segments or an
   // anchored regex), looked up once per distinct prefix length; and rules whose first segment
   // is a parameter (never a reserved word, never empty).
   static constexpr std::size_t kMaxPrefixLengths = 16;
-  std::unordered_map<std::string, Bits, StringHash, std::equal_to<>> prefix_rules_;
+  Anchors prefixes_{false};
   std::vector<std::size_t> prefix_lengths_;  // ascending
   Bits param_segment_rules_;
-  const WordSet* reserved_ = nullptr;
+  const NameTable* reserved_ = nullptr;
 };
 
 }  // namespace cellroute::internal

@@ -1,5 +1,6 @@
-// The literal prefix and the rule index never drop what plain RE2 matches: the first line is
-// a regex, the other lines are texts tried as a path and as a cookie name.
+// The literal prefix, the rule index and the simple-regex matcher never disagree with plain
+// RE2, on whether a text matches or on what a named group captures: the first line is a regex,
+// the other lines are texts tried as a path and as a cookie name.
 #include <cellroute/rules.h>
 #include <re2/re2.h>
 
@@ -35,7 +36,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     r.path = text;
     cellroute::Outcome out;
     by_path->Evaluate(r.view(), &out);
-    FUZZ_CHECK(out.matched() == RE2::PartialMatch(text, re));
+    re2::StringPiece sub[21];
+    int n = re.NumberOfCapturingGroups() + 1;
+    bool matched = n <= 21 && re.Match(text, 0, text.size(), RE2::UNANCHORED, sub, n);
+    FUZZ_CHECK(n > 21 || out.matched() == matched);
+    if (matched) {
+      for (const auto& [name, group] : re.NamedCapturingGroups()) {
+        std::string_view got;
+        bool present = out.Find(name, &got);
+        FUZZ_CHECK(present == (sub[group].data() != nullptr));
+        FUZZ_CHECK(!present || got == std::string_view(sub[group].data(), sub[group].size()));
+      }
+    }
     if (!text.empty()) {
       cellroute::Request c;
       c.AddCookie(text, "v");

@@ -1,0 +1,362 @@
+#include "rules/simple_regex.h"
+
+#include <cstring>
+
+namespace cellroute::internal {
+
+namespace {
+constexpr std::uint32_t kUnbounded = UINT32_MAX;
+constexpr std::uint32_t kMaxRepeat = 1000;  // RE2's own bound on {n,m}
+}  // namespace
+
+// Reads the pattern left to right into nodes; false for anything outside the shapes above.
+class SimpleRegex::Parser {
+ public:
+  Parser(std::string_view pattern, SimpleRegex* out) : p_(pattern), out_(out) {}
+
+  bool Parse(bool whole) {
+    if (!AtEnd() && p_[0] == '^') {
+      ++i_;
+    } else if (!whole) {
+      return false;  // an unanchored search: RE2's job
+    }
+    std::vector<std::size_t> open;  // indices of the kOpen nodes not closed yet
+    auto& nodes = out_->nodes_;
+    while (!AtEnd()) {
+      const char c = p_[i_];
+      if (static_cast<unsigned char>(c) >= 0x80) return false;
+      if (c == '(') {
+        ++i_;
+        Node n;
+        n.kind = Node::Kind::kOpen;
+        if (p_.substr(i_, 2) == "?:") {
+          i_ += 2;
+        } else if (p_.substr(i_, 3) == "?P<") {
+          std::size_t close = p_.find('>', i_);
+          if (close == std::string_view::npos) return false;
+          i_ = close + 1;
+          n.group = NewGroup();
+        } else if (!AtEnd() && p_[i_] == '?') {
+          return false;  // flags, lookaround
+        } else {
+          n.group = NewGroup();
+        }
+        if (out_->groups_ > kMaxRegexGroups) return false;
+        open.push_back(nodes.size());
+        nodes.push_back(n);
+      } else if (c == ')') {
+        ++i_;
+        if (open.empty()) return false;
+        std::size_t o = open.back();
+        open.pop_back();
+        if (o + 1 == nodes.size()) return false;  // an empty group
+        Node close;
+        close.kind = Node::Kind::kClose;
+        close.group = nodes[o].group;
+        if (!AtEnd() && std::strchr("*+{", p_[i_]) != nullptr) return false;
+        if (!AtEnd() && p_[i_] == '?') {
+          ++i_;
+          if (!AtEnd() && std::strchr("?+*{", p_[i_]) != nullptr) return false;
+          nodes[o].optional = close.optional = true;
+          nodes[o].skip_to = static_cast<std::uint32_t>(nodes.size() + 1);
+          nodes[o].reset_from = static_cast<std::uint8_t>(out_->groups_ + 1);
+          for (std::size_t k = o; k < nodes.size(); ++k) {
+            if (nodes[k].group != 0) {
+              nodes[o].reset_from = nodes[k].group;
+              break;
+            }
+          }
+        }
+        nodes.push_back(close);
+      } else if (c == '$') {
+        ++i_;
+        if (!AtEnd() || !open.empty()) return false;
+        out_->anchored_end_ = true;
+      } else if (c == '.') {
+        // Only a search's trailing top-level ".*": it matches whatever follows, even nothing.
+        if (whole || !open.empty() || p_.substr(i_) != ".*") return false;
+        i_ = p_.size();
+      } else if (std::strchr("|^*+?{}]", c) != nullptr) {
+        return false;
+      } else {
+        Node n;
+        if (c == '[') {
+          ++i_;
+          if (!ParseClass(&n.set)) return false;
+        } else if (c == '\\') {
+          ++i_;
+          bool single = false;
+          unsigned char ch = 0;
+          if (!ParseEscape(&n.set, &single, &ch)) return false;
+          if (single) n.set.Add(ch);
+        } else {
+          n.set.Add(static_cast<unsigned char>(c));
+          ++i_;
+        }
+        if (!ParseQuantifier(&n.min, &n.max) || n.max == 0) return false;
+        nodes.push_back(n);
+      }
+    }
+    if (!open.empty()) return false;
+    if (whole) out_->anchored_end_ = true;
+    return true;
+  }
+
+ private:
+  bool AtEnd() const noexcept { return i_ >= p_.size(); }
+  std::uint8_t NewGroup() noexcept { return static_cast<std::uint8_t>(++out_->groups_); }
+
+  // After a backslash: a class escape (\d \w \s) into `set`, or one literal byte in `ch`.
+  bool ParseEscape(Set* set, bool* single, unsigned char* ch) {
+    if (AtEnd()) return false;
+    const char c = p_[i_++];
+    *single = false;
+    switch (c) {
+      case 'd':
+        for (char d = '0'; d <= '9'; ++d) set->Add(static_cast<unsigned char>(d));
+        return true;
+      case 'w':
+        for (char d = '0'; d <= '9'; ++d) set->Add(static_cast<unsigned char>(d));
+        for (char d = 'a'; d <= 'z'; ++d) set->Add(static_cast<unsigned char>(d));
+        for (char d = 'A'; d <= 'Z'; ++d) set->Add(static_cast<unsigned char>(d));
+        set->Add('_');
+        return true;
+      case 's':  // RE2's \s: [\t\n\f\r ]
+        for (char d : {'\t', '\n', '\f', '\r', ' '}) set->Add(static_cast<unsigned char>(d));
+        return true;
+      case 'n':
+        *ch = '\n';
+        break;
+      case 't':
+        *ch = '\t';
+        break;
+      case 'r':
+        *ch = '\r';
+        break;
+      case 'f':
+        *ch = '\f';
+        break;
+      case 'v':
+        *ch = '\v';
+        break;
+      default: {
+        auto u = static_cast<unsigned char>(c);
+        // Escaped punctuation is itself; letters and digits name other things (\b, \A, \x41,
+        // \pL, \Q, \1, ...), which are not modelled.
+        bool punct = u > 0x20 && u < 0x7f && !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+                                               (c >= 'A' && c <= 'Z'));
+        if (!punct) return false;
+        *ch = u;
+      }
+    }
+    *single = true;
+    return true;
+  }
+
+  // After '[': ASCII members, ranges and \d \w \s, up to the closing ']'. No negation, no
+  // [:name:] classes.
+  bool ParseClass(Set* set) {
+    if (!AtEnd() && p_[i_] == '^') return false;
+    for (bool first = true;; first = false) {
+      if (AtEnd()) return false;
+      char c = p_[i_];
+      if (c == ']' && !first) {
+        ++i_;
+        return true;
+      }
+      if (static_cast<unsigned char>(c) >= 0x80 || c == '[') return false;
+      unsigned char lo;
+      ++i_;
+      if (c == '\\') {
+        bool single = false;
+        if (!ParseEscape(set, &single, &lo)) return false;
+        if (!single) {
+          if (!AtEnd() && p_[i_] == '-' && i_ + 1 < p_.size() && p_[i_ + 1] != ']') return false;
+          continue;
+        }
+      } else {
+        lo = static_cast<unsigned char>(c);
+      }
+      unsigned char hi = lo;
+      if (i_ + 1 < p_.size() && p_[i_] == '-' && p_[i_ + 1] != ']') {
+        ++i_;
+        char h = p_[i_++];
+        if (static_cast<unsigned char>(h) >= 0x80 || h == '[') return false;
+        if (h == '\\') {
+          bool single = false;
+          if (!ParseEscape(set, &single, &hi) || !single) return false;
+        } else {
+          hi = static_cast<unsigned char>(h);
+        }
+        if (hi < lo) return false;
+      }
+      for (unsigned v = lo; v <= hi; ++v) set->Add(static_cast<unsigned char>(v));
+    }
+  }
+
+  bool ParseNumber(std::uint32_t* out) {
+    std::uint32_t v = 0;
+    std::size_t start = i_;
+    while (!AtEnd() && p_[i_] >= '0' && p_[i_] <= '9') {
+      v = v * 10 + static_cast<std::uint32_t>(p_[i_] - '0');
+      if (v > kMaxRepeat) return false;
+      ++i_;
+    }
+    *out = v;
+    return i_ > start;
+  }
+
+  bool ParseQuantifier(std::uint32_t* min, std::uint32_t* max) {
+    *min = *max = 1;
+    if (AtEnd()) return true;
+    switch (p_[i_]) {
+      case '?':
+        *min = 0;
+        ++i_;
+        break;
+      case '*':
+        *min = 0;
+        *max = kUnbounded;
+        ++i_;
+        break;
+      case '+':
+        *max = kUnbounded;
+        ++i_;
+        break;
+      case '{': {
+        ++i_;
+        if (!ParseNumber(min)) return false;
+        *max = *min;
+        if (!AtEnd() && p_[i_] == ',') {
+          ++i_;
+          if (!AtEnd() && p_[i_] == '}') {
+            *max = kUnbounded;
+          } else if (!ParseNumber(max) || *max < *min) {
+            return false;
+          }
+        }
+        if (AtEnd() || p_[i_] != '}') return false;
+        ++i_;
+        break;
+      }
+      default:
+        return true;
+    }
+    // Lazy or stacked quantifiers.
+    return AtEnd() || std::strchr("?*+{", p_[i_]) == nullptr;
+  }
+
+  std::string_view p_;
+  std::size_t i_ = 0;
+  SimpleRegex* out_;
+};
+
+SimpleRegex::Set SimpleRegex::First(std::size_t from, std::size_t until,
+                                    bool* can_be_empty) const noexcept {
+  Set s;
+  std::size_t j = from;
+  while (j < until) {
+    const Node& n = nodes_[j];
+    if (n.kind == Node::Kind::kRun) {
+      s.Add(n.set);
+      if (n.min >= 1) {
+        *can_be_empty = false;
+        return s;
+      }
+      ++j;
+    } else if (n.kind == Node::Kind::kOpen && n.optional) {
+      s.Add(n.set);
+      j = n.skip_to;
+    } else {
+      ++j;
+    }
+  }
+  *can_be_empty = true;
+  return s;
+}
+
+bool SimpleRegex::CheckDeterministic() {
+  // Optional groups' first bytes, inner groups (later in the list) before outer ones.
+  for (std::size_t k = nodes_.size(); k-- > 0;) {
+    Node& n = nodes_[k];
+    if (n.kind != Node::Kind::kOpen || !n.optional) continue;
+    bool empty = false;
+    n.set = First(k + 1, n.skip_to - 1, &empty);
+    if (empty) return false;  // a group that can match nothing gives no byte to decide by
+  }
+  for (std::size_t k = 0; k < nodes_.size(); ++k) {
+    const Node& n = nodes_[k];
+    bool empty = false;
+    if (n.kind == Node::Kind::kRun && n.min < n.max) {
+      if (First(k + 1, nodes_.size(), &empty).Intersects(n.set)) return false;
+    } else if (n.kind == Node::Kind::kOpen && n.optional) {
+      if (First(n.skip_to, nodes_.size(), &empty).Intersects(n.set)) return false;
+    }
+  }
+  return true;
+}
+
+std::unique_ptr<SimpleRegex> SimpleRegex::Compile(std::string_view pattern, bool whole) {
+  auto rx = std::unique_ptr<SimpleRegex>(new SimpleRegex());
+  Parser parser(pattern, rx.get());
+  if (!parser.Parse(whole) || !rx->CheckDeterministic()) return nullptr;
+  return rx;
+}
+
+bool SimpleRegex::Match(std::string_view text, Group* groups) const noexcept {
+  // An optional group entered and not closed yet: where to go on if its inside fails.
+  struct Frame {
+    std::size_t pos;
+    std::uint32_t skip_to;
+    std::uint32_t reset_from;  // the first capture inside the group
+  };
+  Frame frames[kMaxRegexGroups + 1];
+  int depth = 0;
+  for (int g = 0; g <= groups_; ++g) groups[g] = Group();
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const std::size_t size = text.size();
+  std::size_t pos = 0;
+  const std::size_t count = nodes_.size();
+  for (std::size_t k = 0; k < count;) {
+    const Node& n = nodes_[k];
+    switch (n.kind) {
+      case Node::Kind::kRun: {
+        std::size_t limit = n.max == kUnbounded || size - pos < n.max ? size : pos + n.max;
+        std::size_t start = pos;
+        while (pos < limit && n.set.Has(s[pos])) ++pos;
+        if (pos - start >= n.min) {
+          ++k;
+          break;
+        }
+        // The innermost optional group open here is skipped instead; with none, no match.
+        if (depth == 0) return false;
+        const Frame& f = frames[--depth];
+        pos = f.pos;
+        for (int g = static_cast<int>(f.reset_from); g <= groups_; ++g) groups[g] = Group();
+        k = f.skip_to;
+        break;
+      }
+      case Node::Kind::kOpen:
+        if (n.optional) {
+          if (pos == size || !n.set.Has(s[pos])) {
+            k = n.skip_to;
+            break;
+          }
+          frames[depth++] = {pos, n.skip_to, n.reset_from};
+        }
+        if (n.group != 0) groups[n.group].begin = pos;
+        ++k;
+        break;
+      case Node::Kind::kClose:
+        if (n.optional) --depth;  // entered and matched: the choice is final (see header)
+        if (n.group != 0) groups[n.group].end = pos;
+        ++k;
+        break;
+    }
+  }
+  if (anchored_end_ && pos != size) return false;
+  groups[0] = {0, pos};
+  return true;
+}
+
+}  // namespace cellroute::internal
