@@ -59,8 +59,12 @@ struct TableHit {
 struct TableOptions {
   // Bound on cached (expiring) entries; static entries are not counted.
   std::size_t max_cached_entries = 1'000'000;
-  // Retired memory waiting for readers to move on; past it the writer waits for a grace period.
-  std::size_t reclaim_batch = 4096;
+  // Memory the writer has retired is freed after a grace period (when no Reader can still see
+  // it). The writer waits for one only when the retired memory passes `reclaim_bytes`, or
+  // `reclaim_batch` objects when that is not zero: a budget, so that a preempted reader stalls
+  // the writer once per budget rather than once per batch.
+  std::size_t reclaim_bytes = 64 << 20;
+  std::size_t reclaim_batch = 0;
   // Milliseconds on a monotonic clock; tests substitute their own. Null: CLOCK_MONOTONIC_COARSE.
   std::int64_t (*now_ms)() = nullptr;
 };
@@ -142,7 +146,8 @@ class CELLROUTE_EXPORT RouteTable {
     std::size_t negative_entries = 0;
     std::uint64_t evictions = 0;
     std::size_t bytes = 0;  // trie nodes and entries, keys included
-    std::size_t pending_reclaim = 0;
+    std::size_t pending_reclaim = 0;        // retired objects waiting for a grace period
+    std::size_t pending_reclaim_bytes = 0;  // and their size
     // Reclamations put off because the writer was inside a Reader (see Apply).
     std::uint64_t deferred_reclaims = 0;
   };

@@ -119,6 +119,7 @@ struct RouteTable::State {
   // Writer-only state, guarded by `writer`.
   std::uint32_t gen = 0;
   std::vector<void*> retired;
+  std::size_t retired_bytes = 0;
   std::vector<Snapshot*> retired_snapshots;
   std::uint64_t evictions = 0;
   std::uint64_t deferred_reclaims = 0;
@@ -153,12 +154,18 @@ struct RouteTable::State {
   // Drops something the new version no longer uses: freed now if this batch made it (no
   // reader has seen it), else freed after a grace period.
   void Dispose(void* p, std::uint32_t made_in) {
-    next.bytes -= Footprint(p);
+    std::size_t size = Footprint(p);
+    next.bytes -= size;
     if (made_in == gen) {
       std::free(p);
     } else {
       retired.push_back(p);
+      retired_bytes += size;
     }
+  }
+  bool OverReclaimBudget() const noexcept {
+    return retired_bytes >= options.reclaim_bytes ||
+           (options.reclaim_batch != 0 && retired.size() >= options.reclaim_batch);
   }
   void DisposeSlot(std::uintptr_t s) {
     if (TagOf(s) == kLeafTag) {
@@ -453,6 +460,7 @@ struct RouteTable::State {
     for (void* p : retired) std::free(p);
     for (Snapshot* s : retired_snapshots) delete s;
     retired.clear();
+    retired_bytes = 0;
     retired_snapshots.clear();
   }
 };
@@ -603,7 +611,7 @@ std::uint64_t RouteTable::Apply(Batch batch) {
   st.next = Snapshot();
   st.current.store(published, std::memory_order_release);
   st.retired_snapshots.push_back(current);
-  if (st.retired.size() >= st.options.reclaim_batch) st.ReclaimLocked();
+  if (st.OverReclaimBudget()) st.ReclaimLocked();
   return published->version;
 }
 
@@ -661,6 +669,7 @@ RouteTable::Stats RouteTable::stats() const {
   out.evictions = state_->evictions;
   out.bytes = s->bytes;
   out.pending_reclaim = state_->retired.size();
+  out.pending_reclaim_bytes = state_->retired_bytes;
   out.deferred_reclaims = state_->deferred_reclaims;
   return out;
 }

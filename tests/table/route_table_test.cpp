@@ -249,7 +249,9 @@ TEST_CASE("memory is accounted and returned") {
 
 TEST_CASE("a writer inside its own read section never waits for itself") {
   // Before: Apply waited for a grace period, i.e. for the caller's own Reader, for ever.
-  RouteTable table;
+  TableOptions options;
+  options.reclaim_batch = 4096;
+  RouteTable table(options);
   table.SetTopology(Cells({1, 2}));
   RouteTable::Batch fill;
   for (int i = 0; i < 50'000; ++i) {
@@ -273,4 +275,34 @@ TEST_CASE("a writer inside its own read section never waits for itself") {
   CHECK(table.stats().pending_reclaim == 0);
   RouteTable::Reader r(table);
   CHECK(r.Lookup(ClassifyType::kClaimRoute, "group-7").kind == Kind::kMiss);
+}
+
+TEST_CASE("the writer waits for readers only once its retired memory passes the budget") {
+  auto churn = [](RouteTable& table, int batches) {
+    for (int b = 0; b < batches; ++b) {
+      RouteTable::Batch batch;
+      for (int i = 0; i < 100; ++i) {
+        batch.Put(ClassifyType::kClaimRoute, "group-" + std::to_string((b * 37 + i) % 1000), 1,
+                  std::chrono::hours(1));
+      }
+      table.Apply(std::move(batch));
+    }
+  };
+  TableOptions small;
+  small.reclaim_bytes = 64 << 10;
+  RouteTable a(small);
+  churn(a, 200);
+  auto sa = a.stats();
+  // Reclaimed whenever the budget was passed: what waits is less than the budget plus a batch.
+  CHECK(sa.pending_reclaim_bytes < (64 << 10) + (256 << 10));
+  CHECK(sa.deferred_reclaims == 0);
+
+  RouteTable b;  // the default budget (64 MiB) is far from reached: nothing waited for readers
+  churn(b, 200);
+  auto sb = b.stats();
+  CHECK(sb.pending_reclaim_bytes > sa.pending_reclaim_bytes);
+  CHECK(sb.pending_reclaim > 0);
+  b.Reclaim();
+  CHECK(b.stats().pending_reclaim == 0);
+  CHECK(b.stats().pending_reclaim_bytes == 0);
 }
