@@ -164,6 +164,17 @@ bool RuleEvaluator::AddVariable(Outcome* out, std::string_view ns, std::string_v
 RuleEvaluator::Render RuleEvaluator::RenderTemplate(Outcome* out, const internal::Template& t,
                                                     Span* span,
                                                     std::string_view* missing) noexcept {
+  if (t.parts.size() == 1 && t.parts[0].variable) {
+    // "${name}" alone is the variable's value, already in the buffer: no copy.
+    for (std::size_t i = 0; i < out->nvars_; ++i) {
+      if (out->View(out->vars_[i].name) == t.parts[0].text) {
+        *span = out->vars_[i].value;
+        return Render::kOk;
+      }
+    }
+    *missing = t.parts[0].text;
+    return Render::kMissing;
+  }
   std::uint16_t start = out->used_;
   for (const auto& part : t.parts) {
     std::string_view text = part.text;

@@ -1,6 +1,11 @@
 #include "rules/index.h"
 
 #include <algorithm>
+#include <bit>
+
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "common/text.h"
 #include "rules/compiled.h"
@@ -123,6 +128,46 @@ RuleIndex::Bits* RuleIndex::Anchors::Add(std::string_view name, std::size_t word
   std::size_t id = names.Add(name);
   if (id == bits.size()) bits.emplace_back(words, 0);
   return &bits[id];
+}
+
+bool CookieList::SplitHeader(std::string_view value) noexcept {
+  const char* text = value.data();
+  const std::size_t size = value.size();
+  std::size_t start = 0, eq = kNone;
+  // Visits the ';' and '=' bytes among text[base, base + 16), given as bit masks.
+  auto visit = [&](std::size_t base, std::uint32_t semis, std::uint32_t eqs) {
+    for (std::uint32_t events = semis | eqs; events != 0; events &= events - 1) {
+      int bit = std::countr_zero(events);
+      std::size_t pos = base + static_cast<std::size_t>(bit);
+      if (semis >> bit & 1) {
+        if (!PushPair(text, start, pos, eq)) return false;
+        start = pos + 1;
+        eq = kNone;
+      } else if (eq == kNone) {
+        eq = pos;
+      }
+    }
+    return true;
+  };
+  std::size_t base = 0;
+#ifdef __SSE2__
+  const __m128i semi = _mm_set1_epi8(';'), equals = _mm_set1_epi8('=');
+  for (; base + 16 <= size; base += 16) {
+    __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(text + base));
+    auto semis = static_cast<std::uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, semi)));
+    auto eqs = static_cast<std::uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, equals)));
+    if (!visit(base, semis, eqs)) return false;
+  }
+#endif
+  for (; base < size; base += 16) {  // the tail (or everything, without SSE2)
+    std::uint32_t semis = 0, eqs = 0;
+    for (std::size_t i = 0; i < 16 && base + i < size; ++i) {
+      semis |= static_cast<std::uint32_t>(text[base + i] == ';') << i;
+      eqs |= static_cast<std::uint32_t>(text[base + i] == '=') << i;
+    }
+    if (!visit(base, semis, eqs)) return false;
+  }
+  return PushPair(text, start, size, eq);
 }
 
 void RuleIndex::Build(const std::vector<Rule>& rules, const NameTable* reserved_words) {

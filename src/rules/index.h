@@ -26,15 +26,25 @@ class CookieList {
  public:
   static constexpr std::size_t kMaxSplit = 64;
 
+  // The same cookies as RequestView::AnyCookie, in the same order, found with a vector scan
+  // for ';' and '=' (16 bytes at a time) rather than byte by byte.
   void Split(const RequestView& request) noexcept {
     request_ = &request;
     size_ = 0;
-    complete_ = !request.AnyCookie([this](std::string_view name, std::string_view value) {
-      if (size_ == kMaxSplit) return true;
-      cookies_[size_++] = {name.data(), value.data(), static_cast<std::uint32_t>(name.size()),
-                           static_cast<std::uint32_t>(value.size())};
-      return false;
-    });
+    complete_ = true;
+    for (const Header& h : request.headers) {
+      if (h.name.size() == 6 && RequestView::EqualsIgnoreCase(h.name, "cookie") &&
+          !SplitHeader(h.value)) {
+        complete_ = false;
+        return;
+      }
+    }
+    for (const Header& c : request.cookies) {
+      if (!Push(c.name, c.value)) {
+        complete_ = false;
+        return;
+      }
+    }
   }
   // As RequestView::AnyCookie.
   template <typename Fn>
@@ -53,6 +63,22 @@ class CookieList {
   const RequestView* request_ = nullptr;
   std::size_t size_ = 0;
   bool complete_ = false;
+  bool Push(std::string_view name, std::string_view value) noexcept {
+    if (size_ == kMaxSplit) return false;
+    cookies_[size_++] = {name.data(), value.data(), static_cast<std::uint32_t>(name.size()),
+                         static_cast<std::uint32_t>(value.size())};
+    return true;
+  }
+  // The pair text[start, end) with its first '=' at `eq` (or none).
+  bool PushPair(const char* text, std::size_t start, std::size_t end, std::size_t eq) noexcept {
+    if (eq == kNone) return true;
+    std::string_view name = RequestView::Trim({text + start, eq - start});
+    if (name.empty()) return true;
+    return Push(name, RequestView::Trim({text + eq + 1, end - eq - 1}));
+  }
+  bool SplitHeader(std::string_view value) noexcept;
+  static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+
   // No initializers: only the first size_ entries are ever read, and clearing them all would
   // cost more than the split saves. (Sizes fit: a request is at most kMaxRequestBytes.)
   struct Cookie {
