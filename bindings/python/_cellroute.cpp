@@ -99,6 +99,53 @@ cellroute::Request Own(py::handle method, py::handle host, py::handle path, py::
   return r;
 }
 
+// Many requests copied into one buffer (a few allocations per batch, not several per
+// request): Add records offsets while the buffer grows, Seal turns them into views.
+struct BatchCopy {
+  struct Span {
+    std::size_t offset, size;
+  };
+  struct Pending {
+    Span method, host, path, query;
+    std::size_t headers, nheaders, cookies, ncookies;  // into `pairs`
+  };
+  std::string bytes;
+  std::vector<std::pair<Span, Span>> pairs;
+  std::vector<Pending> pending;
+  std::vector<cellroute::Header> headers;
+  std::vector<cellroute::RequestView> requests;
+
+  Span Put(std::string_view s) {
+    Span at{bytes.size(), s.size()};
+    bytes.append(s);
+    return at;
+  }
+  void Add(const cellroute::RequestView& v) {
+    Pending p{Put(v.method), Put(v.host), Put(v.path), Put(v.query), pairs.size(),
+              v.headers.size(), 0, v.cookies.size()};
+    for (const auto& h : v.headers) pairs.push_back({Put(h.name), Put(h.value)});
+    p.cookies = pairs.size();
+    for (const auto& c : v.cookies) pairs.push_back({Put(c.name), Put(c.value)});
+    pending.push_back(p);
+  }
+  void Seal() {
+    auto view = [&](Span s) { return std::string_view(bytes).substr(s.offset, s.size); };
+    headers.reserve(pairs.size());
+    for (const auto& [name, value] : pairs) headers.push_back({view(name), view(value)});
+    requests.reserve(pending.size());
+    for (const Pending& p : pending) {
+      cellroute::RequestView r;
+      r.method = view(p.method);
+      r.host = view(p.host);
+      r.path = view(p.path);
+      r.query = view(p.query);
+      r.headers = std::span<const cellroute::Header>(headers).subspan(p.headers, p.nheaders);
+      r.cookies = std::span<const cellroute::Header>(headers).subspan(p.cookies, p.ncookies);
+      requests.push_back(r);
+    }
+  }
+};
+
 std::chrono::milliseconds WaitMs(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) {
     throw py::value_error("wait must be a finite number of seconds >= 0");
@@ -145,11 +192,16 @@ class NativeRouter {
     pid_ = getpid();
   }
 
-  cellroute::Decision Route(py::handle method, py::handle host, py::handle path, py::handle query,
-                            py::handle headers, py::handle cookies) {
+  // Routes into a new Decision object rather than copying a routed one into it.
+  py::object Route(py::handle method, py::handle host, py::handle path, py::handle query,
+                   py::handle headers, py::handle cookies) {
     thread_local RequestStorage s;
     Build(&s, method, host, path, query, headers, cookies);
-    return router().Route(s.view);
+    auto d = std::make_unique<cellroute::Decision>();
+    router().Route(s.view, d.get());
+    py::object o = py::cast(d.get(), py::return_value_policy::take_ownership);
+    d.release();
+    return o;
   }
 
   cellroute::Decision RouteWait(py::handle method, py::handle host, py::handle path,
@@ -161,22 +213,53 @@ class NativeRouter {
     return router().RouteWait(owned.view(), wait);
   }
 
-  // requests: (method, host, path, query, headers, cookies) tuples.
-  std::vector<cellroute::Decision> RouteBatch(const py::list& requests) {
-    std::vector<cellroute::Request> owned;
-    owned.reserve(requests.size());
+  // requests: mappings with route()'s keywords (method, host, path, query, headers,
+  // cookies). Every byte is copied into one buffer while the GIL is held; then the GIL is
+  // released once and the whole batch routes from that copy, which no Python thread can touch.
+  py::list RouteBatch(const py::list& requests) {
+    static const py::object mapping = py::module_::import("collections.abc").attr("Mapping");
+    BatchCopy copy;
+    copy.requests.reserve(requests.size());
+    thread_local RequestStorage s;
     for (py::handle item : requests) {
-      if (!PyTuple_Check(item.ptr()) || PyTuple_GET_SIZE(item.ptr()) != 6) {
-        throw py::type_error("route_batch: each request must be a 6-tuple");
+      auto field = [&](const char* key, const char* fallback) -> py::object {
+        py::object missing = fallback ? py::object(py::str(fallback)) : py::object(py::none());
+        if (!PyDict_Check(item.ptr())) return item.attr("get")(key, missing);
+        PyObject* v = PyDict_GetItemString(item.ptr(), key);  // borrowed
+        return v == nullptr ? missing : py::reinterpret_borrow<py::object>(v);
+      };
+      if (!PyDict_Check(item.ptr()) && !py::isinstance(item, mapping)) {
+        throw py::type_error(std::string("route_batch: each request must be a mapping, not ") +
+                             Py_TYPE(item.ptr())->tp_name);
       }
-      py::tuple t = py::reinterpret_borrow<py::tuple>(item);
-      owned.push_back(Own(t[0], t[1], t[2], t[3], t[4], t[5]));
+      Build(&s, field("method", "GET"), field("host", ""), field("path", "/"),
+            field("query", ""), field("headers", nullptr), field("cookies", nullptr));
+      if (s.view.query.empty()) {  // "path?query", as route() splits it
+        std::size_t q = s.view.path.find('?');
+        if (q != std::string_view::npos) {
+          s.view.query = s.view.path.substr(q + 1);
+          s.view.path = s.view.path.substr(0, q);
+        }
+      }
+      copy.Add(s.view);
     }
-    std::vector<cellroute::Decision> out(owned.size());
+    copy.Seal();
+    // The Decision objects are made first and routed into in place: no second copy of each
+    // (a Decision is a few KiB). No other thread can reach them until the list is returned.
+    const std::size_t n = copy.requests.size();
+    std::vector<py::object> objects(n);
+    std::vector<cellroute::Decision*> slots(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      auto d = std::make_unique<cellroute::Decision>();
+      objects[i] = py::cast(d.get(), py::return_value_policy::take_ownership);
+      slots[i] = d.release();
+    }
     {
-      py::gil_scoped_release unlocked;  // every byte read from here on is a copy we own
-      for (std::size_t i = 0; i < owned.size(); ++i) router().Route(owned[i].view(), &out[i]);
+      py::gil_scoped_release unlocked;  // every byte read from here on is in `copy`
+      for (std::size_t i = 0; i < n; ++i) router().Route(copy.requests[i], slots[i]);
     }
+    py::list out(n);
+    for (std::size_t i = 0; i < n; ++i) out[i] = std::move(objects[i]);
     return out;
   }
 
