@@ -509,6 +509,11 @@ const Topology* RouteTable::Reader::topology() const noexcept {
   return static_cast<const Snapshot*>(snapshot_)->topology.get();
 }
 
+// Built twice, and picked once at load by the CPU: with the POPCNT instruction where the CPU has
+// it (the PopCount above compiles to it there), and for baseline x86-64.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("popcnt", "default")))
+#endif
 TableHit RouteTable::Reader::Lookup(ClassifyType type, std::string_view value) const noexcept {
   TableHit hit;
   auto t = static_cast<std::uint8_t>(type);
