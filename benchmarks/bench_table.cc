@@ -106,32 +106,45 @@ const std::vector<std::string>& Keys(Dataset& d, const benchmark::State& state) 
   return state.range(1) ? d.warm : d.cold;
 }
 
-void BM_Lookup_cellroute(benchmark::State& state) {
+// One lookup of the state's key set per iteration; `lookup(dataset, key)` returns the cell.
+template <typename Lookup>
+Dataset& RunLookups(benchmark::State& state, Lookup lookup) {
   Dataset& d = DatasetFor(static_cast<std::size_t>(state.range(0)));
   const auto& keys = Keys(d, state);
   std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919;
   std::int64_t found = 0;
-  for (auto _ : state) {
-    RouteTable::Reader r(*d.table);  // one per request, as the router does
-    found += r.Lookup(kRoute, keys[i++ & (kSample - 1)]).cell_id;
-  }
+  for (auto _ : state) found += lookup(d, keys[i++ & (kSample - 1)]);
   benchmark::DoNotOptimize(found);
   state.SetItemsProcessed(state.iterations());
+  return d;
+}
+
+void BM_Lookup_cellroute(benchmark::State& state) {
+  Dataset& d = RunLookups(state, [](Dataset& data, const std::string& key) {
+    RouteTable::Reader r(*data.table);  // one per request, as the router does
+    return r.Lookup(kRoute, key).cell_id;
+  });
   state.counters["bytes_per_entry"] = d.bytes_per_entry;
 }
 
 void BM_Lookup_baseline(benchmark::State& state) {
-  Dataset& d = DatasetFor(static_cast<std::size_t>(state.range(0)));
-  const auto& keys = Keys(d, state);
-  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919;
-  std::int64_t found = 0;
-  for (auto _ : state) {
-    std::lock_guard<std::mutex> lock(d.map_mu);
-    auto it = d.map.find(keys[i++ & (kSample - 1)]);
-    found += it == d.map.end() ? 0 : it->second;
-  }
-  benchmark::DoNotOptimize(found);
-  state.SetItemsProcessed(state.iterations());
+  RunLookups(state, [](Dataset& data, const std::string& key) -> std::int64_t {
+    std::lock_guard<std::mutex> lock(data.map_mu);
+    auto it = data.map.find(key);
+    return it == data.map.end() ? 0 : it->second;
+  });
+}
+
+void BM_Lookup_absl_rcu(benchmark::State& state) {
+  RunLookups(state, [](Dataset& data, const std::string& key) -> std::int64_t {
+    urcu_bp_read_lock();
+    const auto* map = data.absl_snapshot.load(std::memory_order_acquire);
+    auto it = map->find(absl::string_view(key.data(), key.size()));
+    std::int64_t cell =
+        it != map->end() && CoarseMs() < it->second.expires_ms ? it->second.cell_id : 0;
+    urcu_bp_read_unlock();
+    return cell;
+  });
 }
 
 // The cost of one DRAM miss on this machine: a dependent pointer chase over an array far larger
@@ -153,23 +166,6 @@ void BM_DramFloor(benchmark::State& state) {
     at = next[at];
   }
   benchmark::DoNotOptimize(at);
-  state.SetItemsProcessed(state.iterations());
-}
-
-void BM_Lookup_absl_rcu(benchmark::State& state) {
-  Dataset& d = DatasetFor(static_cast<std::size_t>(state.range(0)));
-  const auto& keys = Keys(d, state);
-  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919;
-  std::int64_t found = 0;
-  for (auto _ : state) {
-    urcu_bp_read_lock();
-    const auto* map = d.absl_snapshot.load(std::memory_order_acquire);
-    const std::string& key = keys[i++ & (kSample - 1)];
-    auto it = map->find(absl::string_view(key.data(), key.size()));
-    if (it != map->end() && CoarseMs() < it->second.expires_ms) found += it->second.cell_id;
-    urcu_bp_read_unlock();
-  }
-  benchmark::DoNotOptimize(found);
   state.SetItemsProcessed(state.iterations());
 }
 

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 
@@ -29,6 +30,15 @@ inline Outcome Evaluate(const Ruleset& rules, const Request& request) {
   Outcome out;
   rules.Evaluate(request.view(), &out);
   return out;
+}
+
+// Up to max_size - 1 characters drawn from `alphabet`.
+inline std::string RandomText(std::mt19937_64& rng, std::string_view alphabet,
+                              std::size_t max_size) {
+  std::string s;
+  std::size_t n = rng() % max_size;
+  for (std::size_t i = 0; i < n; ++i) s += alphabet[rng() % alphabet.size()];
+  return s;
 }
 
 inline std::string ReadText(const std::string& path) {

@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "common/test_util.h"
+
 using namespace cellroute;
 
 TEST_CASE("rules see the cookies RequestView::AnyCookie yields") {
@@ -28,10 +30,8 @@ TEST_CASE("rules see the cookies RequestView::AnyCookie yields") {
     Request req;
     int headers = 1 + static_cast<int>(rng() % 2);
     for (int h = 0; h < headers; ++h) {
-      std::string value;
-      std::size_t n = rng() % (i % 10 == 0 ? 400 : 60);
-      for (std::size_t c = 0; c < n; ++c) value += alphabet[rng() % alphabet.size()];
-      req.AddHeader(h % 2 ? "cookie" : "Cookie", value);
+      req.AddHeader(h % 2 ? "cookie" : "Cookie",
+                    testing::RandomText(rng, alphabet, i % 10 == 0 ? 400 : 60));
     }
     if (rng() % 4 == 0) req.AddCookie("k", "parsed");
     RequestView view = req.view();

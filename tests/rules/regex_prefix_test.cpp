@@ -27,11 +27,7 @@ std::string RandomRegex(std::mt19937_64& rng) {
 }
 
 std::string RandomText(std::mt19937_64& rng) {
-  static const std::string alphabet = "/ab(|]A\n1x";
-  std::string s;
-  std::size_t n = rng() % 8;
-  for (std::size_t i = 0; i < n; ++i) s += alphabet[rng() % alphabet.size()];
-  return s;
+  return cellroute::testing::RandomText(rng, "/ab(|]A\n1x", 8);
 }
 
 }  // namespace

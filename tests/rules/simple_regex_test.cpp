@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "common/test_util.h"
+
 using namespace cellroute;
 
 namespace {
@@ -33,11 +35,7 @@ std::string RandomPattern(std::mt19937_64& rng, int* named) {
 }
 
 std::string RandomText(std::mt19937_64& rng) {
-  static const std::string alphabet = "aabbcx-._1 9f";
-  std::string s;
-  std::size_t n = rng() % 10;
-  for (std::size_t i = 0; i < n; ++i) s += alphabet[rng() % alphabet.size()];
-  return s;
+  return cellroute::testing::RandomText(rng, "aabbcx-._1 9f", 10);
 }
 
 struct Compared {
