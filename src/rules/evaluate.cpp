@@ -9,6 +9,7 @@
 #include "common/base64.h"
 #include "common/json.h"
 #include "rules/compiled.h"
+#include "rules/token_decode.h"
 
 namespace cellroute {
 
@@ -318,14 +319,18 @@ bool RuleEvaluator::ApplyTransform(const internal::Transform& t, Outcome* out, s
     switch (t.kind) {
       case TransformKind::kRoutableTokenPayload:
       case TransformKind::kRoutableToken: {
-        auto payload = t.kind == TransformKind::kRoutableToken
-                           ? token::Decode(input)
-                           : token::DecodePayload(input, length);
-        if (!payload.ok()) {
-          if (why) *why = "malformed routable token: " + payload.status().message();
+        // Decoded on the stack, without a Status: the routing path does not allocate, even
+        // for a token it refuses.
+        token::Payload payload;
+        internal::TokenError error;
+        bool ok = t.kind == TransformKind::kRoutableToken
+                      ? internal::DecodeToken(input, &payload, &error)
+                      : internal::DecodeTokenPayload(input, length, &payload, &error);
+        if (!ok) {
+          if (why) *why = "malformed routable token: " + error.Message();
           return false;
         }
-        for (const auto& f : payload->fields()) {
+        for (const auto& f : payload.fields()) {
           char digits[24];
           auto end = std::to_chars(digits, digits + sizeof digits, f.value).ptr;
           if (!AddVariable(out, t.output, f.key(),

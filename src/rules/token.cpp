@@ -9,6 +9,7 @@
 
 #include "common/base64.h"
 #include "common/json.h"
+#include "rules/token_decode.h"
 
 namespace cellroute::token {
 
@@ -58,10 +59,6 @@ std::uint32_t Crc32(std::string_view text) noexcept {
 std::string PadLeft(std::string s, std::size_t width) {
   if (s.size() < width) s.insert(0, width - s.size(), '0');
   return s;
-}
-
-Status NotRoutable(std::string_view why) {
-  return Status::Invalid("token is not routable: " + std::string(why));
 }
 
 }  // namespace
@@ -121,70 +118,21 @@ bool ParseBase36(std::string_view text, std::uint64_t* out) noexcept {
   return true;
 }
 
+
 Result<Payload> DecodePayload(std::string_view text, std::string_view length_base36) {
-  std::size_t b_size = text.size();
-  if (!length_base36.empty()) {
-    std::uint64_t n = 0;
-    if (!ParseBase36(length_base36, &n)) return NotRoutable("length is not base 36");
-    if (n > text.size()) return NotRoutable("length exceeds the token");
-    b_size = static_cast<std::size_t>(n);
-  }
-  if (b_size > kMaxEncodedChars) return NotRoutable("payload too long");
-  std::string_view b = text.substr(text.size() - b_size);
-
-  std::uint8_t raw[kMaxRawBytes];
-  int raw_size = DecodeBase64Url(b, raw);
-  if (raw_size < 0) return NotRoutable("bad base64");
-  if (static_cast<std::size_t>(raw_size) < kRandomBytes + 1) return NotRoutable("too short");
-  std::size_t payload_size = static_cast<std::size_t>(raw_size) - kRandomBytes - 1;
-  if (raw[raw_size - 1] != payload_size) return NotRoutable("payload length byte mismatch");
-
   Payload payload;
-  std::string_view p(reinterpret_cast<const char*>(raw + kRandomBytes), payload_size);
-  while (!p.empty()) {
-    std::size_t nl = p.find('\n');
-    std::string_view line = p.substr(0, nl);
-    p = nl == std::string_view::npos ? std::string_view() : p.substr(nl + 1);
-    if (nl != std::string_view::npos && p.empty()) return NotRoutable("trailing newline");
-    std::size_t colon = line.find(':');
-    if (colon == std::string_view::npos || line.find(':', colon + 1) != std::string_view::npos) {
-      return NotRoutable("a payload line has no single ':'");
-    }
-    std::string_view key = line.substr(0, colon);
-    std::uint64_t value = 0;
-    if (key.empty()) return NotRoutable("empty key");
-    if (key.find_first_not_of("abcdefghijklmnopqrstuvwxyz") != std::string_view::npos) {
-      return NotRoutable("a payload key is not lower-case letters");
-    }
-    if (!ParseBase36(line.substr(colon + 1), &value) ||
-        value > static_cast<std::uint64_t>(INT64_MAX)) {
-      return NotRoutable("value of '" + std::string(key) + "' is not base 36");
-    }
-    if (payload.Get(key)) return NotRoutable("duplicate key '" + std::string(key) + "'");
-    if (!payload.Add(key, static_cast<std::int64_t>(value))) {
-      return NotRoutable("too many fields or key too long");
-    }
+  internal::TokenError error;
+  if (!internal::DecodeTokenPayload(text, length_base36, &payload, &error)) {
+    return Status::Invalid(error.Message());
   }
-  // Rails's decoder answers nil for a token that routes nowhere.
-  if (payload.empty()) return NotRoutable("empty payload");
   return payload;
 }
 
 Result<Payload> Decode(std::string_view token) {
-  if (token.size() <= kCrcChars) return NotRoutable("too short");
-  std::string_view body = token.substr(0, token.size() - kCrcChars);
-  std::uint64_t crc = 0;
-  if (!ParseBase36(token.substr(body.size()), &crc) || crc != Crc32(body)) {
-    return NotRoutable("CRC mismatch");
-  }
-  std::size_t last_dot = body.rfind('.');
-  if (last_dot == std::string_view::npos || last_dot == 0) return NotRoutable("no version");
-  std::size_t version_dot = body.rfind('.', last_dot - 1);
-  if (version_dot == std::string_view::npos) return NotRoutable("no version");
-  if (body.substr(version_dot + 1, last_dot - version_dot - 1) != kVersion) {
-    return NotRoutable("unknown version");
-  }
-  return DecodePayload(body.substr(0, version_dot), body.substr(last_dot + 1));
+  Payload payload;
+  internal::TokenError error;
+  if (!internal::DecodeToken(token, &payload, &error)) return Status::Invalid(error.Message());
+  return payload;
 }
 
 Result<std::array<std::uint8_t, kRandomBytes>> SecureRandom() {
@@ -268,3 +216,91 @@ Result<std::string> Encode(const EncodeOptions& options) {
 }
 
 }  // namespace cellroute::token
+
+namespace cellroute::internal {
+
+
+std::string TokenError::Message() const {
+  std::string m = "token is not routable: " + std::string(what);
+  if (key_size > 0) m += " '" + std::string(key.data(), key_size) + "'";
+  return m;
+}
+
+namespace {
+bool Fail(TokenError* error, std::string_view what, std::string_view key = {}) noexcept {
+  error->what = what;
+  error->key_size = std::min(key.size(), error->key.size());
+  if (error->key_size > 0) std::memcpy(error->key.data(), key.data(), error->key_size);
+  return false;
+}
+}  // namespace
+
+bool DecodeTokenPayload(std::string_view text, std::string_view length_base36,
+                        token::Payload* out, TokenError* error) noexcept {
+  std::size_t b_size = text.size();
+  if (!length_base36.empty()) {
+    std::uint64_t n = 0;
+    if (!token::ParseBase36(length_base36, &n)) return Fail(error, "length is not base 36");
+    if (n > text.size()) return Fail(error, "length exceeds the token");
+    b_size = static_cast<std::size_t>(n);
+  }
+  if (b_size > token::kMaxEncodedChars) return Fail(error, "payload too long");
+  std::string_view b = text.substr(text.size() - b_size);
+
+  std::uint8_t raw[token::kMaxRawBytes];
+  int raw_size = token::DecodeBase64Url(b, raw);
+  if (raw_size < 0) return Fail(error, "bad base64");
+  if (static_cast<std::size_t>(raw_size) < token::kRandomBytes + 1) return Fail(error, "too short");
+  std::size_t payload_size = static_cast<std::size_t>(raw_size) - token::kRandomBytes - 1;
+  if (raw[raw_size - 1] != payload_size) return Fail(error, "payload length byte mismatch");
+
+  *out = token::Payload();
+  std::string_view p(reinterpret_cast<const char*>(raw + token::kRandomBytes), payload_size);
+  while (!p.empty()) {
+    std::size_t nl = p.find('\n');
+    std::string_view line = p.substr(0, nl);
+    p = nl == std::string_view::npos ? std::string_view() : p.substr(nl + 1);
+    if (nl != std::string_view::npos && p.empty()) return Fail(error, "trailing newline");
+    std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos || line.find(':', colon + 1) != std::string_view::npos) {
+      return Fail(error, "a payload line has no single ':'");
+    }
+    std::string_view key = line.substr(0, colon);
+    std::uint64_t value = 0;
+    if (key.empty()) return Fail(error, "empty key");
+    if (key.find_first_not_of("abcdefghijklmnopqrstuvwxyz") != std::string_view::npos) {
+      return Fail(error, "a payload key is not lower-case letters");
+    }
+    if (out->Get(key)) return Fail(error, "duplicate key", key);
+    if (!token::ParseBase36(line.substr(colon + 1), &value) ||
+        value > static_cast<std::uint64_t>(INT64_MAX)) {
+      return Fail(error, "value is not base 36 for key", key);
+    }
+    if (!out->Add(key, static_cast<std::int64_t>(value))) {
+      return Fail(error, "too many fields or key too long");
+    }
+  }
+  // Rails's decoder answers nil for a token that routes nowhere.
+  if (out->empty()) return Fail(error, "empty payload");
+  return true;
+}
+
+bool DecodeToken(std::string_view token, token::Payload* out, TokenError* error) noexcept {
+  if (token.size() <= token::kCrcChars) return Fail(error, "too short");
+  std::string_view body = token.substr(0, token.size() - token::kCrcChars);
+  std::uint64_t crc = 0;
+  if (!token::ParseBase36(token.substr(body.size()), &crc) || crc != token::Crc32(body)) {
+    return Fail(error, "CRC mismatch");
+  }
+  std::size_t last_dot = body.rfind('.');
+  if (last_dot == std::string_view::npos || last_dot == 0) return Fail(error, "no version");
+  std::size_t version_dot = body.rfind('.', last_dot - 1);
+  if (version_dot == std::string_view::npos) return Fail(error, "no version");
+  if (body.substr(version_dot + 1, last_dot - version_dot - 1) != token::kVersion) {
+    return Fail(error, "unknown version");
+  }
+  return DecodeTokenPayload(body.substr(0, version_dot), body.substr(last_dot + 1), out, error);
+}
+
+
+}  // namespace cellroute::internal

@@ -1,5 +1,5 @@
-// Routing must not allocate on the common path: this binary counts every operator new made
-// while the router decides, across cookie, path, token and fallback rules.
+// Routing must not allocate: this binary counts every operator new made while the router
+// decides, across cookie, path, token and fallback rules, and for a token it refuses (400).
 #include <cellroute/router.h>
 #include <cellroute/token.h>
 
@@ -31,7 +31,9 @@ TEST_CASE("routing a request does not allocate") {
   opt.fields = {{"c", 2}, {"o", 1}};
   std::string token = cellroute::token::Encode(opt).value();
 
-  std::vector<cellroute::Request> requests(7);
+  std::string corrupt = token;
+  corrupt[corrupt.size() - 9] = 'z';  // the length field now lies: rejected
+  std::vector<cellroute::Request> requests(8);
   requests[0].SetTarget("/gitlab-org/gitlab/-/issues");
   requests[1].SetTarget("/o/acme-corp/projects");
   requests[2].AddHeader("runner-token", token);
@@ -39,19 +41,22 @@ TEST_CASE("routing a request does not allocate") {
   requests[4].SetTarget("/unclaimed/project");  // falls through the claim, then the fallback
   requests[5].SetTarget("/api/v4/projects");
   requests[6].AddHeader("cookie", "_gitlab_session=cell-9-x");  // unknown cell
+  requests[7].AddHeader("runner-token", corrupt);
 
   cellroute::Decision d;
   for (auto& r : requests) router.Route(r.view(), &d);  // warm RE2's lazily built DFAs
   g_allocations = 0;
   g_counting = true;
-  std::int64_t cells = 0;
+  std::int64_t cells = 0, rejected = 0;
   for (int i = 0; i < 100; ++i) {
     for (auto& r : requests) {
       router.Route(r.view(), &d);
       cells += d.cell_id();
+      rejected += d.rejected();
     }
   }
   g_counting = false;
-  CHECK(cells == 100 * (2 + 3 + 2 + 2 + 1 + 1 + 1));
+  CHECK(cells == 100 * (2 + 3 + 2 + 2 + 1 + 1 + 1 + 0));
+  CHECK(rejected == 100);
   CHECK(g_allocations.load() == 0);
 }
