@@ -55,6 +55,8 @@ class CELLROUTE_EXPORT Payload {
   std::size_t size() const noexcept { return size_; }
   bool empty() const noexcept { return size_ == 0; }
 
+  // Removes every field.
+  void Clear() noexcept { size_ = 0; }
   // Appends a field; false when full or the key is empty or too long.
   bool Add(std::string_view key, std::int64_t value) noexcept;
 

@@ -515,6 +515,7 @@ void Compiler::CompileRule(const json& r, std::size_t index, bool is_default) {
     errors_.Add(where, "id: required");
   }
   if (!rule.id.empty()) {
+    std::copy(rule.id.begin(), rule.id.end(), rule.id_bytes.begin());  // at most kMaxRuleIdBytes
     auto [it, inserted] = ids_.emplace(rule.id, index);
     if (!inserted) {
       errors_.Add(where, "id: duplicate id '" + rule.id + "', first used by rule #" +

@@ -3,6 +3,7 @@
 
 #include <re2/re2.h>
 
+#include <array>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -87,6 +88,8 @@ struct Transform {
 
 struct Rule {
   std::string id;
+  // The id again, padded to a fixed size: copied into every Outcome as one fixed-size move.
+  std::array<char, kMaxRuleIdBytes> id_bytes{};
   std::vector<Matcher> matchers;
   Transform transform;
   std::vector<Template> validate_exist;

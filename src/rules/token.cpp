@@ -254,7 +254,7 @@ bool DecodeTokenPayload(std::string_view text, std::string_view length_base36,
   std::size_t payload_size = static_cast<std::size_t>(raw_size) - token::kRandomBytes - 1;
   if (raw[raw_size - 1] != payload_size) return Fail(error, "payload length byte mismatch");
 
-  *out = token::Payload();
+  out->Clear();
   std::string_view p(reinterpret_cast<const char*>(raw + token::kRandomBytes), payload_size);
   while (!p.empty()) {
     std::size_t nl = p.find('\n');
@@ -268,8 +268,8 @@ bool DecodeTokenPayload(std::string_view text, std::string_view length_base36,
     std::string_view key = line.substr(0, colon);
     std::uint64_t value = 0;
     if (key.empty()) return Fail(error, "empty key");
-    if (key.find_first_not_of("abcdefghijklmnopqrstuvwxyz") != std::string_view::npos) {
-      return Fail(error, "a payload key is not lower-case letters");
+    for (char c : key) {
+      if (c < 'a' || c > 'z') return Fail(error, "a payload key is not lower-case letters");
     }
     if (out->Get(key)) return Fail(error, "duplicate key", key);
     if (!token::ParseBase36(line.substr(colon + 1), &value) ||
