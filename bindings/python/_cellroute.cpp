@@ -217,7 +217,6 @@ class NativeRouter {
   // cookies). Every byte is copied into one buffer while the GIL is held; then the GIL is
   // released once and the whole batch routes from that copy, which no Python thread can touch.
   py::list RouteBatch(const py::list& requests) {
-    static const py::object mapping = py::module_::import("collections.abc").attr("Mapping");
     BatchCopy copy;
     copy.requests.reserve(requests.size());
     thread_local RequestStorage s;
@@ -228,7 +227,10 @@ class NativeRouter {
         PyObject* v = PyDict_GetItemString(item.ptr(), key);  // borrowed
         return v == nullptr ? missing : py::reinterpret_borrow<py::object>(v);
       };
-      if (!PyDict_Check(item.ptr()) && !py::isinstance(item, mapping)) {
+      // (Mapping is looked up each time a request is not a dict: a static py::object would be
+      // released after the interpreter is gone.)
+      if (!PyDict_Check(item.ptr()) &&
+          !py::isinstance(item, py::module_::import("collections.abc").attr("Mapping"))) {
         throw py::type_error(std::string("route_batch: each request must be a mapping, not ") +
                              Py_TYPE(item.ptr())->tp_name);
       }
