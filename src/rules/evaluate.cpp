@@ -147,17 +147,23 @@ bool RuleEvaluator::AddVariable(Outcome* out, std::string_view ns, std::string_v
   if (out->nvars_ == Outcome::kMaxVariables) return false;
   std::size_t name_size = ns.empty() ? field.size() : ns.size() + 1 + field.size();
   if (name_size + value.size() > Outcome::kBufferBytes - out->used_) return false;
+  // One bounds check above, then plain copies: "ns.field" (or "field"), then the value.
+  char* at = out->buffer_.data() + out->used_;
+  auto put = [&at](std::string_view text) {
+    if (!text.empty()) std::memcpy(at, text.data(), text.size());
+    at += text.size();
+  };
   Outcome::Slot& slot = out->vars_[out->nvars_];
-  slot.name.offset = out->used_;
+  slot.name = {out->used_, static_cast<std::uint16_t>(name_size)};
   if (!ns.empty()) {
-    Span ignored;
-    Store(out, ns, &ignored);
-    Store(out, ".", &ignored);
+    put(ns);
+    *at++ = '.';
   }
-  Span tail;
-  Store(out, field, &tail);
-  slot.name.size = static_cast<std::uint16_t>(name_size);
-  Store(out, value, &slot.value);
+  put(field);
+  slot.value = {static_cast<std::uint16_t>(out->used_ + name_size),
+                static_cast<std::uint16_t>(value.size())};
+  put(value);
+  out->used_ = static_cast<std::uint16_t>(out->used_ + name_size + value.size());
   ++out->nvars_;
   return true;
 }

@@ -255,24 +255,37 @@ bool DecodeTokenPayload(std::string_view text, std::string_view length_base36,
   if (raw[raw_size - 1] != payload_size) return Fail(error, "payload length byte mismatch");
 
   out->Clear();
-  std::string_view p(reinterpret_cast<const char*>(raw + token::kRandomBytes), payload_size);
-  while (!p.empty()) {
-    std::size_t nl = p.find('\n');
-    std::string_view line = p.substr(0, nl);
-    p = nl == std::string_view::npos ? std::string_view() : p.substr(nl + 1);
-    if (nl != std::string_view::npos && p.empty()) return Fail(error, "trailing newline");
-    std::size_t colon = line.find(':');
-    if (colon == std::string_view::npos || line.find(':', colon + 1) != std::string_view::npos) {
-      return Fail(error, "a payload line has no single ':'");
+  // One pass per line ("key:value", lines joined by '\n'), with the checks in this order:
+  // no trailing newline, exactly one ':', a key of lower-case letters, no key twice, a base 36
+  // value.
+  const char* q = reinterpret_cast<const char*>(raw + token::kRandomBytes);
+  const char* const end = q + payload_size;
+  while (q < end) {
+    const char* line = q;
+    const char* colon = nullptr;
+    int colons = 0;
+    for (; q < end && *q != '\n'; ++q) {
+      if (*q == ':') {
+        if (colon == nullptr) colon = q;
+        ++colons;
+      }
     }
-    std::string_view key = line.substr(0, colon);
-    std::uint64_t value = 0;
+    const char* line_end = q;
+    if (q < end && ++q == end) return Fail(error, "trailing newline");
+    if (colons != 1) return Fail(error, "a payload line has no single ':'");
+    std::string_view key(line, static_cast<std::size_t>(colon - line));
     if (key.empty()) return Fail(error, "empty key");
     for (char c : key) {
       if (c < 'a' || c > 'z') return Fail(error, "a payload key is not lower-case letters");
     }
-    if (out->Get(key)) return Fail(error, "duplicate key", key);
-    if (!token::ParseBase36(line.substr(colon + 1), &value) ||
+    for (const token::Field& f : out->fields()) {
+      if (f.key_size != key.size()) continue;
+      std::size_t i = 0;
+      while (i < key.size() && f.key_storage[i] == key[i]) ++i;
+      if (i == key.size()) return Fail(error, "duplicate key", key);
+    }
+    std::uint64_t value = 0;
+    if (!token::ParseBase36({colon + 1, static_cast<std::size_t>(line_end - colon - 1)}, &value) ||
         value > static_cast<std::uint64_t>(INT64_MAX)) {
       return Fail(error, "value is not base 36 for key", key);
     }
