@@ -5,6 +5,11 @@
 #include <cellroute/table.h>
 #include <cellroute/topology_service.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
@@ -84,12 +89,31 @@ Request Path(const std::string& target, const std::string& cookie = "") {
   return r;
 }
 
-std::string FreeAddressNobodyListensOn() {
-  auto s = StartServer();
-  std::string a = s->address();
-  s->Shutdown();
-  return a;
-}
+// A loopback port bound but never listened on, for as long as the object lives: connecting
+// is refused, and no other process (another test running alongside) can take the port, as it
+// could one that was merely free a moment ago.
+class RefusingAddress {
+ public:
+  RefusingAddress() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    socklen_t n = sizeof a;
+    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &n) == 0);
+    address_ = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  }
+  ~RefusingAddress() { ::close(fd_); }
+  RefusingAddress(const RefusingAddress&) = delete;
+  RefusingAddress& operator=(const RefusingAddress&) = delete;
+  const std::string& address() const { return address_; }
+
+ private:
+  int fd_ = -1;
+  std::string address_;
+};
 
 std::string TempPath(const std::string& name) {
   auto dir = fs::temp_directory_path() / ("cellroute-test-" + std::to_string(::getpid()));
@@ -303,7 +327,8 @@ TEST_CASE("the service down at start: snapshot, else static topology, else nothi
     REQUIRE(client->SyncNow().ok());
   }
   REQUIRE(fs::exists(snapshot));
-  std::string nowhere = FreeAddressNobodyListensOn();
+  RefusingAddress refusing;
+  const std::string& nowhere = refusing.address();
 
   auto o = Options(nowhere);
   o.snapshot_path = snapshot;
