@@ -34,6 +34,7 @@ test: build
 bench: build
 	@$(MAKE) --no-print-directory bench-bindings N=200000 > $(BUILD)/bench-bindings.txt
 	@$(BUILD)/benchmarks/cellroute_bench --benchmark_repetitions=5 \
+	  --benchmark_enable_random_interleaving=true \
 	  --benchmark_report_aggregates_only=true --benchmark_out=$(BUILD)/bench.json \
 	  --benchmark_out_format=json
 	@scripts/bench-ratios $(BUILD)/bench.json $(BUILD)/bench-bindings.txt
