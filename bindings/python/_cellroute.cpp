@@ -221,11 +221,16 @@ class NativeRouter {
     copy.requests.reserve(requests.size());
     thread_local RequestStorage s;
     for (py::handle item : requests) {
+      // The default is made only when the key is missing. Every field is held in `fields`
+      // until the request is copied: `s` views the bytes of these objects, and a default
+      // (a new str) would be freed at the end of the statement that made it.
       auto field = [&](const char* key, const char* fallback) -> py::object {
-        py::object missing = fallback ? py::object(py::str(fallback)) : py::object(py::none());
-        if (!PyDict_Check(item.ptr())) return item.attr("get")(key, missing);
+        auto missing = [fallback] {
+          return fallback ? py::object(py::str(fallback)) : py::object(py::none());
+        };
+        if (!PyDict_Check(item.ptr())) return item.attr("get")(key, missing());
         PyObject* v = PyDict_GetItemString(item.ptr(), key);  // borrowed
-        return v == nullptr ? missing : py::reinterpret_borrow<py::object>(v);
+        return v == nullptr ? missing() : py::reinterpret_borrow<py::object>(v);
       };
       // (Mapping is looked up each time a request is not a dict: a static py::object would be
       // released after the interpreter is gone.)
@@ -234,8 +239,10 @@ class NativeRouter {
         throw py::type_error(std::string("route_batch: each request must be a mapping, not ") +
                              Py_TYPE(item.ptr())->tp_name);
       }
-      Build(&s, field("method", "GET"), field("host", ""), field("path", "/"),
-            field("query", ""), field("headers", nullptr), field("cookies", nullptr));
+      const py::object fields[] = {field("method", "GET"), field("host", ""),
+                                   field("path", "/"),     field("query", ""),
+                                   field("headers", nullptr), field("cookies", nullptr)};
+      Build(&s, fields[0], fields[1], fields[2], fields[3], fields[4], fields[5]);
       if (s.view.query.empty()) {  // "path?query", as route() splits it
         std::size_t q = s.view.path.find('?');
         if (q != std::string_view::npos) {

@@ -130,6 +130,8 @@ class CELLROUTE_EXPORT Outcome {
     Span value;
   };
   std::string_view View(Span s) const noexcept { return {buffer_.data() + s.offset, s.size}; }
+  // The first variable called `name`, or null.
+  const Slot* FindSlot(std::string_view name) const noexcept;
 
   Kind kind_ = Kind::kNoMatch;
   Action action_ = Action::kNone;

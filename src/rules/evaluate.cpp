@@ -107,14 +107,17 @@ bool ParseClassifyType(std::string_view name, ClassifyType* out) noexcept {
   return false;
 }
 
-bool Outcome::Find(std::string_view name, std::string_view* out) const noexcept {
+const Outcome::Slot* Outcome::FindSlot(std::string_view name) const noexcept {
   for (std::size_t i = 0; i < nvars_; ++i) {
-    if (View(vars_[i].name) == name) {
-      *out = View(vars_[i].value);
-      return true;
-    }
+    if (View(vars_[i].name) == name) return &vars_[i];
   }
-  return false;
+  return nullptr;
+}
+
+bool Outcome::Find(std::string_view name, std::string_view* out) const noexcept {
+  const Slot* slot = FindSlot(name);
+  if (slot != nullptr) *out = View(slot->value);
+  return slot != nullptr;
 }
 
 void RuleEvaluator::Reset(Outcome* out) noexcept {
@@ -173,14 +176,13 @@ RuleEvaluator::Render RuleEvaluator::RenderTemplate(Outcome* out, const internal
                                                     std::string_view* missing) noexcept {
   if (t.parts.size() == 1 && t.parts[0].variable) {
     // "${name}" alone is the variable's value, already in the buffer: no copy.
-    for (std::size_t i = 0; i < out->nvars_; ++i) {
-      if (out->View(out->vars_[i].name) == t.parts[0].text) {
-        *span = out->vars_[i].value;
-        return Render::kOk;
-      }
+    const Outcome::Slot* slot = out->FindSlot(t.parts[0].text);
+    if (slot == nullptr) {
+      *missing = t.parts[0].text;
+      return Render::kMissing;
     }
-    *missing = t.parts[0].text;
-    return Render::kMissing;
+    *span = slot->value;
+    return Render::kOk;
   }
   std::uint16_t start = out->used_;
   for (const auto& part : t.parts) {
@@ -203,14 +205,19 @@ RuleEvaluator::Render RuleEvaluator::RenderTemplate(Outcome* out, const internal
 
 bool RuleEvaluator::MatchRegex(const internal::Regex& rx, std::string_view text, Outcome* out,
                                bool* overflow) noexcept {
+  // Each matcher reports its groups its own way; a group that did not take part adds nothing.
+  auto add = [&](const internal::Regex::Capture& c, std::string_view value) {
+    if (AddVariable(out, c.name, value)) return true;
+    *overflow = true;
+    return false;
+  };
   if (rx.simple) {
     internal::SimpleRegex::Group sub[kMaxSubmatches];
     if (!rx.simple->Match(text, sub)) return false;
     for (const auto& c : rx.captures) {
       const auto& g = sub[c.group];
-      if (g.begin == internal::SimpleRegex::kUnset) continue;
-      if (!AddVariable(out, c.name, text.substr(g.begin, g.end - g.begin))) {
-        *overflow = true;
+      if (g.begin != internal::SimpleRegex::kUnset &&
+          !add(c, text.substr(g.begin, g.end - g.begin))) {
         return false;
       }
     }
@@ -218,18 +225,13 @@ bool RuleEvaluator::MatchRegex(const internal::Regex& rx, std::string_view text,
   }
   if (text.substr(0, rx.prefix.size()) != rx.prefix) return false;
   re2::StringPiece sub[kMaxSubmatches];
-  int n = rx.groups + 1;
   if (!rx.re->Match(re2::StringPiece(text.data(), text.size()), 0, text.size(), RE2::UNANCHORED,
-                    sub, n)) {
+                    sub, rx.groups + 1)) {
     return false;
   }
   for (const auto& c : rx.captures) {
     const re2::StringPiece& s = sub[c.group];
-    if (s.data() == nullptr) continue;  // an optional group that did not take part
-    if (!AddVariable(out, c.name, std::string_view(s.data(), s.size()))) {
-      *overflow = true;
-      return false;
-    }
+    if (s.data() != nullptr && !add(c, std::string_view(s.data(), s.size()))) return false;
   }
   return true;
 }

@@ -278,12 +278,7 @@ bool DecodeTokenPayload(std::string_view text, std::string_view length_base36,
     for (char c : key) {
       if (c < 'a' || c > 'z') return Fail(error, "a payload key is not lower-case letters");
     }
-    for (const token::Field& f : out->fields()) {
-      if (f.key_size != key.size()) continue;
-      std::size_t i = 0;
-      while (i < key.size() && f.key_storage[i] == key[i]) ++i;
-      if (i == key.size()) return Fail(error, "duplicate key", key);
-    }
+    if (out->Get(key)) return Fail(error, "duplicate key", key);
     std::uint64_t value = 0;
     if (!token::ParseBase36({colon + 1, static_cast<std::size_t>(line_end - colon - 1)}, &value) ||
         value > static_cast<std::uint64_t>(INT64_MAX)) {
