@@ -15,23 +15,50 @@ inline std::uint64_t Mix(std::uint64_t a, std::uint64_t b) noexcept {
   return static_cast<std::uint64_t>(r) ^ static_cast<std::uint64_t>(r >> 64);
 }
 
+inline std::uint64_t Load64(const char* p) noexcept {
+  std::uint64_t w;
+  std::memcpy(&w, p, 8);
+  return w;
+}
+inline std::uint64_t Load32(const char* p) noexcept {
+  std::uint32_t w;
+  std::memcpy(&w, p, 4);
+  return w;
+}
+
+// The last 1 to 7 bytes (or the last 8, overlapping what came before) in whole loads: copying
+// them byte by byte into a word and reading it back stalls on store forwarding.
+inline std::uint64_t Tail(const char* p, std::size_t n, std::size_t total) noexcept {
+  if (total >= 8) return Load64(p + n - 8);
+  if (n >= 4) return (Load32(p) << 32) | Load32(p + n - 4);
+  if (n == 0) return 0;
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  return (std::uint64_t{u[0]} << 16) | (std::uint64_t{u[n >> 1]} << 8) | u[n - 1];
+}
+
 inline std::uint64_t HashKey(std::uint8_t type, std::string_view key) noexcept {
   constexpr std::uint64_t k0 = 0xa0761d6478bd642fULL, k1 = 0xe7037ed1a0b428dbULL,
                           k2 = 0x8ebc6af09c88c6e3ULL, k3 = 0x589965cc75374cc3ULL;
   std::uint64_t h = Mix(k0 ^ type, k1 ^ key.size());
   const char* p = key.data();
   std::size_t n = key.size();
-  while (n >= 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p, 8);
-    h = Mix(h ^ w, k2);
+  while (n > 8) {
+    h = Mix(h ^ Load64(p), k2);
     p += 8;
     n -= 8;
   }
-  std::uint64_t tail = 0;
-  if (n > 0) std::memcpy(&tail, p, n);  // an empty key may have no data pointer
-  h = Mix(h ^ tail, k3);
+  h = Mix(h ^ Tail(p, n, key.size()), k3);
   return Mix(h ^ (h >> 29), k1);
+}
+
+// Equal bytes, eight at a time: table keys are short, and a call to memcmp costs more than
+// comparing them.
+inline bool SameBytes(const char* a, const char* b, std::size_t n) noexcept {
+  if (n < 8) return Tail(a, n, n) == Tail(b, n, n);
+  for (std::size_t i = 0; i + 8 < n; i += 8) {
+    if (Load64(a + i) != Load64(b + i)) return false;
+  }
+  return Load64(a + n - 8) == Load64(b + n - 8);
 }
 
 }  // namespace cellroute::internal
