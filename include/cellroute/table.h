@@ -16,9 +16,10 @@
 // Readers never lock, never allocate (after a thread's first read, which registers it) and
 // never write to memory another thread reads: a Reader is an RCU read-side critical section
 // (liburcu's bp flavour) around one atomic load of the current snapshot. Each snapshot is an
-// immutable hash array mapped trie plus the cell list; a writer builds the next snapshot by
-// copying the paths it changes, publishes it with one atomic store, and frees what the old
-// snapshot alone used only after a grace period, when no reader can still see it. So a change,
+// immutable trie over the keys' hashes (wide nodes, buckets of entries as leaves: ADR 0010)
+// plus the cell list; a writer builds the next snapshot by copying the paths it changes,
+// publishes it with one atomic store, and frees what the old snapshot alone used only after a
+// grace period, when no reader can still see it. So a change,
 // whether one entry, a batch or a whole new cell list, becomes visible all at once, and a
 // Reader sees the same version for as long as it lives.
 //
@@ -72,6 +73,8 @@ struct TableOptions {
 class CELLROUTE_EXPORT RouteTable {
  public:
   using Duration = std::chrono::milliseconds;
+  // Longer values are not claims: Put ignores them and Lookup misses.
+  static constexpr std::size_t kMaxKeyBytes = 4096;
 
   explicit RouteTable(TableOptions options = {});
   ~RouteTable();
@@ -145,7 +148,10 @@ class CELLROUTE_EXPORT RouteTable {
     std::size_t cached_entries = 0;  // expiring entries, bounded by max_cached_entries
     std::size_t negative_entries = 0;
     std::uint64_t evictions = 0;
-    std::size_t bytes = 0;  // trie nodes and entries, keys included
+    std::size_t bytes = 0;  // nodes and buckets in use, entries and keys included
+    // Memory held from the system: `bytes`, what is waiting for a grace period, and the free
+    // space of the table's chunks, which it reuses. Returned when the table is destroyed.
+    std::size_t reserved_bytes = 0;
     std::size_t pending_reclaim = 0;        // retired objects waiting for a grace period
     std::size_t pending_reclaim_bytes = 0;  // and their size
     // Reclamations put off because the writer was inside a Reader (see Apply).

@@ -1,9 +1,12 @@
-// The route table: an immutable hash array mapped trie per version, path-copied by one writer
-// at a time, read under RCU. See include/cellroute/table.h and docs/adr/0005-route-table.md.
-#include <malloc.h>
+// The route table: an immutable hash trie of wide nodes and bucket leaves per version,
+// path-copied by one writer at a time, read under RCU. See include/cellroute/table.h and docs/adr/0005-route-table.md.
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -12,6 +15,7 @@
 #include "cellroute/table.h"
 #include "common/hash.h"
 #include "table/rcu.h"
+#include "table/slab.h"
 
 namespace cellroute {
 
@@ -19,74 +23,148 @@ namespace {
 
 using internal::HashKey;
 
-constexpr int kBits = 5;
-constexpr std::uint64_t kIndexMask = (1u << kBits) - 1;
+// A trie over the key's 64-bit hash whose inner nodes are dense arrays of 2^bits slots (bits
+// grows from 1 as the node fills: to 12 at the root, 8 below) and whose leaves are buckets of
+// up to kBucketEntries entries, stored inline after a fingerprint byte each. A lookup is one
+// slot load per level and then one bucket: up to about a million entries the root and a bucket,
+// at 10 M the root, one level of 2 KiB nodes and a bucket.
 constexpr int kHashBits = 64;
+constexpr int kMaxRootBits = 12;  // 4,096 slots, 32 KiB: copied once per published version
+constexpr int kMaxNodeBits = 8;   // 256 slots, 2 KiB: the most a writer copies per lower level
+constexpr int MaxBits(int shift) noexcept {
+  return shift == 0 ? kMaxRootBits : std::min(kMaxNodeBits, kHashBits - shift);
+}
+constexpr std::size_t kBucketEntries = 16;
+// Past the last hash bit a bucket cannot split: it takes keys whose whole hashes agree, up to
+// this many (a count the 64-bit hash makes unreachable without a deliberate collision).
+constexpr std::size_t kMaxBucketEntries = 64;
 
-// Slots are tagged pointers: the low bits say what they point to (allocations are 16-aligned).
-constexpr std::uintptr_t kTagMask = 3;
-constexpr std::uintptr_t kNodeTag = 0;
-constexpr std::uintptr_t kLeafTag = 1;
-constexpr std::uintptr_t kCollisionTag = 2;
+// Slots are tagged pointers (blocks are 64-aligned). 0 is an empty slot, a pointer with low
+// bits 0 a bucket, and a node carries its width (1 to 12 bits) in the low four bits, so that a
+// lookup reads each node's slot without first reading its header.
+constexpr std::uintptr_t kTagMask = 15;
+// Lines of a bucket a lookup fetches together with its first: the entry its fingerprint
+// points to would otherwise be a second miss after the first.
+constexpr std::size_t kPrefetchLines = 8;
+static_assert(kMaxRootBits <= static_cast<int>(kTagMask) && kMaxNodeBits <= kMaxRootBits);
 
 constexpr std::uint8_t kNegative = 1;
 
-struct Leaf {
+// One entry, inside its bucket: a 28-byte header, then the key's bytes, padded to 8.
+struct Entry {
   std::int64_t cell_id;
   std::int64_t inserted_ms;
   std::uint32_t ttl_ms;      // 0: static
   std::uint32_t refresh_ms;  // 0: never needs refreshing
-  std::uint32_t gen;         // the batch that made it
   std::uint16_t key_size;
   std::uint8_t type;
   std::uint8_t flags;
-  const char* key() const noexcept { return reinterpret_cast<const char*>(this + 1); }
-  char* key() noexcept { return reinterpret_cast<char*>(this + 1); }
-  std::string_view key_view() const noexcept { return {key(), key_size}; }
-  bool is_static() const noexcept { return ttl_ms == 0; }
-  std::int64_t expires_ms() const noexcept { return inserted_ms + ttl_ms; }
 };
-static_assert(sizeof(Leaf) == 32);
+constexpr std::size_t kEntryHeader = 28;
+constexpr std::size_t kMaxKeyBytes = RouteTable::kMaxKeyBytes;
+static_assert(offsetof(Entry, flags) + 1 == kEntryHeader);
 
-// An inner node (bitmap of present children) or, past the last hash bit, a collision list
-// (count of leaves with the same 64-bit hash).
+const char* KeyOf(const Entry* e) noexcept { return reinterpret_cast<const char*>(e) + kEntryHeader; }
+std::string_view KeyView(const Entry* e) noexcept { return {KeyOf(e), e->key_size}; }
+bool IsStatic(const Entry* e) noexcept { return e->ttl_ms == 0; }
+std::int64_t ExpiresMs(const Entry* e) noexcept { return e->inserted_ms + e->ttl_ms; }
+constexpr std::size_t RoundUp(std::size_t n, std::size_t to) noexcept {
+  return (n + to - 1) & ~(to - 1);
+}
+std::size_t EntryBytes(const Entry* e) noexcept { return RoundUp(kEntryHeader + e->key_size, 8); }
+[[gnu::always_inline]] inline bool SameKey(const Entry* e, std::uint8_t type,
+                                           std::string_view key) noexcept {
+  return e->key_size == key.size() && e->type == type &&
+         internal::SameBytes(KeyOf(e), key.data(), key.size());
+}
+std::uint64_t EntryHash(const Entry* e) noexcept { return HashKey(e->type, KeyView(e)); }
+// The hash's top byte: the trie indexes from the low bits, so at any realistic depth the two
+// are independent.
+std::uint8_t Fingerprint(std::uint64_t h) noexcept { return static_cast<std::uint8_t>(h >> 56); }
+
+// A bucket: this header, `count` fingerprints (padded to 16 so that they are compared 16 at a
+// time), `count` offsets of the entries from the bucket's start in units of 8 bytes, then the
+// entries. Up to 16 entries, everything but the entries fits in 56 bytes: the bucket's first
+// cache line finds the entry. Immutable once published; a change builds a new one.
+struct Bucket {
+  std::uint32_t gen;  // the batch that made it
+  std::uint16_t count;
+  std::uint16_t lines;  // its size, in 64-byte lines
+  static std::size_t FingerprintBytes(std::size_t count) noexcept {
+    return RoundUp(count == 0 ? 1 : count, 16);
+  }
+  const std::uint8_t* fingerprints() const noexcept {
+    return reinterpret_cast<const std::uint8_t*>(this + 1);
+  }
+  std::uint8_t* fingerprints() noexcept { return reinterpret_cast<std::uint8_t*>(this + 1); }
+  const std::uint16_t* offsets() const noexcept {
+    return reinterpret_cast<const std::uint16_t*>(fingerprints() + FingerprintBytes(count));
+  }
+  std::uint16_t* offsets() noexcept {
+    return reinterpret_cast<std::uint16_t*>(fingerprints() + FingerprintBytes(count));
+  }
+  const Entry* entry(std::size_t i) const noexcept {
+    return reinterpret_cast<const Entry*>(reinterpret_cast<const char*>(this) +
+                                          std::size_t{offsets()[i]} * 8);
+  }
+};
+static_assert(sizeof(Bucket) == 8);
+// The largest bucket, reached only past the last hash bit, must stay addressable by 16-bit
+// offsets in units of 8 bytes.
+static_assert((kMaxBucketEntries + 1) * (kEntryHeader + kMaxKeyBytes + 8) < (std::size_t{8} << 16));
+
+// An inner node: 2^bits slots, each empty (0), a node or a bucket.
 struct Node {
-  std::uint32_t bitmap_or_count;
   std::uint32_t gen;
+  std::uint32_t bits;
   std::uintptr_t* child() noexcept { return reinterpret_cast<std::uintptr_t*>(this + 1); }
   const std::uintptr_t* child() const noexcept {
     return reinterpret_cast<const std::uintptr_t*>(this + 1);
   }
+  std::size_t slots() const noexcept { return std::size_t{1} << bits; }
+  std::size_t Index(std::uint64_t h, int shift) const noexcept {
+    return static_cast<std::size_t>(h >> shift) & (slots() - 1);
+  }
 };
 static_assert(sizeof(Node) == 8);
 
-// Population count without a libgcc call: the library targets baseline x86-64, which has no
-// POPCNT instruction, and std::popcount would call __popcountdi2 on every trie level.
-constexpr int PopCount(std::uint32_t x) noexcept {
-  x = x - ((x >> 1) & 0x55555555u);
-  x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
-  x = (x + (x >> 4)) & 0x0F0F0F0Fu;
-  return static_cast<int>((x * 0x01010101u) >> 24);
-}
-static_assert(PopCount(0) == 0 && PopCount(0xFFFFFFFFu) == 32 && PopCount(0x80000001u) == 2);
-
-std::uintptr_t Tag(const void* p, std::uintptr_t tag) noexcept {
-  return reinterpret_cast<std::uintptr_t>(p) | tag;
-}
-std::uintptr_t TagOf(std::uintptr_t s) noexcept { return s & kTagMask; }
-Leaf* AsLeaf(std::uintptr_t s) noexcept { return reinterpret_cast<Leaf*>(s & ~kTagMask); }
-Node* AsNode(std::uintptr_t s) noexcept { return reinterpret_cast<Node*>(s & ~kTagMask); }
-
-int Count(std::uintptr_t s) noexcept {
-  const Node* n = AsNode(s);
-  return TagOf(s) == kCollisionTag ? static_cast<int>(n->bitmap_or_count)
-                                   : PopCount(n->bitmap_or_count);
+std::uintptr_t NodeSlot(const Node* n) noexcept { return reinterpret_cast<std::uintptr_t>(n) | n->bits; }
+std::uintptr_t BucketSlot(const Bucket* b) noexcept { return reinterpret_cast<std::uintptr_t>(b); }
+bool IsNode(std::uintptr_t s) noexcept { return (s & kTagMask) != 0; }
+bool IsBucket(std::uintptr_t s) noexcept { return s != 0 && (s & kTagMask) == 0; }
+void* Untag(std::uintptr_t s) noexcept { return reinterpret_cast<void*>(s & ~kTagMask); }
+Node* AsNode(std::uintptr_t s) noexcept { return static_cast<Node*>(Untag(s)); }
+const Bucket* AsBucket(std::uintptr_t s) noexcept { return static_cast<const Bucket*>(Untag(s)); }
+// Both kinds begin with the batch that made them.
+std::uint32_t GenOf(std::uintptr_t s) noexcept { return *static_cast<std::uint32_t*>(Untag(s)); }
+// The size either was allocated with.
+std::size_t NodeBytes(int bits) noexcept { return sizeof(Node) + (sizeof(std::uintptr_t) << bits); }
+std::size_t SizeOf(std::uintptr_t s) noexcept {
+  return IsNode(s) ? NodeBytes(static_cast<int>(AsNode(s)->bits))
+                   : std::size_t{AsBucket(s)->lines} * internal::Slab::kLine;
 }
 
-std::uint64_t LeafHash(const Leaf* l) noexcept { return HashKey(l->type, l->key_view()); }
-
-bool SameKey(const Leaf* l, std::uint8_t type, std::string_view key) noexcept {
-  return l->type == type && l->key_view() == key;
+// The entry of a bucket that holds the key, or nullptr: fingerprints first, 16 at a time.
+const Entry* FindInBucket(const Bucket* b, std::uint8_t type, std::string_view key,
+                          std::uint8_t fp) noexcept {
+  const std::uint8_t* fps = b->fingerprints();
+  const std::size_t count = b->count;
+  for (std::size_t base = 0; base < count; base += 16) {
+#if defined(__SSE2__)
+    __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(fps + base));
+    auto match = static_cast<std::uint32_t>(
+        _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(static_cast<char>(fp)))));
+#else
+    std::uint32_t match = 0;
+    for (std::size_t i = 0; i < 16; ++i) match |= std::uint32_t{fps[base + i] == fp} << i;
+#endif
+    if (count - base < 16) match &= (1u << (count - base)) - 1;
+    for (; match != 0; match &= match - 1) {
+      const Entry* e = b->entry(base + static_cast<std::size_t>(__builtin_ctz(match)));
+      if (SameKey(e, type, key)) return e;
+    }
+  }
+  return nullptr;
 }
 
 std::int64_t CoarseNowMs() noexcept {
@@ -95,10 +173,12 @@ std::int64_t CoarseNowMs() noexcept {
   return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
-std::size_t Footprint(const void* p) noexcept {
-  // What the allocator really spends: the usable size plus its chunk header.
-  return malloc_usable_size(const_cast<void*>(p)) + sizeof(std::size_t);
-}
+
+// An entry on its way into a bucket, with its fingerprint.
+struct Item {
+  const Entry* entry;
+  std::uint8_t fp;
+};
 
 }  // namespace
 
@@ -118,7 +198,8 @@ struct RouteTable::State {
   std::mutex writer;
   // Writer-only state, guarded by `writer`.
   std::uint32_t gen = 0;
-  std::vector<void*> retired;
+  internal::Slab slab;  // nodes and buckets
+  std::vector<std::pair<void*, std::size_t>> retired;  // and their sizes
   std::size_t retired_bytes = 0;
   std::vector<Snapshot*> retired_snapshots;
   std::uint64_t evictions = 0;
@@ -131,318 +212,326 @@ struct RouteTable::State {
   std::int64_t Now() const noexcept { return options.now_ms ? options.now_ms() : CoarseNowMs(); }
 
   // --- allocation ---------------------------------------------------------------------------
-  Leaf* NewLeaf(std::uint8_t type, std::string_view key) {
-    auto* l = static_cast<Leaf*>(std::malloc(sizeof(Leaf) + key.size()));
-    if (l == nullptr) throw std::bad_alloc();
-    std::memset(l, 0, sizeof(Leaf));
-    if (!key.empty()) std::memcpy(l->key(), key.data(), key.size());
-    l->key_size = static_cast<std::uint16_t>(key.size());
-    l->type = type;
-    l->gen = gen;
-    next.bytes += Footprint(l);
-    return l;
+  void* Allocate(std::size_t size) {
+    void* p = slab.Allocate(size);
+    next.bytes += internal::Slab::Footprint(p, size);
+    return p;
   }
-  Node* NewNode(int children) {
-    auto* n = static_cast<Node*>(
-        std::malloc(sizeof(Node) + sizeof(std::uintptr_t) * static_cast<std::size_t>(children)));
-    if (n == nullptr) throw std::bad_alloc();
-    n->bitmap_or_count = 0;
+  std::uintptr_t NewBucket(const Item* items, std::size_t n) {
+    const std::size_t fp_bytes = Bucket::FingerprintBytes(n);
+    const std::size_t first = RoundUp(sizeof(Bucket) + fp_bytes + 2 * n, 8);
+    std::size_t size = first;
+    for (std::size_t i = 0; i < n; ++i) size += EntryBytes(items[i].entry);
+    auto* b = static_cast<Bucket*>(Allocate(size));
+    b->gen = gen;
+    b->count = static_cast<std::uint16_t>(n);
+    b->lines = static_cast<std::uint16_t>((size + internal::Slab::kLine - 1) / internal::Slab::kLine);
+    std::memset(b->fingerprints(), 0, fp_bytes);
+    std::size_t at = first;
+    for (std::size_t i = 0; i < n; ++i) {
+      b->fingerprints()[i] = items[i].fp;
+      b->offsets()[i] = static_cast<std::uint16_t>(at / 8);
+      std::size_t bytes = kEntryHeader + items[i].entry->key_size;
+      std::memcpy(reinterpret_cast<char*>(b) + at, items[i].entry, bytes);
+      at += RoundUp(bytes, 8);
+    }
+    return BucketSlot(b);
+  }
+  Node* NewNode(int bits) {
+    auto* n = static_cast<Node*>(Allocate(NodeBytes(bits)));
     n->gen = gen;
-    next.bytes += Footprint(n);
+    n->bits = static_cast<std::uint32_t>(bits);
+    std::memset(n->child(), 0, sizeof(std::uintptr_t) << bits);
     return n;
   }
   // Drops something the new version no longer uses: freed now if this batch made it (no
   // reader has seen it), else freed after a grace period.
-  void Dispose(void* p, std::uint32_t made_in) {
-    std::size_t size = Footprint(p);
-    next.bytes -= size;
-    if (made_in == gen) {
-      std::free(p);
+  void Dispose(std::uintptr_t s) {
+    void* p = Untag(s);
+    std::size_t size = SizeOf(s);
+    std::size_t footprint = internal::Slab::Footprint(p, size);
+    next.bytes -= footprint;
+    if (GenOf(s) == gen) {
+      slab.Free(p, size);
     } else {
-      retired.push_back(p);
-      retired_bytes += size;
+      retired.emplace_back(p, size);
+      retired_bytes += footprint;
     }
   }
   bool OverReclaimBudget() const noexcept {
     return retired_bytes >= options.reclaim_bytes ||
            (options.reclaim_batch != 0 && retired.size() >= options.reclaim_batch);
   }
-  void DisposeSlot(std::uintptr_t s) {
-    if (TagOf(s) == kLeafTag) {
-      Dispose(AsLeaf(s), AsLeaf(s)->gen);
-    } else {
-      Dispose(AsNode(s), AsNode(s)->gen);
-    }
-  }
   // A node this batch may change in place: itself if the batch made it, else a copy.
   Node* Writable(std::uintptr_t s) {
     Node* n = AsNode(s);
     if (n->gen == gen) return n;
-    int count = Count(s);
-    Node* m = NewNode(count);
-    m->bitmap_or_count = n->bitmap_or_count;
-    std::memcpy(m->child(), n->child(), sizeof(std::uintptr_t) * static_cast<std::size_t>(count));
-    Dispose(n, n->gen);
+    Node* m = NewNode(static_cast<int>(n->bits));
+    std::memcpy(m->child(), n->child(), sizeof(std::uintptr_t) * n->slots());
+    Dispose(s);
     return m;
   }
 
-  void CountLeaf(const Leaf* l, int sign) {
+  void CountEntry(const Entry* e, int sign) {
     auto add = [sign](std::size_t& v) { v = sign > 0 ? v + 1 : v - 1; };
     add(next.entries);
-    if (!l->is_static()) add(next.cached);
-    if (l->flags & kNegative) add(next.negative);
+    if (!IsStatic(e)) add(next.cached);
+    if (e->flags & kNegative) add(next.negative);
   }
 
   // --- trie operations ----------------------------------------------------------------------
-  // Two slots whose hashes agree below `shift`, joined under new nodes.
-  std::uintptr_t Join(std::uintptr_t a, std::uint64_t ha, std::uintptr_t b, std::uint64_t hb,
-                      int shift) {
-    if (shift >= kHashBits) {
-      Node* c = NewNode(2);
-      c->bitmap_or_count = 2;
-      c->child()[0] = a;
-      c->child()[1] = b;
-      return Tag(c, kCollisionTag);
+  // The slot for these entries at `shift`: a bucket while they fit (or no hash bit is left),
+  // else a node that splits them by the fewest bits that make every part fit.
+  std::uintptr_t Build(const std::vector<Item>& items, int shift) {
+    if (items.empty()) return 0;
+    if (items.size() <= kBucketEntries || shift >= kHashBits) {
+      return NewBucket(items.data(), items.size());
     }
-    std::uint64_t ia = (ha >> shift) & kIndexMask, ib = (hb >> shift) & kIndexMask;
-    if (ia == ib) {
-      Node* n = NewNode(1);
-      n->bitmap_or_count = 1u << ia;
-      n->child()[0] = Join(a, ha, b, hb, shift + kBits);
-      return Tag(n, kNodeTag);
+    const int max_bits = MaxBits(shift);
+    std::vector<std::uint64_t> hashes;
+    hashes.reserve(items.size());
+    for (const Item& it : items) hashes.push_back(EntryHash(it.entry));
+    int bits = 1;
+    for (; bits < max_bits; ++bits) {
+      std::vector<std::size_t> sizes(std::size_t{1} << bits);
+      std::size_t largest = 0;
+      for (std::uint64_t h : hashes) {
+        largest = std::max(largest, ++sizes[(h >> shift) & (sizes.size() - 1)]);
+      }
+      if (largest <= kBucketEntries) break;
     }
-    Node* n = NewNode(2);
-    n->bitmap_or_count = (1u << ia) | (1u << ib);
-    n->child()[ia < ib ? 0 : 1] = a;
-    n->child()[ia < ib ? 1 : 0] = b;
-    return Tag(n, kNodeTag);
+    Node* n = NewNode(bits);
+    std::vector<std::vector<Item>> parts(n->slots());
+    for (std::size_t i = 0; i < items.size(); ++i) parts[n->Index(hashes[i], shift)].push_back(items[i]);
+    for (std::size_t i = 0; i < parts.size(); ++i) n->child()[i] = Build(parts[i], shift + bits);
+    return NodeSlot(n);
   }
 
-  std::uintptr_t Insert(std::uintptr_t s, Leaf* leaf, std::uint64_t h, int shift) {
+  // Doubles a node whose children are all buckets, splitting each by the next hash bit: a node
+  // widens before it deepens, so the levels stay few and the buckets full.
+  bool CanWiden(const Node* n, int shift) const noexcept {
+    if (static_cast<int>(n->bits) >= MaxBits(shift) ||
+        shift + static_cast<int>(n->bits) >= kHashBits) {
+      return false;
+    }
+    for (std::size_t i = 0; i < n->slots(); ++i) {
+      if (IsNode(n->child()[i])) return false;
+    }
+    return true;
+  }
+  std::uintptr_t Widen(std::uintptr_t s, int shift) {
+    const Node* n = AsNode(s);
+    const int bits = static_cast<int>(n->bits);
+    Node* m = NewNode(bits + 1);
+    std::vector<Item> low, high;
+    for (std::size_t i = 0; i < n->slots(); ++i) {
+      std::uintptr_t c = n->child()[i];
+      if (c == 0) continue;
+      const Bucket* b = AsBucket(c);
+      low.clear();
+      high.clear();
+      for (std::size_t k = 0; k < b->count; ++k) {
+        const Entry* e = b->entry(k);
+        Item it{e, b->fingerprints()[k]};
+        ((EntryHash(e) >> (shift + bits)) & 1 ? high : low).push_back(it);
+      }
+      m->child()[i] = Build(low, shift + bits + 1);
+      m->child()[i | (std::size_t{1} << bits)] = Build(high, shift + bits + 1);
+      Dispose(c);
+    }
+    Dispose(s);
+    return NodeSlot(m);
+  }
+
+  // The slot that replaces `s` once `entry` (hash h) is in it, replacing an entry with its key.
+  std::uintptr_t Insert(std::uintptr_t s, int shift, std::uint64_t h, const Entry* entry) {
+    const Item item{entry, Fingerprint(h)};
     if (s == 0) {
-      CountLeaf(leaf, +1);
-      return Tag(leaf, kLeafTag);
+      CountEntry(entry, +1);
+      return NewBucket(&item, 1);
     }
-    if (TagOf(s) == kLeafTag) {
-      Leaf* old = AsLeaf(s);
-      if (SameKey(old, leaf->type, leaf->key_view())) {
-        CountLeaf(old, -1);
-        CountLeaf(leaf, +1);
-        Dispose(old, old->gen);
-        return Tag(leaf, kLeafTag);
-      }
-      CountLeaf(leaf, +1);
-      return Join(s, LeafHash(old), Tag(leaf, kLeafTag), h, shift);
-    }
-    if (TagOf(s) == kCollisionTag) {
-      Node* c = AsNode(s);
-      int count = Count(s);
-      if (LeafHash(AsLeaf(c->child()[0])) != h) {
-        CountLeaf(leaf, +1);
-        return Join(s, LeafHash(AsLeaf(c->child()[0])), Tag(leaf, kLeafTag), h, shift);
-      }
-      for (int i = 0; i < count; ++i) {
-        Leaf* old = AsLeaf(c->child()[i]);
-        if (SameKey(old, leaf->type, leaf->key_view())) {
-          Node* w = Writable(s);
-          w->child()[i] = Tag(leaf, kLeafTag);
-          CountLeaf(old, -1);
-          CountLeaf(leaf, +1);
-          Dispose(old, old->gen);
-          return Tag(w, kCollisionTag);
+    if (IsBucket(s)) {
+      const Bucket* b = AsBucket(s);
+      std::vector<Item> items;
+      items.reserve(b->count + 1);
+      bool replaced = false;
+      for (std::size_t i = 0; i < b->count; ++i) {
+        const Entry* e = b->entry(i);
+        if (!replaced && SameKey(e, entry->type, KeyView(entry))) {
+          CountEntry(e, -1);
+          items.push_back(item);
+          replaced = true;
+        } else {
+          items.push_back({e, b->fingerprints()[i]});
         }
       }
-      Node* m = NewNode(count + 1);
-      m->bitmap_or_count = static_cast<std::uint32_t>(count + 1);
-      std::memcpy(m->child(), c->child(), sizeof(std::uintptr_t) * static_cast<std::size_t>(count));
-      m->child()[count] = Tag(leaf, kLeafTag);
-      Dispose(c, c->gen);
-      CountLeaf(leaf, +1);
-      return Tag(m, kCollisionTag);
-    }
-    Node* n = AsNode(s);
-    std::uint32_t bit = 1u << ((h >> shift) & kIndexMask);
-    int pos = PopCount(n->bitmap_or_count & (bit - 1));
-    if (n->bitmap_or_count & bit) {
-      std::uintptr_t child = n->child()[pos];
-      std::uintptr_t updated = Insert(child, leaf, h, shift + kBits);
-      Node* w = Writable(s);
-      w->child()[pos] = updated;
-      return Tag(w, kNodeTag);
-    }
-    int count = Count(s);
-    Node* m = NewNode(count + 1);
-    m->bitmap_or_count = n->bitmap_or_count | bit;
-    std::memcpy(m->child(), n->child(), sizeof(std::uintptr_t) * static_cast<std::size_t>(pos));
-    m->child()[pos] = Tag(leaf, kLeafTag);
-    std::memcpy(m->child() + pos + 1, n->child() + pos,
-                sizeof(std::uintptr_t) * static_cast<std::size_t>(count - pos));
-    Dispose(n, n->gen);
-    CountLeaf(leaf, +1);
-    return Tag(m, kNodeTag);
-  }
-
-  // Removes children[pos] from a node or collision list; collapses a node left with one leaf.
-  std::uintptr_t RemoveChild(std::uintptr_t s, int pos, std::uint32_t bit) {
-    Node* n = AsNode(s);
-    int count = Count(s);
-    if (count == 1) {
-      Dispose(n, n->gen);
-      return 0;
-    }
-    if (count == 2) {
-      std::uintptr_t other = n->child()[1 - pos];
-      if (TagOf(other) != kNodeTag) {  // a leaf or collision list moves up a level
-        Dispose(n, n->gen);
-        return other;
+      if (!replaced) {
+        if (items.size() >= kMaxBucketEntries) return s;  // see kMaxBucketEntries
+        items.push_back(item);
       }
+      CountEntry(entry, +1);
+      std::uintptr_t out = Build(items, shift);
+      Dispose(s);
+      return out;
     }
-    Node* m = NewNode(count - 1);
-    m->bitmap_or_count = TagOf(s) == kCollisionTag ? static_cast<std::uint32_t>(count - 1)
-                                                   : (n->bitmap_or_count & ~bit);
-    std::memcpy(m->child(), n->child(), sizeof(std::uintptr_t) * static_cast<std::size_t>(pos));
-    std::memcpy(m->child() + pos, n->child() + pos + 1,
-                sizeof(std::uintptr_t) * static_cast<std::size_t>(count - pos - 1));
-    Dispose(n, n->gen);
-    return Tag(m, TagOf(s));
+    std::uintptr_t child = AsNode(s)->child()[AsNode(s)->Index(h, shift)];
+    while (IsBucket(child) && AsBucket(child)->count >= kBucketEntries &&
+           CanWiden(AsNode(s), shift)) {
+      s = Widen(s, shift);
+      child = AsNode(s)->child()[AsNode(s)->Index(h, shift)];
+    }
+    const int bits = static_cast<int>(AsNode(s)->bits);
+    std::uintptr_t updated = Insert(child, shift + bits, h, entry);
+    Node* w = Writable(s);
+    w->child()[w->Index(h, shift)] = updated;
+    return NodeSlot(w);
   }
 
-  // Replaces children[pos] with `updated` (0 removes it).
-  std::uintptr_t ReplaceChild(std::uintptr_t s, int pos, std::uint32_t bit,
-                              std::uintptr_t updated) {
-    if (updated == 0) return RemoveChild(s, pos, bit);
-    if (Count(s) == 1 && TagOf(updated) != kNodeTag) {
-      Node* n = AsNode(s);
-      Dispose(n, n->gen);
+  // Replaces slot `index` of a node with `updated` (0 empties it). A node left empty goes; one
+  // left with a single bucket becomes that bucket.
+  std::uintptr_t ReplaceChild(std::uintptr_t s, std::size_t index, std::uintptr_t updated) {
+    const Node* n = AsNode(s);
+    std::uintptr_t only = updated;
+    std::size_t others = 0;
+    for (std::size_t i = 0; i < n->slots() && others < 2; ++i) {
+      if (i == index || n->child()[i] == 0) continue;
+      only = n->child()[i];
+      ++others;
+    }
+    if (others == 0 && !IsNode(updated)) {
+      Dispose(s);
       return updated;
     }
+    if (others == 1 && updated == 0 && IsBucket(only)) {
+      Dispose(s);
+      return only;
+    }
     Node* w = Writable(s);
-    w->child()[pos] = updated;
-    return Tag(w, TagOf(s));
+    w->child()[index] = updated;
+    return NodeSlot(w);
   }
 
-  // Removes leaves for which drop(leaf) is true. Unchanged subtrees are shared as they are.
+  // The entries of a bucket for which keep(entry) is true, counting those dropped.
+  template <typename Keep>
+  std::uintptr_t FilterBucket(std::uintptr_t s, Keep& keep) {
+    const Bucket* b = AsBucket(s);
+    std::vector<Item> kept;
+    kept.reserve(b->count);
+    for (std::size_t i = 0; i < b->count; ++i) {
+      const Entry* e = b->entry(i);
+      if (keep(e)) {
+        kept.push_back({e, b->fingerprints()[i]});
+      } else {
+        CountEntry(e, -1);
+      }
+    }
+    if (kept.size() == b->count) return s;
+    std::uintptr_t out = kept.empty() ? 0 : NewBucket(kept.data(), kept.size());
+    Dispose(s);
+    return out;
+  }
+
+  // Removes entries for which drop(entry) is true. Unchanged subtrees are shared as they are.
   template <typename Drop>
   std::uintptr_t Filter(std::uintptr_t s, Drop& drop) {
     if (s == 0) return 0;
-    if (TagOf(s) == kLeafTag) {
-      Leaf* l = AsLeaf(s);
-      if (!drop(l)) return s;
-      CountLeaf(l, -1);
-      Dispose(l, l->gen);
-      return 0;
+    if (IsBucket(s)) {
+      auto keep = [&drop](const Entry* e) { return !drop(e); };
+      return FilterBucket(s, keep);
     }
-    const std::uintptr_t tag = TagOf(s);
-    for (int i = Count(s) - 1; i >= 0; --i) {
+    for (std::size_t i = 0; i < AsNode(s)->slots(); ++i) {
       std::uintptr_t child = AsNode(s)->child()[i];
       std::uintptr_t updated = Filter(child, drop);
       if (updated == child) continue;
-      std::uint32_t bit = 0;
-      if (TagOf(s) == kNodeTag) {
-        // The bit of the i-th present child.
-        std::uint32_t bm = AsNode(s)->bitmap_or_count;
-        for (int k = 0; k < i; ++k) bm &= bm - 1;
-        bit = bm & (~bm + 1);
-      }
-      s = ReplaceChild(s, i, bit, updated);
-      if (s == 0) return 0;
-      if (TagOf(s) != tag) {
-        // The node collapsed into its one remaining leaf or collision list, which may sit at an
-        // index not visited yet: filter it too (it is small; filtering twice is harmless).
-        return Filter(s, drop);
-      }
+      s = ReplaceChild(s, i, updated);
+      // Collapsed into its last bucket, which may sit at a slot not visited yet: filter it
+      // too (filtering twice is harmless).
+      if (!IsNode(s)) return Filter(s, drop);
     }
     return s;
   }
 
-  std::uintptr_t Erase(std::uintptr_t s, std::uint8_t type, std::string_view key, std::uint64_t h,
-                       int shift) {
+  std::uintptr_t Erase(std::uintptr_t s, int shift, std::uint8_t type, std::string_view key,
+                       std::uint64_t h) {
     if (s == 0) return 0;
-    if (TagOf(s) == kLeafTag) {
-      Leaf* l = AsLeaf(s);
-      if (!SameKey(l, type, key)) return s;
-      CountLeaf(l, -1);
-      Dispose(l, l->gen);
-      return 0;
+    if (IsBucket(s)) {
+      auto keep = [type, key](const Entry* e) { return !SameKey(e, type, key); };
+      return FilterBucket(s, keep);
     }
-    if (TagOf(s) == kCollisionTag) {
-      Node* c = AsNode(s);
-      for (int i = 0; i < Count(s); ++i) {
-        Leaf* l = AsLeaf(c->child()[i]);
-        if (SameKey(l, type, key)) {
-          CountLeaf(l, -1);
-          Dispose(l, l->gen);
-          return RemoveChild(s, i, 0);
-        }
-      }
-      return s;
-    }
-    Node* n = AsNode(s);
-    std::uint32_t bit = 1u << ((h >> shift) & kIndexMask);
-    if (!(n->bitmap_or_count & bit)) return s;
-    int pos = PopCount(n->bitmap_or_count & (bit - 1));
-    std::uintptr_t child = n->child()[pos];
-    std::uintptr_t updated = Erase(child, type, key, h, shift + kBits);
-    if (updated == child) return s;
-    return ReplaceChild(s, pos, bit, updated);
+    const Node* n = AsNode(s);
+    std::size_t index = n->Index(h, shift);
+    std::uintptr_t child = n->child()[index];
+    std::uintptr_t updated = Erase(child, shift + static_cast<int>(n->bits), type, key, h);
+    return updated == child ? s : ReplaceChild(s, index, updated);
   }
 
-  // A cached leaf picked by walking random branches; nullptr if the walk met a static one.
-  const Leaf* SampleCached() {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    std::uint64_t r = rng;
+  // A cached entry picked by walking random slots; nullptr if the walk met a static one.
+  const Entry* SampleCached() {
+    auto random = [this] {
+      rng ^= rng << 13;
+      rng ^= rng >> 7;
+      rng ^= rng << 17;
+      return rng;
+    };
     std::uintptr_t s = next.root;
-    while (s != 0 && TagOf(s) != kLeafTag) {
-      int count = Count(s);
-      s = AsNode(s)->child()[r % static_cast<std::uint64_t>(count)];
-      r /= static_cast<std::uint64_t>(count);
-      r ^= rng >> 32;
+    while (IsNode(s)) {
+      const Node* n = AsNode(s);
+      std::size_t start = random() & (n->slots() - 1), i = start;
+      while (n->child()[i] == 0 && (i = (i + 1) & (n->slots() - 1)) != start) {
+      }
+      s = n->child()[i];
     }
-    const Leaf* l = s ? AsLeaf(s) : nullptr;
-    return l && !l->is_static() ? l : nullptr;
+    if (s == 0) return nullptr;
+    const Bucket* b = AsBucket(s);
+    const Entry* e = b->entry(random() % b->count);
+    return IsStatic(e) ? nullptr : e;
   }
 
   // Evicts the soonest-expiring of a few sampled cached entries until within the bound.
   void Evict() {
     while (next.cached > options.max_cached_entries) {
-      const Leaf* victim = nullptr;
+      const Entry* victim = nullptr;
       for (int tries = 0, found = 0; tries < 64 && found < 5; ++tries) {
-        const Leaf* l = SampleCached();
-        if (l == nullptr) continue;
+        const Entry* e = SampleCached();
+        if (e == nullptr) continue;
         ++found;
-        if (victim == nullptr || l->expires_ms() < victim->expires_ms()) victim = l;
+        if (victim == nullptr || ExpiresMs(e) < ExpiresMs(victim)) victim = e;
       }
       if (victim == nullptr) {
         // Mostly static entries: take any cached one.
-        auto first_cached = [&](const Leaf* l) { return !l->is_static(); };
-        victim = FindLeaf(next.root, first_cached);
+        auto first_cached = [&](const Entry* e) { return !IsStatic(e); };
+        victim = FindEntry(next.root, first_cached);
         if (victim == nullptr) return;
       }
-      std::string key(victim->key_view());
+      std::string key(KeyView(victim));
       std::uint8_t type = victim->type;
-      next.root = Erase(next.root, type, key, HashKey(type, key), 0);
+      next.root = Erase(next.root, 0, type, key, HashKey(type, key));
       ++evictions;
     }
   }
 
   template <typename Pred>
-  const Leaf* FindLeaf(std::uintptr_t s, Pred& pred) {
+  const Entry* FindEntry(std::uintptr_t s, Pred& pred) {
     if (s == 0) return nullptr;
-    if (TagOf(s) == kLeafTag) return pred(AsLeaf(s)) ? AsLeaf(s) : nullptr;
-    for (int i = 0; i < Count(s); ++i) {
-      if (const Leaf* l = FindLeaf(AsNode(s)->child()[i], pred)) return l;
+    if (IsBucket(s)) {
+      const Bucket* b = AsBucket(s);
+      for (std::size_t i = 0; i < b->count; ++i) {
+        if (pred(b->entry(i))) return b->entry(i);
+      }
+      return nullptr;
+    }
+    for (std::size_t i = 0; i < AsNode(s)->slots(); ++i) {
+      if (const Entry* e = FindEntry(AsNode(s)->child()[i], pred)) return e;
     }
     return nullptr;
   }
 
   void FreeTree(std::uintptr_t s) {
     if (s == 0) return;
-    if (TagOf(s) != kLeafTag) {
-      for (int i = 0; i < Count(s); ++i) FreeTree(AsNode(s)->child()[i]);
+    if (IsNode(s)) {
+      for (std::size_t i = 0; i < AsNode(s)->slots(); ++i) FreeTree(AsNode(s)->child()[i]);
     }
-    std::free(reinterpret_cast<void*>(s & ~kTagMask));
+    slab.Free(Untag(s), SizeOf(s));
   }
 
   // Frees what was retired, after a grace period. A writer inside a read-side section (a
@@ -457,7 +546,7 @@ struct RouteTable::State {
     FreeRetired();
   }
   void FreeRetired() {
-    for (void* p : retired) std::free(p);
+    for (auto [p, size] : retired) slab.Free(p, size);
     for (Snapshot* s : retired_snapshots) delete s;
     retired.clear();
     retired_bytes = 0;
@@ -509,41 +598,31 @@ const Topology* RouteTable::Reader::topology() const noexcept {
   return static_cast<const Snapshot*>(snapshot_)->topology.get();
 }
 
-// Built twice, and picked once at load by the CPU: with the POPCNT instruction where the CPU has
-// it (the PopCount above compiles to it there), and for baseline x86-64.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("popcnt", "default")))
-#endif
 TableHit RouteTable::Reader::Lookup(ClassifyType type, std::string_view value) const noexcept {
   TableHit hit;
   auto t = static_cast<std::uint8_t>(type);
   std::uint64_t h = HashKey(t, value);
   std::uintptr_t s = static_cast<const Snapshot*>(snapshot_)->root;
-  const Leaf* found = nullptr;
-  for (int shift = 0; s != 0;) {
-    if (TagOf(s) == kLeafTag) {
-      if (SameKey(AsLeaf(s), t, value)) found = AsLeaf(s);
-      break;
-    }
-    const Node* n = AsNode(s);
-    if (TagOf(s) == kCollisionTag) {
-      for (std::uint32_t i = 0; i < n->bitmap_or_count; ++i) {
-        if (SameKey(AsLeaf(n->child()[i]), t, value)) found = AsLeaf(n->child()[i]);
-      }
-      break;
-    }
-    std::uint32_t bit = 1u << ((h >> shift) & kIndexMask);
-    if (!(n->bitmap_or_count & bit)) break;
-    s = n->child()[PopCount(n->bitmap_or_count & (bit - 1))];
-    shift += kBits;
+  int shift = 0;
+  while (IsNode(s)) {
+    // The width comes from the slot: the node's header is never read.
+    const auto bits = static_cast<int>(s & kTagMask);
+    s = AsNode(s)->child()[static_cast<std::size_t>(h >> shift) & ((std::size_t{1} << bits) - 1)];
+    shift += bits;
   }
+  if (s == 0) return hit;
+  // Every line of the bucket at once: its fingerprints and the entry they point to would
+  // otherwise be two misses, one after the other.
+  const auto* bucket = static_cast<const char*>(Untag(s));
+  for (std::size_t i = 1; i < kPrefetchLines; ++i) __builtin_prefetch(bucket + 64 * i);
+  const Entry* found = FindInBucket(AsBucket(s), t, value, Fingerprint(h));
   if (found == nullptr) return hit;
   std::int64_t now = table_.state_->Now();
-  if (!found->is_static() && now >= found->expires_ms()) return hit;  // expired: a miss
+  if (!IsStatic(found) && now >= ExpiresMs(found)) return hit;  // expired: a miss
   hit.kind = (found->flags & kNegative) ? TableHit::Kind::kNegative : TableHit::Kind::kPositive;
   hit.cell_id = found->cell_id;
   hit.age_ms = now - found->inserted_ms;
-  hit.is_static = found->is_static();
+  hit.is_static = IsStatic(found);
   hit.needs_refresh = found->refresh_ms != 0 && now >= found->inserted_ms + found->refresh_ms;
   return hit;
 }
@@ -581,31 +660,39 @@ std::uint64_t RouteTable::Apply(Batch batch) {
   st.next.version = current->version + 1;
   if (batch.topology_) st.next.topology = batch.topology_;
   std::int64_t now = st.Now();
+  std::vector<std::uint64_t> scratch;  // the entry being put, before it is copied in
   for (auto& op : batch.ops_) {
     auto type = static_cast<std::uint8_t>(op.type);
     std::uint64_t h = HashKey(type, op.value);
     switch (op.kind) {
       case Batch::Op::Kind::kPut:
       case Batch::Op::Kind::kPutNegative: {
-        if (op.value.size() > UINT16_MAX) break;  // not a claim anyone can make
-        Leaf* leaf = st.NewLeaf(type, op.value);
-        leaf->cell_id = op.cell_id;
-        leaf->inserted_ms = now;
-        leaf->ttl_ms = ClampMs(op.ttl);
-        leaf->refresh_ms = ClampMs(op.refresh_after);
+        if (op.value.size() > kMaxKeyBytes) break;  // not a claim anyone can make
+        scratch.resize((kEntryHeader + op.value.size() + 7) / 8);
+        auto* entry = reinterpret_cast<Entry*>(scratch.data());
+        entry->cell_id = op.cell_id;
+        entry->inserted_ms = now;
+        entry->ttl_ms = ClampMs(op.ttl);
+        entry->refresh_ms = ClampMs(op.refresh_after);
+        entry->key_size = static_cast<std::uint16_t>(op.value.size());
+        entry->type = type;
+        entry->flags = 0;
         if (op.kind == Batch::Op::Kind::kPutNegative) {
-          leaf->flags = kNegative;
-          if (leaf->ttl_ms == 0) leaf->ttl_ms = 1;  // a negative answer always expires
+          entry->flags = kNegative;
+          if (entry->ttl_ms == 0) entry->ttl_ms = 1;  // a negative answer always expires
         }
-        st.next.root = st.Insert(st.next.root, leaf, h, 0);
+        if (!op.value.empty()) {
+          std::memcpy(reinterpret_cast<char*>(entry) + kEntryHeader, op.value.data(), op.value.size());
+        }
+        st.next.root = st.Insert(st.next.root, 0, h, entry);
         break;
       }
       case Batch::Op::Kind::kErase:
-        st.next.root = st.Erase(st.next.root, type, op.value, h, 0);
+        st.next.root = st.Erase(st.next.root, 0, type, op.value, h);
         break;
       case Batch::Op::Kind::kPurgeCell: {
         std::int64_t cell = op.cell_id;
-        auto drop = [cell](const Leaf* l) { return !(l->flags & kNegative) && l->cell_id == cell; };
+        auto drop = [cell](const Entry* e) { return !(e->flags & kNegative) && e->cell_id == cell; };
         st.next.root = st.Filter(st.next.root, drop);
         break;
       }
@@ -673,6 +760,7 @@ RouteTable::Stats RouteTable::stats() const {
   out.negative_entries = s->negative;
   out.evictions = state_->evictions;
   out.bytes = s->bytes;
+  out.reserved_bytes = state_->slab.reserved_bytes();
   out.pending_reclaim = state_->retired.size();
   out.pending_reclaim_bytes = state_->retired_bytes;
   out.deferred_reclaims = state_->deferred_reclaims;
