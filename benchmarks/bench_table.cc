@@ -10,7 +10,7 @@
 #include <time.h>
 
 // The read side as the route table uses it (inline lock and unlock), for the absl baseline.
-#define URCU_INLINE_SMALL_FUNCTIONS
+#define _LGPL_SOURCE
 #include <urcu/urcu-bp.h>
 
 #include <algorithm>

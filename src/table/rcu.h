@@ -4,9 +4,10 @@
 // writer's wait returns, so freeing afterwards is not a race.
 #pragma once
 
-// Small liburcu functions (the read-side lock and unlock) inline, as liburcu permits for any
-// application; the rest are calls into the shared library.
-#define URCU_INLINE_SMALL_FUNCTIONS
+// The read-side lock and unlock inline: liburcu writes them under ten lines so that any
+// program may (its LGPL's small-function allowance); _LGPL_SOURCE is how this version of its
+// bp flavour offers them. Registration and grace periods stay calls into the shared library.
+#define _LGPL_SOURCE
 #include <urcu/urcu-bp.h>
 
 #if defined(__SANITIZE_THREAD__)
