@@ -405,9 +405,11 @@ void BM_Classify_baseline(benchmark::State& state) {
   state.counters["rules"] = static_cast<double>(f.ruleset.size());
 }
 
-// The whole decision, rules and resolution through the route table, on the default set.
+// The whole decision, rules and resolution through the route table, on the default set;
+// Route/uncounted: the same with decision counting (metrics) turned off, to show its cost.
 void BM_Route_cellroute(benchmark::State& state) {
   Router router = Router::FromDefaults().value();
+  router.SetCounting(state.range(0) != 0);
   auto requests = RequestMix(kDistinctRequests);
   std::vector<RequestView> views;
   for (const auto& r : requests) views.push_back(r.view());
@@ -432,7 +434,8 @@ void RegisterRuleBenchmarks(bool short_mode) {
       benchmark::RegisterBenchmark("Classify/handwritten", BM_Classify_handwritten)->Arg(0);
     }
   }
-  benchmark::RegisterBenchmark("Route/cellroute", BM_Route_cellroute);
+  benchmark::RegisterBenchmark("Route/cellroute", BM_Route_cellroute)->Arg(1);
+  benchmark::RegisterBenchmark("Route/uncounted", BM_Route_cellroute)->Arg(0);
 }
 
 }  // namespace cellroute::bench

@@ -95,9 +95,10 @@ struct cr_options {
 };
 
 struct cr_router {
-  cr_options options;
+  cr_options options;  // the latest that loaded: a forked child rebuilds from these
   cellroute::BuiltRouter built;
   pid_t pid;
+  std::mutex reload;  // one reload at a time (routing never takes it)
 };
 
 struct cr_decision {
@@ -180,11 +181,7 @@ extern "C" {
 
 const cr_error* cr_error_last(void) { return &t_error.view; }
 
-const char* cr_version(void) {
-#define CR_STR2(x) #x
-#define CR_STR(x) CR_STR2(x)
-  return CR_STR(CR_VERSION_MAJOR) "." CR_STR(CR_VERSION_MINOR) "." CR_STR(CR_VERSION_PATCH);
-}
+const char* cr_version(void) { return CR_VERSION_STRING; }
 
 void cr_string_free(char* s) { std::free(s); }
 
@@ -319,7 +316,7 @@ int cr_router_new(cr_router** out, const cr_options* options) {
     cr_options opts = options ? *options : cr_options();
     auto built = cellroute::BuildRouter(opts.config);
     if (!built.ok()) return FromStatus(built.status());
-    *out = new cr_router{std::move(opts), std::move(built).value(), getpid()};
+    *out = new cr_router{std::move(opts), std::move(built).value(), getpid(), {}};
     return Ok();
   });
 }
@@ -429,6 +426,27 @@ int cr_router_status(char** out, const cr_router* router) {
   return Guard([&] {
     if (out == nullptr || router == nullptr) return Null("out or router");
     *out = Dup(router->built.StatusJson());
+    return Ok();
+  });
+}
+
+int cr_router_metrics(char** out, const cr_router* router) {
+  return Guard([&] {
+    if (out == nullptr || router == nullptr) return Null("out or router");
+    *out = Dup(router->built.router.Metrics());
+    return Ok();
+  });
+}
+
+int cr_router_reload(cr_router* router, const cr_options* options) {
+  return Guard([&] {
+    if (router == nullptr) return Null("router");
+    cr_options opts = options ? *options : cr_options();
+    std::lock_guard<std::mutex> lock(router->reload);
+    if (Status s = cellroute::ReloadRouter(&router->built, opts.config); !s.ok()) {
+      return FromStatus(s);
+    }
+    router->options = std::move(opts);
     return Ok();
   });
 }

@@ -334,7 +334,7 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows) {
   }
 }
 
-int RunRoute(const Config& cfg, const RequestFlags& flags, bool table) {
+int RunRoute(const Config& cfg, const RequestFlags& flags, bool table, bool metrics) {
   auto router = LoadRouter(cfg);
   if (!router.ok()) {
     std::cerr << router.status().message() << "\n";
@@ -366,6 +366,7 @@ int RunRoute(const Config& cfg, const RequestFlags& flags, bool table) {
       });
   if (!ok) return kExitUsage;
   if (table) PrintTable(rows);
+  if (metrics) std::cerr << router.value().Metrics();
   if (no_topology) {
     std::cerr << "cellroute: " << no_topology
               << " request(s) routed nowhere: no topology is known (no snapshot, no --topology, "
@@ -529,13 +530,11 @@ int RunTokenEncode(const std::string& prefix, const std::string& random_hex,
 int main(int argc, char** argv) {
   CLI::App app{"cellroute: decide which cell serves a request"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::to_string(CR_VERSION_MAJOR) + "." +
-                                        std::to_string(CR_VERSION_MINOR) + "." +
-                                        std::to_string(CR_VERSION_PATCH));
+  app.set_version_flag("--version", CR_VERSION_STRING);
 
   Config cfg;
   RequestFlags flags;
-  bool table = false, as_json = false;
+  bool table = false, as_json = false, metrics = false;
 
   auto* route = app.add_subcommand("route", "Route one request (flags) or many (JSON lines)");
   AddConfigOptions(route, &cfg);
@@ -543,6 +542,8 @@ int main(int argc, char** argv) {
   AddRequestOptions(route, &flags);
   route->add_flag("--table", table, "Print a table instead of JSON lines");
   route->add_flag("--json", as_json, "Print one JSON object per request (the default)");
+  route->add_flag("--metrics", metrics,
+                  "After routing, print the metrics (Prometheus text format) to stderr");
 
   auto* explain = app.add_subcommand("explain", "Show every rule tried and why");
   AddConfigOptions(explain, &cfg);
@@ -582,7 +583,7 @@ int main(int argc, char** argv) {
 
   int rc = kExitUsage;
   try {
-    if (*route) rc = RunRoute(cfg, flags, table && !as_json);
+    if (*route) rc = RunRoute(cfg, flags, table && !as_json, metrics);
     if (*explain) rc = RunExplain(cfg, flags, as_json);
     if (*validate) rc = RunValidate(cfg, as_json);
     if (*topology_status) rc = RunTopologyStatus(cfg, as_json);

@@ -158,34 +158,12 @@ std::chrono::milliseconds WaitMs(double seconds) {
 class NativeRouter {
  public:
   NativeRouter(const py::dict& cfg) {
-    auto text = [&](const char* k) -> std::optional<std::string> {
-      if (!cfg.contains(k) || cfg[k].is_none()) return std::nullopt;
-      return std::string(Utf8(cfg[k], k));
-    };
-    auto path = [&](const char* k) { return text(k).value_or(std::string()); };
-    cellroute::RouterConfig& c = config_;
-    c.rules_path = path("rules_path");
-    c.rules_text = text("rules_text");
-    c.topology_path = path("topology_path");
-    c.topology_text = text("topology_text");
-    c.claims_path = path("claims_path");
-    c.claims_text = text("claims_text");
-    c.service.address = path("topology_service");
-    c.service.ca_file = path("tls_ca");
-    c.service.cert_file = path("tls_cert");
-    c.service.key_file = path("tls_key");
-    c.service.server_name = path("tls_server_name");
-    c.service.snapshot_path = path("snapshot_path");
-    if (cfg.contains("metadata") && !cfg["metadata"].is_none()) {
-      std::vector<cellroute::Header> pairs;
-      Pairs(cfg["metadata"], &pairs, "metadata");
-      for (const auto& kv : pairs) c.service.metadata.emplace_back(kv.name, kv.value);
-    }
+    config_ = ConfigFrom(cfg);
     cellroute::Result<cellroute::BuiltRouter> built =
         cellroute::Status::Invalid("router not built");
     {
       py::gil_scoped_release unlocked;  // waits (bounded) for the service's first answer
-      built = cellroute::BuildRouter(c);
+      built = cellroute::BuildRouter(config_);
     }
     if (!built.ok()) Raise(built.status());
     built_.emplace(std::move(built).value());
@@ -279,6 +257,49 @@ class NativeRouter {
     return router().Explain(s.view).ToJson();
   }
 
+  // The keywords of Router(...) as a configuration.
+  static cellroute::RouterConfig ConfigFrom(const py::dict& cfg) {
+    auto text = [&](const char* k) -> std::optional<std::string> {
+      if (!cfg.contains(k) || cfg[k].is_none()) return std::nullopt;
+      return std::string(Utf8(cfg[k], k));
+    };
+    auto path = [&](const char* k) { return text(k).value_or(std::string()); };
+    cellroute::RouterConfig c;
+    c.rules_path = path("rules_path");
+    c.rules_text = text("rules_text");
+    c.topology_path = path("topology_path");
+    c.topology_text = text("topology_text");
+    c.claims_path = path("claims_path");
+    c.claims_text = text("claims_text");
+    c.service.address = path("topology_service");
+    c.service.ca_file = path("tls_ca");
+    c.service.cert_file = path("tls_cert");
+    c.service.key_file = path("tls_key");
+    c.service.server_name = path("tls_server_name");
+    c.service.snapshot_path = path("snapshot_path");
+    if (cfg.contains("metadata") && !cfg["metadata"].is_none()) {
+      std::vector<cellroute::Header> pairs;
+      Pairs(cfg["metadata"], &pairs, "metadata");
+      for (const auto& kv : pairs) c.service.metadata.emplace_back(kv.name, kv.value);
+    }
+    return c;
+  }
+
+  // Loads everything the keywords name and swaps it in at once, or raises and changes nothing.
+  // The files are read with the GIL released, from a configuration this call owns.
+  void Reload(const py::dict& cfg) {
+    cellroute::RouterConfig next = ConfigFrom(cfg);
+    cellroute::Status st = cellroute::Status::Ok();
+    {
+      py::gil_scoped_release unlocked;
+      st = cellroute::ReloadRouter(&*built_, next);
+    }
+    if (!st.ok()) Raise(st);
+    config_ = std::move(next);
+  }
+
+  std::string Metrics() const { return router().Metrics(); }
+
   std::string Status() { return built_->StatusJson(); }
 
   // In a child after fork (os.register_at_fork calls this): the parent's Topology Service
@@ -309,8 +330,7 @@ std::string ResultName(const cellroute::Decision& d) {
 
 PYBIND11_MODULE(_cellroute, m) {
   m.doc() = "cellroute's native shim; use the `cellroute` package";
-  m.attr("__version__") = std::to_string(CR_VERSION_MAJOR) + "." +
-                          std::to_string(CR_VERSION_MINOR) + "." + std::to_string(CR_VERSION_PATCH);
+  m.attr("__version__") = CR_VERSION_STRING;
   m.def("_set_error_mapper", [](py::object fn) { g_error_mapper = std::move(fn); });
   py::register_exception_translator([](std::exception_ptr p) {
     try {
@@ -375,6 +395,8 @@ PYBIND11_MODULE(_cellroute, m) {
       .def("route_batch", &NativeRouter::RouteBatch)
       .def("explain", &NativeRouter::Explain)
       .def("status", &NativeRouter::Status)
+      .def("reload", &NativeRouter::Reload)
+      .def("metrics", &NativeRouter::Metrics)
       .def("after_fork", &NativeRouter::AfterFork);
 
   m.def("token_decode", [](py::handle token) {

@@ -177,6 +177,17 @@ CR_API int cr_router_route_async(const cr_router *router, const cr_request *requ
 CR_API int cr_router_explain(char **out, const cr_router *router, const cr_request *request);
 /* The Topology Service client's status and counters as JSON ({"state":"static"} without one). */
 CR_API int cr_router_status(char **out, const cr_router *router);
+/* Every metric in the Prometheus text exposition format (0.0.4): decisions by rule, source and
+ * fallback, rejections, a sampled latency histogram, the route table, the topology in use,
+ * the Topology Service calls, reloads, the version. docs/operations.md lists them. */
+CR_API int cr_router_metrics(char **out, const cr_router *router);
+/* Loads options (NULL: the embedded defaults) as cr_router_new does and, when all of it is
+ * valid, swaps the new rules, cells and claims in at once: requests in flight finish with the
+ * old ones, every later one sees the new. On an error nothing changes, CR_EINVALID (or the
+ * code of the first error) is returned and cr_error_last() lists every error with its
+ * file:line:column. With a Topology Service only the rules change and its client keeps
+ * running; a reload cannot add or remove the service. Safe while other threads route. */
+CR_API int cr_router_reload(cr_router *router, const cr_options *options);
 
 /* Results of a decision. */
 #define CR_RESULT_NO_MATCH 0

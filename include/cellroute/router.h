@@ -18,7 +18,13 @@
 // under a short lock) and the decision comes back pending (or unavailable, past the queue's
 // bound). A Decision is a plain value that
 // owns everything it shows (rule id, values, address; the names are static), so it may be
-// kept after the Router is gone. A Router is immutable and safe to share across threads.
+// kept after the Router is gone.
+//
+// A Router is safe to share across threads. Copies are handles to one router: Reload swaps
+// the rules and the resolver for all of them at once (a request in flight finishes with what
+// it started with; every later one sees the new). Every decision is counted (by rule, source
+// and fallback, rejections by kind, one in 64 timed), without a lock or an allocation;
+// Metrics() prints the counts in the Prometheus text format (docs/operations.md).
 #pragma once
 
 #include <array>
@@ -113,6 +119,9 @@ class CELLROUTE_EXPORT Resolver {
                     std::chrono::milliseconds deadline) const;
   virtual void WhenResolved(ClassifyType type, std::string_view value,
                             std::function<void()> done) const;
+
+  // Appends this resolver's metrics (Prometheus text format) to `out`. Default: none.
+  virtual void AppendMetrics(std::string* out) const;
 };
 
 class RouteTable;
@@ -190,17 +199,35 @@ class CELLROUTE_EXPORT Router {
   };
   Explained Explain(const RequestView& request) const;
 
-  const Ruleset& rules() const noexcept { return rules_; }
+  // The rules and the resolver in use now.
+  Ruleset rules() const;
+  std::shared_ptr<const Resolver> resolver() const;
+
+  // Routes every later request with `rules` and `resolver`, for this router and its copies.
+  // Requests in flight finish with what they started with. Counted as a successful reload.
+  Status Reload(Ruleset rules, std::shared_ptr<const Resolver> resolver);
+  // Counts a reload that failed before it reached Reload (a configuration that did not load).
+  void CountFailedReload() const noexcept;
+  // Decisions are counted unless this is turned off (for this router and its copies); the
+  // other metrics are kept either way. The benchmarks measure what counting costs with it.
+  void SetCounting(bool on) noexcept;
+
+  // Every metric in the Prometheus text exposition format 0.0.4: decisions, rejections, the
+  // routing latency histogram, reloads, build information and the resolver's own (the route
+  // table, the Topology Service client).
+  std::string Metrics() const;
+
+  struct Core;    // rules, resolver and their decision counters: one per reload
+  struct Shared;  // what every copy of a router points to
 
  private:
-  Router(Ruleset rules, std::shared_ptr<const Resolver> resolver)
-      : rules_(std::move(rules)), resolver_(std::move(resolver)) {}
+  explicit Router(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
   // The classification a pending decision waits for.
   static bool PendingClaim(const Decision& d) noexcept;
-  void Resolve(Resolver::Session& session, Decision* d) const noexcept;
-
-  Ruleset rules_;
-  std::shared_ptr<const Resolver> resolver_;
+  static void Resolve(const Core& core, Resolver::Session& session, Decision* d) noexcept;
+  static void RouteWith(const Core& core, const RequestView& request, Decision* out,
+                        bool counting) noexcept;
+  std::shared_ptr<Shared> shared_;
 };
 
 // The defaults shipped in examples/ and compiled into the library, so that cellroute routes

@@ -90,6 +90,13 @@ class CELLROUTE_EXPORT Outcome {
     kRejected,  // rule_id() matched but its input was malformed (e.g. a corrupt routable
                 // token): GitLab's router answers HTTP 400; reason() says why
   };
+  // What kind of input a rejected request had (kNone unless kind() is kRejected).
+  enum class Rejection : std::uint8_t {
+    kNone,
+    kRequestLimits,  // more headers and cookies, or more bytes, than a request may have
+    kInvalidInput,   // a rule's transform refused its input (a corrupt routable token)
+    kValueTooLong,   // what a rule captured or rendered does not fit a decision
+  };
   static constexpr std::size_t kMaxVariables = 32;
   static constexpr std::size_t kBufferBytes = 2048;
 
@@ -111,6 +118,7 @@ class CELLROUTE_EXPORT Outcome {
   std::string_view proxy_address() const noexcept { return View(proxy_); }
   // Why a request was rejected.
   std::string_view reason() const noexcept { return View(reason_); }
+  Rejection rejection() const noexcept { return rejection_; }
 
   std::size_t variable_count() const noexcept { return nvars_; }
   Variable variable(std::size_t i) const noexcept {
@@ -141,6 +149,7 @@ class CELLROUTE_EXPORT Outcome {
   std::uint16_t used_ = 0;
   std::uint8_t nvars_ = 0;
   std::uint8_t rule_id_size_ = 0;
+  Rejection rejection_ = Rejection::kNone;
   // A copy, not a view into the Ruleset: an Outcome outlives the ruleset that made it.
   std::array<char, kMaxRuleIdBytes> rule_id_;
   // Left uninitialized: only the used_ bytes and nvars_ slots are ever read, and zeroing 2 KiB
@@ -175,6 +184,8 @@ class CELLROUTE_EXPORT Ruleset {
 
   std::size_t size() const noexcept;
   std::string_view rule_id(std::size_t index) const noexcept;
+  Action rule_action(std::size_t index) const noexcept;
+  ClassifyType rule_type(std::size_t index) const noexcept;
   std::string_view source() const noexcept;
 
   struct Compiled;  // defined in src/rules

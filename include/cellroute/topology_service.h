@@ -130,6 +130,10 @@ class CELLROUTE_EXPORT TopologyServiceClient {
   bool WaitUntilPolled(std::chrono::milliseconds deadline);
 
   TopologyServiceStatus status() const;
+  // Appends the client's metrics (Prometheus text format) to `out`: calls by method and gRPC
+  // code and their latency, cache lookups, pending and dropped fetches, rejected answers, the
+  // state and the age of the last good sync.
+  void AppendMetrics(std::string* out) const;
   const std::shared_ptr<RouteTable>& table() const noexcept;
   void Stop();
 
@@ -192,6 +196,14 @@ struct BuiltRouter {
 // router serves what it has). Empty text for the rules, topology or claims is an error: only
 // a source left unset means the embedded default.
 CELLROUTE_EXPORT Result<BuiltRouter> BuildRouter(const RouterConfig& config);
+
+// Loads `config` as BuildRouter does and, if all of it is valid, swaps the new rules, cells
+// and claims into `built`'s router at once (requests in flight finish with the old ones). On
+// any error nothing changes: the status lists every error (file:line:column as at load) and
+// the router counts a failed reload. With a Topology Service (or a router frozen at a fork)
+// only the rules change: the cells and claims keep coming from the service, whose client
+// keeps running; a reload cannot add or remove the service.
+CELLROUTE_EXPORT Status ReloadRouter(BuiltRouter* built, const RouterConfig& config);
 
 // In a child after fork(): the parent's client did not survive (its threads are gone, its
 // locks may be held), so it is abandoned, never destroyed. gRPC cannot be used safely in a

@@ -1,10 +1,19 @@
 #include "cellroute/router.h"
 
+#include <time.h>
+
+#include <atomic>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "cellroute/topology_service.h"
+#include "cellroute/version.h"
 #include "common/json.h"
+#include "common/prometheus.h"
 #include "common/text.h"
+#include "router/metrics.h"
+#include "table/rcu.h"
 
 namespace cellroute {
 
@@ -48,9 +57,67 @@ std::string_view FallbackName(Fallback f) noexcept {
   return "unknown";
 }
 
+struct Router::Core {
+  Ruleset rules;
+  std::shared_ptr<const Resolver> resolver;
+  internal::DecisionMetrics metrics;
+  Core(Ruleset r, std::shared_ptr<const Resolver> res)
+      : rules(std::move(r)), resolver(std::move(res)), metrics(rules) {}
+};
+
+// The core in use, read under RCU: a reader loads it inside a read-side section, so a core
+// replaced by Reload is freed only after a grace period, when no Route can still be using it.
+struct Router::Shared {
+  std::atomic<const Core*> current{nullptr};
+  char rcu_sync = 0;  // for ThreadSanitizer, as in the route table
+
+  mutable std::mutex writer;  // Reload and Metrics
+  std::vector<const Core*> retired;  // waiting for a grace period
+  internal::DecisionTotals carried;  // counts of the cores already freed
+  std::atomic<std::uint64_t> reloads_ok{0}, reloads_failed{0};
+  std::atomic<bool> counting{true};
+
+  explicit Shared(const Core* first) { current.store(first, std::memory_order_release); }
+  ~Shared() {
+    // No copy of the router is left, so no request is routing with any of these.
+    for (const Core* c : retired) delete c;
+    delete current.load(std::memory_order_acquire);
+  }
+  // Frees retired cores once no reader can see them, keeping their counts.
+  void ReclaimLocked() {
+    if (retired.empty() || !internal::RcuSynchronize(&rcu_sync)) return;
+    for (const Core* c : retired) {
+      c->metrics.AddTo(&carried);
+      delete c;
+    }
+    retired.clear();
+  }
+};
+
+namespace {
+// One read of the current core: an RCU read-side section for as long as this lives.
+class CoreReader {
+ public:
+  explicit CoreReader(const Router::Shared& shared) noexcept : shared_(shared) {
+    internal::RcuReadLock();
+    core_ = shared.current.load(std::memory_order_acquire);
+  }
+  ~CoreReader() { internal::RcuReadUnlock(const_cast<char*>(&shared_.rcu_sync)); }
+  CoreReader(const CoreReader&) = delete;
+  CoreReader& operator=(const CoreReader&) = delete;
+  const Router::Core& operator*() const noexcept { return *core_; }
+  const Router::Core* operator->() const noexcept { return core_; }
+
+ private:
+  const Router::Shared& shared_;
+  const Router::Core* core_;
+};
+}  // namespace
+
 Result<Router> Router::Create(Ruleset rules, std::shared_ptr<const Resolver> resolver) {
   if (!resolver) return Status::Invalid("router: no resolver");
-  return Router(std::move(rules), std::move(resolver));
+  internal::RcuInstallForkHandlers();
+  return Router(std::make_shared<Shared>(new Core(std::move(rules), std::move(resolver))));
 }
 
 Result<Router> Router::FromFiles(const Files& files) {
@@ -63,7 +130,41 @@ Result<Router> Router::FromFiles(const Files& files) {
   return std::move(built).value().router;
 }
 
-void Router::Resolve(Resolver::Session& session, Decision* d) const noexcept {
+Status Router::Reload(Ruleset rules, std::shared_ptr<const Resolver> resolver) {
+  if (!resolver) {
+    CountFailedReload();
+    return Status::Invalid("router: no resolver");
+  }
+  auto* next = new Core(std::move(rules), std::move(resolver));
+  std::lock_guard<std::mutex> lock(shared_->writer);
+  shared_->retired.push_back(shared_->current.exchange(next, std::memory_order_acq_rel));
+  shared_->reloads_ok.fetch_add(1, std::memory_order_relaxed);
+  // A reload made inside a read-side section (a Reader alive on this thread) cannot wait for
+  // a grace period: the old core then waits for the next reload or the router's end.
+  shared_->ReclaimLocked();
+  return Status::Ok();
+}
+
+void Router::CountFailedReload() const noexcept {
+  shared_->reloads_failed.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Router::SetCounting(bool on) noexcept {
+  shared_->counting.store(on, std::memory_order_relaxed);
+}
+
+Ruleset Router::rules() const {
+  CoreReader core(*shared_);
+  return core->rules;
+}
+
+std::shared_ptr<const Resolver> Router::resolver() const {
+  CoreReader core(*shared_);
+  return core->resolver;
+}
+
+void Router::Resolve(const Core& core, Resolver::Session& session, Decision* d) noexcept {
+  const Resolver& resolver = *core.resolver;
   Resolution& r = d->resolution_;
   r.Clear();
   const Outcome& o = d->outcome_;
@@ -71,7 +172,7 @@ void Router::Resolve(Resolver::Session& session, Decision* d) const noexcept {
     case Outcome::Kind::kRejected:
       return;  // no cell: the caller answers 400
     case Outcome::Kind::kNoMatch:
-      resolver_->ResolveLegacy(session, &r);
+      resolver.ResolveLegacy(session, &r);
       r.fallback = Fallback::kNoRuleMatched;
       return;
     case Outcome::Kind::kMatched:
@@ -79,7 +180,7 @@ void Router::Resolve(Resolver::Session& session, Decision* d) const noexcept {
   }
   if (o.action() == Action::kProxy) {
     if (o.proxy_address().empty()) {
-      resolver_->ResolveLegacy(session, &r);
+      resolver.ResolveLegacy(session, &r);
       if (r.source == Source::kFallback)
         r.source = Source::kCellList;  // the rule asked for the legacy cell: not a fallback
     } else {
@@ -88,7 +189,7 @@ void Router::Resolve(Resolver::Session& session, Decision* d) const noexcept {
     }
     return;
   }
-  resolver_->Resolve(session, o.type(), o.value(), &r);
+  resolver.Resolve(session, o.type(), o.value(), &r);
 }
 
 namespace {
@@ -97,22 +198,39 @@ namespace {
 bool FallsThrough(const Decision& d) {
   return d.outcome().matched() && IsClaim(d.type()) && d.fallback() == Fallback::kUnknownClaim;
 }
+
+std::uint64_t NowNs() noexcept {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
 }  // namespace
 
-void Router::Route(const RequestView& request, Decision* out) const noexcept {
+void Router::RouteWith(const Core& core, const RequestView& request, Decision* out,
+                       bool counting) noexcept {
+  const bool timed = counting && internal::DecisionMetrics::TimeThisOne();
+  const std::uint64_t start = timed ? NowNs() : 0;
   Resolver::Session session;
-  resolver_->Begin(&session);
-  rules_.Evaluate(request, &out->outcome_);
-  Resolve(session, out);
+  core.resolver->Begin(&session);
+  core.rules.Evaluate(request, &out->outcome_);
+  Resolve(core, session, out);
   while (FallsThrough(*out)) {
-    rules_.Evaluate(request, &out->outcome_,
-                    static_cast<std::size_t>(out->outcome_.rule_index()) + 1);
-    Resolve(session, out);
+    core.rules.Evaluate(request, &out->outcome_,
+                        static_cast<std::size_t>(out->outcome_.rule_index()) + 1);
+    Resolve(core, session, out);
     if (out->outcome_.kind() == Outcome::Kind::kNoMatch) {
       out->resolution_.fallback = Fallback::kUnknownClaim;
     }
   }
-  resolver_->End(&session);
+  core.resolver->End(&session);
+  if (counting) core.metrics.Count(*out);
+  if (timed) core.metrics.ObserveNs(NowNs() - start);
+}
+
+void Router::Route(const RequestView& request, Decision* out) const noexcept {
+  CoreReader core(*shared_);
+  RouteWith(*core, request, out, shared_->counting.load(std::memory_order_relaxed));
 }
 
 bool Router::PendingClaim(const Decision& d) noexcept {
@@ -122,7 +240,7 @@ bool Router::PendingClaim(const Decision& d) noexcept {
 Decision Router::RouteWait(const RequestView& request, std::chrono::milliseconds deadline) const {
   Decision d = Route(request);
   if (!PendingClaim(d)) return d;
-  resolver_->Wait(d.type(), d.value(), deadline);
+  resolver()->Wait(d.type(), d.value(), deadline);
   Route(request, &d);
   if (PendingClaim(d)) d.resolution_.fallback = Fallback::kUnavailable;  // out of time
   return d;
@@ -146,7 +264,7 @@ void Router::RouteAsync(const RequestView& request,
   for (const Header& c : request.cookies)
     owned->AddCookie(std::string(c.name), std::string(c.value));
   Router self = *this;
-  resolver_->WhenResolved(d.type(), d.value(), [self, owned, done = std::move(done)] {
+  resolver()->WhenResolved(d.type(), d.value(), [self, owned, done = std::move(done)] {
     Decision again = self.Route(owned->view());
     if (PendingClaim(again)) again.resolution_.fallback = Fallback::kUnavailable;
     done(again);
@@ -160,27 +278,53 @@ Decision Router::Route(const RequestView& request) const noexcept {
 }
 
 Router::Explained Router::Explain(const RequestView& request) const {
+  CoreReader core(*shared_);
+  const Ruleset& rules = core->rules;
   Resolver::Session session;
-  resolver_->Begin(&session);
-  Explained e{rules_.Explain(request), Decision()};
+  core->resolver->Begin(&session);
+  Explained e{rules.Explain(request), Decision()};
   e.decision.outcome_ = e.rules.outcome;
-  Resolve(session, &e.decision);
+  Resolve(*core, session, &e.decision);
   while (FallsThrough(e.decision)) {
     e.rules.rules.back().reason = "matched, but no cell owns " +
                                   std::string(ClassifyTypeName(e.decision.type())) + " '" +
                                   std::string(e.decision.value()) + "': trying the next rules";
     Explanation rest =
-        rules_.Explain(request, static_cast<std::size_t>(e.decision.outcome_.rule_index()) + 1);
+        rules.Explain(request, static_cast<std::size_t>(e.decision.outcome_.rule_index()) + 1);
     e.rules.rules.insert(e.rules.rules.end(), rest.rules.begin(), rest.rules.end());
     e.rules.outcome = rest.outcome;
     e.decision.outcome_ = rest.outcome;
-    Resolve(session, &e.decision);
+    Resolve(*core, session, &e.decision);
     if (rest.outcome.kind() == Outcome::Kind::kNoMatch) {
       e.decision.resolution_.fallback = Fallback::kUnknownClaim;
     }
   }
-  resolver_->End(&session);
+  core->resolver->End(&session);
   return e;
+}
+
+std::string Router::Metrics() const {
+  std::string text;
+  internal::PromWriter w(&text);
+  std::shared_ptr<const Resolver> resolver;
+  {
+    std::lock_guard<std::mutex> lock(shared_->writer);  // no core is freed meanwhile
+    internal::DecisionTotals totals = shared_->carried;
+    for (const Core* c : shared_->retired) c->metrics.AddTo(&totals);
+    const Core* current = shared_->current.load(std::memory_order_acquire);
+    current->metrics.AddTo(&totals);
+    resolver = current->resolver;
+    totals.Write(w);
+  }
+  w.Family("cellroute_reloads_total", "counter", "Configuration reloads, by result.");
+  w.Sample("cellroute_reloads_total", {{"result", "success"}},
+           shared_->reloads_ok.load(std::memory_order_relaxed));
+  w.Sample("cellroute_reloads_total", {{"result", "failure"}},
+           shared_->reloads_failed.load(std::memory_order_relaxed));
+  resolver->AppendMetrics(&text);
+  w.Family("cellroute_build_info", "gauge", "The cellroute library in this process.");
+  w.Sample("cellroute_build_info", {{"version", CR_VERSION_STRING}}, std::uint64_t{1});
+  return text;
 }
 
 std::string Router::Explained::ToJson() const {

@@ -732,6 +732,12 @@ std::size_t Ruleset::size() const noexcept { return compiled_->rules.size(); }
 std::string_view Ruleset::rule_id(std::size_t index) const noexcept {
   return index < compiled_->rules.size() ? std::string_view(compiled_->rules[index].id) : "";
 }
+Action Ruleset::rule_action(std::size_t index) const noexcept {
+  return index < compiled_->rules.size() ? compiled_->rules[index].action : Action::kNone;
+}
+ClassifyType Ruleset::rule_type(std::size_t index) const noexcept {
+  return index < compiled_->rules.size() ? compiled_->rules[index].type : ClassifyType::kNone;
+}
 std::string_view Ruleset::source() const noexcept { return compiled_->source; }
 
 }  // namespace cellroute

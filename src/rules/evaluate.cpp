@@ -129,6 +129,7 @@ void RuleEvaluator::Reset(Outcome* out) noexcept {
   out->value_ = out->proxy_ = out->reason_ = {};
   out->used_ = 0;
   out->nvars_ = 0;
+  out->rejection_ = Outcome::Rejection::kNone;
 }
 
 bool RuleEvaluator::Store(Outcome* out, std::string_view text, Span* span) noexcept {
@@ -424,9 +425,11 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
   using internal::MatcherKind;
   Reset(out);
   bool overflow = false;
-  auto reject = [&](std::string_view reason) {
+  auto reject = [&](std::string_view reason,
+                    Outcome::Rejection why_class = Outcome::Rejection::kValueTooLong) {
     out->used_ = 0;
     out->nvars_ = 0;
+    out->rejection_ = why_class;
     if (!Store(out, reason.substr(0, 512), &out->reason_)) out->reason_ = {};
     if (why) *why = std::string(reason);
     return Outcome::Kind::kRejected;
@@ -497,7 +500,8 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
     std::string reason;
     if (!ApplyTransform(rule.transform, out, why ? &reason : nullptr)) {
       // The message is built only when explaining; a proxy still learns which rule refused.
-      return reject(why ? std::string_view(reason) : TransformFailure(rule.transform.kind));
+      return reject(why ? std::string_view(reason) : TransformFailure(rule.transform.kind),
+                    Outcome::Rejection::kInvalidInput);
     }
   }
 
@@ -543,6 +547,7 @@ bool RuleEvaluator::WithinLimits(const RequestView& request, Outcome* out) noexc
   if (fields <= kMaxRequestFields && bytes <= kMaxRequestBytes) return true;
   Reset(out);
   out->kind_ = Outcome::Kind::kRejected;
+  out->rejection_ = Outcome::Rejection::kRequestLimits;
   (void)Store(out,
               fields > kMaxRequestFields ? "request has more than 256 headers and cookies"
                                          : "request is larger than 65536 bytes",

@@ -20,6 +20,8 @@
 
 #include "cellroute/topology_service.h"
 #include "common/json.h"
+#include "common/prometheus.h"
+#include "common/shard.h"
 #include "common/text.h"
 #include "proto/classify_service.grpc.pb.h"
 
@@ -236,6 +238,30 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
   std::deque<Key> queue;
 
   std::atomic<std::uint64_t> calls{0}, errors{0}, retries{0}, rejected{0};
+  // Every attempt, by method and by the code it ended with, and how long it took.
+  enum Method : std::size_t { kGetCells, kClassify, kMethods };
+  static constexpr std::array<double, 11> kCallBounds = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                         0.25,  0.5,   1,    2.5,   5};
+  static constexpr std::size_t kCodes = 17;
+  struct CallCounters {
+    std::array<std::atomic<std::uint64_t>, kCodes> by_code{};
+    std::array<std::atomic<std::uint64_t>, kCallBounds.size() + 1> latency{};
+    std::atomic<std::uint64_t> latency_sum_us{0};
+  };
+  std::array<CallCounters, kMethods> call_counters;
+  void CountCall(Method m, grpc::StatusCode code, std::chrono::steady_clock::duration took) {
+    CallCounters& c = call_counters[m];
+    auto index = static_cast<std::size_t>(code);
+    c.by_code[index < kCodes ? index : static_cast<std::size_t>(grpc::StatusCode::UNKNOWN)]
+        .fetch_add(1, std::memory_order_relaxed);
+    double seconds = std::chrono::duration<double>(took).count();
+    std::size_t b = 0;
+    while (b < kCallBounds.size() && seconds > kCallBounds[b]) ++b;
+    c.latency[b].fetch_add(1, std::memory_order_relaxed);
+    c.latency_sum_us.fetch_add(
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(took).count()),
+        std::memory_order_relaxed);
+  }
   // Counters that routing threads bump on every request: one cache line per shard, so threads
   // do not fight over a shared line; status() adds the shards up.
   struct alignas(64) LookupCounters {
@@ -243,11 +269,7 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
   };
   static constexpr std::size_t kShards = 16;
   std::array<LookupCounters, kShards> lookup_counters;
-  LookupCounters& MyCounters() noexcept {
-    static std::atomic<unsigned> next{0};
-    thread_local unsigned shard = next.fetch_add(1, std::memory_order_relaxed) % kShards;
-    return lookup_counters[shard];
-  }
+  LookupCounters& MyCounters() noexcept { return lookup_counters[internal::ThreadShard(kShards)]; }
 
   // The poller is threads[0], the fetchers follow; finished[i] is set as thread i exits.
   std::vector<std::thread> threads;
@@ -286,7 +308,7 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
   // One call with a deadline per attempt, retried with backoff on UNAVAILABLE and
   // DEADLINE_EXCEEDED only.
   template <typename Call>
-  grpc::Status WithRetries(Call&& call, std::chrono::milliseconds per_attempt) {
+  grpc::Status WithRetries(Method method, Call&& call, std::chrono::milliseconds per_attempt) {
     auto backoff = opt.backoff_initial;
     for (int attempt = 0;; ++attempt) {
       grpc::ClientContext ctx;
@@ -298,7 +320,9 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
         active_calls.insert(&ctx);  // so that Stop can cancel it
       }
       ++calls;
+      auto started = std::chrono::steady_clock::now();
       grpc::Status st = call(&ctx);
+      CountCall(method, st.error_code(), std::chrono::steady_clock::now() - started);
       {
         std::lock_guard<std::mutex> lock(mu);
         active_calls.erase(&ctx);
@@ -317,6 +341,7 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
   Status Poll() {
     ts::GetCellsResponse resp;
     grpc::Status st = WithRetries(
+        kGetCells,
         [&](grpc::ClientContext* ctx) { return stub->GetCells(ctx, ts::GetCellsRequest(), &resp); },
         opt.call_deadline);
     if (!st.ok()) {
@@ -401,7 +426,8 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
     }
     ts::ClassifyResponse resp;
     grpc::Status st =
-        WithRetries([&](grpc::ClientContext* ctx) { return stub->Classify(ctx, req, &resp); },
+        WithRetries(kClassify,
+                    [&](grpc::ClientContext* ctx) { return stub->Classify(ctx, req, &resp); },
                     opt.classify_deadline);
     if (st.error_code() == grpc::StatusCode::NOT_FOUND) {
       table->PutNegative(type, key.second, opt.negative_ttl, opt.negative_ttl / 2);
@@ -718,6 +744,67 @@ void TopologyServiceClient::CountFallback() noexcept {
   impl_->MyCounters().fallbacks.fetch_add(1, std::memory_order_relaxed);
 }
 
+void TopologyServiceClient::AppendMetrics(std::string* out) const {
+  const Impl& i = *impl_;
+  TopologyServiceStatus s = status();
+  internal::PromWriter w(out);
+  static constexpr std::string_view kMethodNames[] = {"GetCells", "Classify"};
+  w.Family("cellroute_topology_service_calls_total", "counter",
+           "Calls to the Topology Service (every attempt), by method and the gRPC code it "
+           "ended with.");
+  for (std::size_t m = 0; m < Impl::kMethods; ++m) {
+    for (std::size_t code = 0; code < Impl::kCodes; ++code) {
+      std::uint64_t n = i.call_counters[m].by_code[code].load(std::memory_order_relaxed);
+      if (n == 0) continue;
+      w.Sample("cellroute_topology_service_calls_total",
+               {{"method", kMethodNames[m]},
+                {"code", CodeName(static_cast<grpc::StatusCode>(code))}},
+               n);
+    }
+  }
+  w.Family("cellroute_topology_service_call_duration_seconds", "histogram",
+           "Time of each call to the Topology Service, by method.");
+  for (std::size_t m = 0; m < Impl::kMethods; ++m) {
+    const Impl::CallCounters& c = i.call_counters[m];
+    std::uint64_t counts[Impl::kCallBounds.size() + 1];
+    for (std::size_t b = 0; b < std::size(counts); ++b) {
+      counts[b] = c.latency[b].load(std::memory_order_relaxed);
+    }
+    w.Histogram("cellroute_topology_service_call_duration_seconds", {{"method", kMethodNames[m]}},
+                Impl::kCallBounds.data(), counts, Impl::kCallBounds.size(),
+                static_cast<double>(c.latency_sum_us.load(std::memory_order_relaxed)) / 1e6);
+  }
+  w.Family("cellroute_cache_lookups_total", "counter",
+           "Claims looked up in the route table on the routing path, by result (a miss is "
+           "asked of the Topology Service).");
+  w.Sample("cellroute_cache_lookups_total", {{"result", "hit"}}, s.cache_hits);
+  w.Sample("cellroute_cache_lookups_total", {{"result", "negative_hit"}}, s.negative_hits);
+  w.Sample("cellroute_cache_lookups_total", {{"result", "miss"}}, s.misses);
+  w.Gauge("cellroute_fetches_pending", "Claims queued or being asked of the Topology Service.",
+          static_cast<double>(s.pending_fetches));
+  w.Counter("cellroute_fetches_dropped_total",
+            "Claims not asked for because the queue was full or the client stopping (the "
+            "request decided as unavailable).",
+            s.dropped_fetches);
+  w.Counter("cellroute_topology_answers_rejected_total",
+            "GetCells answers refused as invalid; the last good topology was kept.",
+            s.rejected_answers);
+  w.Family("cellroute_topology_service_state", "gauge",
+           "The client's state: 1 for the current one (starting, syncing, serving_stale, "
+           "failed).");
+  w.Sample("cellroute_topology_service_state", {{"state", StateName(s.state)}}, std::uint64_t{1});
+  if (s.last_good_sync_age_ms >= 0) {
+    double age = static_cast<double>(s.last_good_sync_age_ms) / 1000.0;
+    double now = std::chrono::duration<double>(
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count();
+    w.Gauge("cellroute_topology_last_sync_timestamp_seconds",
+            "When the last good answer of GetCells arrived (Unix time).", now - age);
+    w.Gauge("cellroute_topology_sync_age_seconds", "Seconds since the last good GetCells answer.",
+            age);
+  }
+}
+
 TopologyServiceStatus TopologyServiceClient::status() const {
   const Impl& i = *impl_;
   TopologyServiceStatus s;
@@ -786,24 +873,44 @@ Result<T> LoadSource(const std::string& path, const std::optional<std::string>& 
   return from_text(default_text, "<default " + std::string(what) + ">");
 }
 
-}  // namespace
-
-Result<BuiltRouter> BuildRouter(const RouterConfig& c) {
-  auto rules = LoadSource<Ruleset>(
+Result<Ruleset> LoadRules(const RouterConfig& c) {
+  return LoadSource<Ruleset>(
       c.rules_path, c.rules_text, "rules", defaults::RulesJson(),
       [](std::string_view text, const std::string& src) { return Ruleset::Parse(text, src); },
       [](const std::string& path) { return Ruleset::LoadFile(path); });
-  if (!rules.ok()) return rules.status();
-  bool default_topology = c.topology_path.empty() && !c.topology_text;
-  auto topology = LoadSource<Topology>(
+}
+
+bool DefaultTopology(const RouterConfig& c) { return c.topology_path.empty() && !c.topology_text; }
+
+Result<Topology> LoadTopology(const RouterConfig& c) {
+  return LoadSource<Topology>(
       c.topology_path, c.topology_text, "topology", defaults::TopologyToml(),
       [](std::string_view text, const std::string& src) { return Topology::ParseToml(text, src); },
       [](const std::string& path) { return Topology::LoadFile(path); });
+}
+
+// The claims set in `c`, the default ones with the default topology, or none.
+Result<Claims> LoadClaims(const RouterConfig& c, const Topology& topology) {
+  if (c.claims_path.empty() && !c.claims_text && !DefaultTopology(c)) return Claims::Empty();
+  return LoadSource<Claims>(
+      c.claims_path, c.claims_text, "claims", defaults::ClaimsJson(),
+      [&](std::string_view text, const std::string& src) {
+        return Claims::Parse(text, src, topology);
+      },
+      [&](const std::string& path) { return Claims::LoadFile(path, topology); });
+}
+
+}  // namespace
+
+Result<BuiltRouter> BuildRouter(const RouterConfig& c) {
+  auto rules = LoadRules(c);
+  if (!rules.ok()) return rules.status();
+  auto topology = LoadTopology(c);
   if (!topology.ok()) return topology.status();
   if (!c.service.address.empty()) {
     auto client = TopologyServiceClient::Start(
         c.service, std::make_shared<RouteTable>(c.table),
-        default_topology ? std::nullopt : std::optional<Topology>(topology.value()));
+        DefaultTopology(c) ? std::nullopt : std::optional<Topology>(topology.value()));
     if (!client.ok()) return client.status();
     // Bounded by our own clock, not only by gRPC's: a call that ignores its deadline (as one
     // can in a child forked from a process using gRPC) never holds up the caller past it.
@@ -815,21 +922,56 @@ Result<BuiltRouter> BuildRouter(const RouterConfig& c) {
     if (!router.ok()) return router.status();
     return BuiltRouter{std::move(router).value(), client.value(), {}};
   }
-  Result<Claims> claims = Claims::Empty();
-  if (!c.claims_path.empty() || c.claims_text || default_topology) {
-    claims = LoadSource<Claims>(
-        c.claims_path, c.claims_text, "claims", defaults::ClaimsJson(),
-        [&](std::string_view text, const std::string& src) {
-          return Claims::Parse(text, src, topology.value());
-        },
-        [&](const std::string& path) { return Claims::LoadFile(path, topology.value()); });
-  }
+  auto claims = LoadClaims(c, topology.value());
   if (!claims.ok()) return claims.status();
   auto router =
       Router::Create(std::move(rules).value(),
                      MakeStaticResolver(std::move(topology).value(), std::move(claims).value()));
   if (!router.ok()) return router.status();
   return BuiltRouter{std::move(router).value(), nullptr, {}};
+}
+
+Status ReloadRouter(BuiltRouter* built, const RouterConfig& c) {
+  // Everything is loaded and checked before anything changes, and every error is reported.
+  std::vector<std::string> errors;
+  auto rules = LoadRules(c);
+  if (!rules.ok()) errors.push_back(rules.status().message());
+  std::shared_ptr<const Resolver> resolver;
+  if (built->client || !built->frozen_reason.empty()) {
+    // The cells and claims come from the Topology Service (or, in a forked child, from the
+    // table as it was at the fork): only the rules change, and the client keeps running.
+    if (!c.service.address.empty() != static_cast<bool>(built->client)) {
+      errors.push_back(built->client
+                           ? "reload: this router syncs with a Topology Service; a reload "
+                             "cannot remove it (build a new router)"
+                           : "reload: this router has no Topology Service client; a reload "
+                             "cannot add one (build a new router)");
+    }
+  } else if (!c.service.address.empty()) {
+    errors.push_back(
+        "reload: this router has no Topology Service client; a reload cannot add one (build a "
+        "new router)");
+  } else {
+    auto topology = LoadTopology(c);
+    if (!topology.ok()) {
+      errors.push_back(topology.status().message());
+    } else {
+      auto claims = LoadClaims(c, topology.value());
+      if (!claims.ok()) {
+        errors.push_back(claims.status().message());
+      } else {
+        resolver = MakeStaticResolver(std::move(topology).value(), std::move(claims).value());
+      }
+    }
+  }
+  if (!errors.empty()) {
+    built->router.CountFailedReload();
+    std::string message;
+    for (const std::string& e : errors) message += (message.empty() ? "" : "\n") + e;
+    return Status::Invalid(message);
+  }
+  if (!resolver) resolver = built->router.resolver();
+  return built->router.Reload(std::move(rules).value(), std::move(resolver));
 }
 
 Status RebuildAfterFork(BuiltRouter* built, const RouterConfig& config) {

@@ -9,6 +9,7 @@
 #include <map>
 #include <sstream>
 
+#include "common/hash.h"
 #include "common/text.h"
 
 namespace cellroute {
@@ -230,6 +231,13 @@ Result<Topology> Topology::LoadFile(const std::string& path) {
   auto text = internal::ReadFile(path);
   if (!text.ok()) return text.status();
   return ParseToml(text.value(), path);
+}
+
+std::string Topology::ContentHash() const {
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx",
+                static_cast<unsigned long long>(internal::HashKey(0, ToToml())));
+  return hex;
 }
 
 std::string Topology::ToToml() const {

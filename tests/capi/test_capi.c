@@ -167,6 +167,46 @@ int main(void) {
     CHECK(strcmp(cr_decision_address(d), "seven:1") == 0);
     cr_router_free(router);
   }
+  /* Metrics count what was routed; a reload swaps the rules, a bad one changes nothing. */
+  {
+    const char *seven = "[{\"id\": \"to-seven\", \"action\": \"classify\", "
+                        "\"classify\": {\"type\": \"CELL_ID\", \"value\": \"7\"}}]";
+    const char *one = "[{\"id\": \"to-one\", \"action\": \"classify\", "
+                      "\"classify\": {\"type\": \"CELL_ID\", \"value\": \"1\"}}]";
+    const char *broken = "[{\"id\": \"to-one\",\n \"action\" \"classify\"}]"; /* no colon */
+    const char *topo = "[[cells]]\nid = 1\naddress = \"one:1\"\n[[cells]]\nid = 7\naddress = \"seven:1\"\n";
+    cr_request r = Request("GET", "/", NULL, 0);
+    int i;
+    CHECK(cr_options_new(&opts) == CR_OK);
+    CHECK(cr_options_set_rules_text(opts, seven, strlen(seven)) == CR_OK);
+    CHECK(cr_options_set_topology_text(opts, topo, strlen(topo)) == CR_OK);
+    CHECK(cr_router_new(&router, opts) == CR_OK);
+    for (i = 0; i < 3; ++i) CHECK(cr_router_route(d, router, &r) == CR_OK);
+    CHECK(cr_router_metrics(&json, router) == CR_OK);
+    CHECK(strstr(json, "cellroute_decisions_total{rule=\"to-seven\",action=\"classify\","
+                       "type=\"CELL_ID\",source=\"cell_list\",fallback=\"none\"} 3\n") != NULL);
+    CHECK(strstr(json, "# TYPE cellroute_route_duration_seconds histogram") != NULL);
+    cr_string_free(json);
+
+    CHECK(cr_options_set_rules_text(opts, one, strlen(one)) == CR_OK);
+    CHECK(cr_router_reload(router, opts) == CR_OK);
+    CHECK(cr_router_route(d, router, &r) == CR_OK);
+    CHECK(strcmp(cr_decision_address(d), "one:1") == 0);
+
+    CHECK(cr_options_set_rules_text(opts, broken, strlen(broken)) == CR_OK);
+    CHECK(cr_router_reload(router, opts) == CR_EINVALID);
+    CHECK(strstr(cr_error_last()->message, "<rules>:2:") != NULL);
+    CHECK(cr_router_route(d, router, &r) == CR_OK);
+    CHECK(strcmp(cr_decision_address(d), "one:1") == 0); /* unchanged */
+    CHECK(cr_router_metrics(&json, router) == CR_OK);
+    CHECK(strstr(json, "rule=\"to-seven\"") != NULL); /* counts survive the reload */
+    CHECK(strstr(json, "cellroute_reloads_total{result=\"success\"} 1\n") != NULL);
+    CHECK(strstr(json, "cellroute_reloads_total{result=\"failure\"} 1\n") != NULL);
+    cr_string_free(json);
+    CHECK(cr_router_reload(NULL, opts) == CR_EINVALID);
+    cr_options_free(opts);
+    cr_router_free(router);
+  }
   CHECK(cr_options_new(&opts) == CR_OK);
   CHECK(cr_options_set_ms(opts, "nonsense", 5) == CR_EINVALID);
   CHECK(cr_options_set_ms(opts, "poll", 0) == CR_EINVALID);

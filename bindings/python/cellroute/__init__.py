@@ -92,6 +92,21 @@ def _after_fork_in_child() -> None:
 _os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _config(*, self=None, rules=None, topology=None, claims=None, rules_path=None,
+            topology_path=None, claims_path=None, topology_service=None, tls_ca=None,
+            tls_cert=None, tls_key=None, tls_server_name=None, snapshot_path=None,
+            metadata=None) -> dict:
+    """The constructor's and reload()'s keywords as the native shim takes them."""
+    return {
+        "rules_text": rules, "topology_text": topology, "claims_text": claims,
+        "rules_path": rules_path, "topology_path": topology_path,
+        "claims_path": claims_path, "topology_service": topology_service,
+        "tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key,
+        "tls_server_name": tls_server_name, "snapshot_path": snapshot_path,
+        "metadata": dict(metadata) if metadata else None,
+    }
+
+
 class Router:
     """Rules plus topology: one routing decision per request."""
 
@@ -104,15 +119,26 @@ class Router:
                  metadata: Optional[Mapping[str, str]] = None):
         """rules/topology/claims are the texts (JSON, TOML, JSON); *_path are files. Unset:
         the embedded defaults. With topology_service, cells and claims come from it."""
-        self._native = _cellroute.NativeRouter({
-            "rules_text": rules, "topology_text": topology, "claims_text": claims,
-            "rules_path": rules_path, "topology_path": topology_path,
-            "claims_path": claims_path, "topology_service": topology_service,
-            "tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key,
-            "tls_server_name": tls_server_name, "snapshot_path": snapshot_path,
-            "metadata": dict(metadata) if metadata else None,
-        })
+        self._native = _cellroute.NativeRouter(_config(**locals()))
         _routers.add(self)
+
+    def reload(self, *, rules: Optional[str] = None, topology: Optional[str] = None,
+               claims: Optional[str] = None, rules_path: Optional[str] = None,
+               topology_path: Optional[str] = None, claims_path: Optional[str] = None,
+               topology_service: Optional[str] = None, tls_ca: Optional[str] = None,
+               tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
+               tls_server_name: Optional[str] = None, snapshot_path: Optional[str] = None,
+               metadata: Optional[Mapping[str, str]] = None) -> None:
+        """Load the same keywords as the constructor and swap them in at once: requests in
+        flight finish with the old rules, every later one uses the new. On any error this
+        raises with every error (file:line:column) and changes nothing. With a Topology
+        Service only the rules change; its client keeps running."""
+        self._native.reload(_config(**locals()))
+
+    def metrics(self) -> str:
+        """Every metric in the Prometheus text exposition format (decisions by rule, source
+        and fallback, rejections, latency, route table, topology, service calls, reloads)."""
+        return self._native.metrics()
 
     def after_fork(self) -> None:
         """Restart the Topology Service client in a forked child. Called for every Router by

@@ -115,6 +115,33 @@ module Cellroute
       JSON.parse(native.status)
     end
 
+    # Every metric in the Prometheus text exposition format.
+    def metrics
+      native.metrics
+    end
+
+    # Loads the same options as Router.new and swaps them in at once: requests in flight
+    # finish with the old rules, every later one uses the new. On any error this raises with
+    # every error (file:line:column) and changes nothing. With a Topology Service only the
+    # rules change; its client keeps running.
+    def reload(**options)
+      unknown = options.keys - OPTION_KEYS
+      raise ArgumentError, "unknown options: #{unknown.join(', ')}" unless unknown.empty?
+
+      @lock.synchronize do
+        if @native
+          @native.reload(options)
+        else
+          # Not built yet (a Topology Service router before its first use): check the new
+          # options as Router.new does; the router is built from them on first use.
+          NativeRouter.new(options.except(:topology_service, :tls_ca, :tls_cert, :tls_key,
+                                          :tls_server_name, :snapshot_path, :metadata))
+        end
+        @options = options.freeze
+      end
+      self
+    end
+
     # For Puma's on_worker_boot: restart what a forked child cannot inherit, now.
     def after_fork!
       @lock.synchronize do

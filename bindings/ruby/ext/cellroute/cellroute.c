@@ -119,15 +119,14 @@ static const char *opt_str(VALUE opts, const char *key, long *len) {
 }
 
 /* NativeRouter.new(options_hash) */
-static VALUE router_initialize(VALUE self, VALUE opts) {
-  router_box *b;
+/* Options from the Hash Router.new and Router#reload take; raises on a bad one. */
+static cr_options *options_from_hash(VALUE opts) {
   cr_options *o = NULL;
   const char *s;
   long len = 0;
   int rc = CR_OK;
   VALUE metadata;
   Check_Type(opts, T_HASH);
-  TypedData_Get_Struct(self, router_box, &router_type, b);
   if (cr_options_new(&o) != CR_OK) raise_last();
   if ((s = opt_str(opts, "rules_path", NULL))) rc |= cr_options_set_rules_file(o, s);
   if ((s = opt_str(opts, "rules", &len))) rc |= cr_options_set_rules_text(o, s, (size_t)len);
@@ -155,10 +154,49 @@ static VALUE router_initialize(VALUE self, VALUE opts) {
     cr_options_free(o);
     raise_last();
   }
+  return o;
+}
+
+static VALUE router_initialize(VALUE self, VALUE opts) {
+  router_box *b;
+  cr_options *o;
+  int rc;
+  TypedData_Get_Struct(self, router_box, &router_type, b);
+  o = options_from_hash(opts);
   rc = cr_router_new(&b->router, o);
   cr_options_free(o);
   if (rc != CR_OK) raise_last();
   return self;
+}
+
+typedef struct {
+  cr_router *router;
+  const cr_options *options;
+  int rc;
+} reload_call;
+
+static void *reload_nogvl(void *p) {
+  reload_call *c = (reload_call *)p;
+  c->rc = cr_router_reload(c->router, c->options);
+  return NULL;
+}
+
+/* Reads files: the GVL is released, and the options (copies of every string) are ours. */
+static VALUE router_reload(VALUE self, VALUE opts) {
+  reload_call c;
+  c.router = get_router(self);
+  c.options = options_from_hash(opts);
+  c.rc = CR_OK;
+  rb_thread_call_without_gvl(reload_nogvl, &c, RUBY_UBF_IO, NULL);
+  cr_options_free((cr_options *)c.options);
+  if (c.rc != CR_OK) raise_last();
+  return Qnil;
+}
+
+static VALUE router_metrics(VALUE self) {
+  char *text = NULL;
+  if (cr_router_metrics(&text, get_router(self)) != CR_OK) raise_last();
+  return take_string(text);
 }
 
 /* A request built from Ruby values; the strings stay referenced (and so pinned) by the
@@ -463,6 +501,8 @@ void Init_cellroute(void) {
   rb_define_method(cNativeRouter, "route_wait", router_route_wait, 7);
   rb_define_method(cNativeRouter, "explain", router_explain, 6);
   rb_define_method(cNativeRouter, "status", router_status, 0);
+  rb_define_method(cNativeRouter, "reload", router_reload, 1);
+  rb_define_method(cNativeRouter, "metrics", router_metrics, 0);
   rb_define_method(cNativeRouter, "after_fork", router_after_fork, 0);
 
   cDecision = rb_define_class_under(mCellroute, "Decision", rb_cObject);

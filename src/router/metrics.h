@@ -1,0 +1,72 @@
+// Counting decisions on the routing path: by rule and by where the cell came from, rejections
+// by class, and a sampled latency histogram. Per-thread shards of relaxed atomic counters: no
+// lock, no allocation and no shared cache line on the routing path; reading adds the shards.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "cellroute/router.h"
+#include "common/prometheus.h"
+
+namespace cellroute::internal {
+
+// The (source, fallback) pairs a decision can have, as a dense index: with no fallback, the
+// source; with one, the fallback, once with the legacy cell as the source and once with none.
+inline constexpr std::size_t kOutcomeSlots = 19;
+std::size_t OutcomeSlot(Source source, Fallback fallback) noexcept;
+void SlotOutcome(std::size_t slot, Source* source, Fallback* fallback) noexcept;
+
+// Routing latency buckets, in nanoseconds (the histogram is written in seconds).
+inline constexpr std::array<std::uint64_t, 9> kLatencyBoundsNs = {
+    100, 250, 500, 1'000, 2'500, 5'000, 10'000, 100'000, 1'000'000};
+// One decision in this many per thread is timed.
+inline constexpr unsigned kTimeOneIn = 64;
+
+// Counts, added up over shards and over the rulesets a router had before a reload.
+struct DecisionTotals {
+  // By rule id ("" for decisions no rule made): the rule's action and type, and decisions by
+  // OutcomeSlot.
+  struct Row {
+    std::string rule, action, type;
+    std::uint64_t count[kOutcomeSlots] = {};
+  };
+  std::map<std::string, Row> by_rule;
+  std::uint64_t rejected[4] = {};  // by Outcome::Rejection
+  std::uint64_t latency[kLatencyBoundsNs.size() + 1] = {};
+  std::uint64_t latency_sum_ns = 0;
+
+  void Write(PromWriter& w) const;
+};
+
+class DecisionMetrics {
+ public:
+  // Rows for `rules`' rules and one for decisions no rule made.
+  explicit DecisionMetrics(const Ruleset& rules);
+
+  void Count(const Decision& d) const noexcept;
+  // Whether the calling thread times its next decision.
+  static bool TimeThisOne() noexcept;
+  void ObserveNs(std::uint64_t ns) const noexcept;
+
+  // Adds these counts to `totals`.
+  void AddTo(DecisionTotals* totals) const;
+
+ private:
+  static constexpr std::size_t kShards = 8;
+  struct alignas(64) Shard {
+    std::unique_ptr<std::atomic<std::uint64_t>[]> cells;  // rows x kOutcomeSlots
+    std::atomic<std::uint64_t> rejected[4] = {};
+    std::atomic<std::uint64_t> latency[kLatencyBoundsNs.size() + 1] = {};
+    std::atomic<std::uint64_t> latency_sum_ns{0};
+  };
+  Ruleset rules_;
+  std::size_t rows_;
+  mutable std::array<Shard, kShards> shards_;  // counters: written through const
+};
+
+}  // namespace cellroute::internal
