@@ -116,7 +116,9 @@ TEST_CASE("metrics read while threads route add up to what they routed") {
       }
     });
   }
-  for (int i = 0; i < 20; ++i) CHECK(router->Metrics().find("cellroute_decisions_total{") != std::string::npos);
+  for (int i = 0; i < 20; ++i) {
+    CHECK(router->Metrics().find("# TYPE cellroute_decisions_total counter\n") != std::string::npos);
+  }
   stop = true;
   for (auto& t : threads) t.join();
   std::string metrics = router->Metrics();
