@@ -267,8 +267,16 @@ int RunTopologyStatus(const Config& cfg, bool as_json) {
     return kExitUsage;
   }
   auto s = g_service->status();
+  cellroute::RouteTable::Reader reader(*g_service->table());
+  const cellroute::Topology* topology = reader.topology();
   if (as_json) {
-    std::cout << s.ToJson() << "\n";
+    json j = json::parse(s.ToJson());
+    j["cells"] = json::array();
+    for (const auto& c : topology ? topology->cells() : std::vector<cellroute::Cell>{}) {
+      j["cells"].push_back({{"id", c.id}, {"address", c.address},
+                            {"session_prefix", c.session_prefix}});
+    }
+    std::cout << Dump(j) << "\n";
   } else {
     std::cout << "state: " << cellroute::StateName(s.state) << "\n"
               << "topology from: " << (s.topology_source.empty() ? "-" : s.topology_source) << "\n"
@@ -277,10 +285,10 @@ int RunTopologyStatus(const Config& cfg, bool as_json) {
               << (s.last_good_sync_age_ms < 0 ? std::string("never")
                                               : std::to_string(s.last_good_sync_age_ms) + " ms ago")
               << "\n"
-              << "last error: " << (s.last_error.empty() ? "-" : s.last_error) << "\n";
-    cellroute::RouteTable::Reader r(*g_service->table());
-    if (r.topology() != nullptr) {
-      for (const auto& c : r.topology()->cells()) {
+              << "last error: " << (s.last_error.empty() ? "-" : s.last_error) << "\n"
+              << "topology hash: " << (s.topology_hash.empty() ? "-" : s.topology_hash) << "\n";
+    if (topology != nullptr) {
+      for (const auto& c : topology->cells()) {
         std::cout << "cell " << c.id << ": " << c.address
                   << (c.session_prefix.empty() ? "" : " (" + c.session_prefix + ")") << "\n";
       }
@@ -386,10 +394,28 @@ int RunExplain(const Config& cfg, const RequestFlags& flags, bool as_json) {
   bool ok = ForEachRequest(
       flags,
       [&](int n, cellroute::Request& r) {
+        // With a Topology Service, a claim the table lacks is asked for first (as RouteWait
+        // would), so that the explanation shows the service's answer and says where it came
+        // from.
+        std::string answer;
+        if (!cfg.service.empty()) {
+          cellroute::Decision first = router->Route(r.view());
+          if (first.outcome().matched() && cellroute::IsClaim(first.type())) {
+            if (first.fallback() == cellroute::Fallback::kPending) {
+              router->RouteWait(r.view(), std::chrono::milliseconds(cfg.wait_ms));
+              answer = "asked the Topology Service now (Classify)";
+            } else if (first.source() == cellroute::Source::kTable ||
+                       first.fallback() == cellroute::Fallback::kUnknownClaim) {
+              answer = "from the route table, answered by the Topology Service " +
+                       std::to_string(first.resolution().age_ms) + " ms ago";
+            }
+          }
+        }
         auto e = router->Explain(r.view());
         if (as_json) {
           json j = json::parse(e.ToJson());
           j["request"] = Label(r);
+          if (!answer.empty()) j["claim_answer"] = answer;
           if (n) j["line"] = n;
           std::cout << Dump(j) << "\n";
           return;
@@ -405,6 +431,7 @@ int RunExplain(const Config& cfg, const RequestFlags& flags, bool as_json) {
         std::cout << "  => " << Classification(d) << " -> cell " << CellLabel(d) << " "
                   << (d.address().empty() ? "-" : std::string(d.address())) << " ["
                   << cellroute::SourceName(d.source()) << "]\n";
+        if (!answer.empty()) std::cout << "  claim: " << answer << "\n";
       },
       [&](int, const std::string&) { ++bad_lines; });
   if (!ok) return kExitUsage;
@@ -547,6 +574,7 @@ int main(int argc, char** argv) {
 
   auto* explain = app.add_subcommand("explain", "Show every rule tried and why");
   AddConfigOptions(explain, &cfg);
+  AddServiceOptions(explain, &cfg);
   AddRequestOptions(explain, &flags);
   explain->add_flag("--json", as_json, "Print JSON");
 
@@ -574,6 +602,21 @@ int main(int argc, char** argv) {
   encode->add_option("fields", fields, "key=value pairs, e.g. c=2 o=1");
   encode->add_flag("--json", as_json, "Print {\"token\": ...}");
 
+  // A first word that is no subcommand is named, rather than reported as a missing one.
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string word = argv[1];
+    bool known = false;
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      known = known || sub->get_name() == word;
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::cerr << "cellroute: unknown command '" << word << "' (commands: " << names
+                << "; see --help)\n";
+      return kExitUsage;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

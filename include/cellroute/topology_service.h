@@ -94,8 +94,11 @@ struct CELLROUTE_EXPORT TopologyServiceStatus {
   };
   State state = State::kStarting;
   std::string topology_source;  // "topology_service", "snapshot", "static", ""
+  std::string topology_hash;    // Topology::ContentHash() of the cells served; "" without
+  // Since the last good GetCells answer; served from a snapshot before the first, the age the
+  // snapshot records. -1: never (and no age known).
   std::uint64_t table_version = 0;
-  std::int64_t last_good_sync_age_ms = -1;  // -1: never
+  std::int64_t last_good_sync_age_ms = -1;
   std::string last_error;
   std::uint64_t calls = 0, errors = 0, retries = 0;
   std::uint64_t cache_hits = 0, misses = 0, negative_hits = 0, fallbacks = 0;
@@ -107,6 +110,9 @@ struct CELLROUTE_EXPORT TopologyServiceStatus {
 };
 
 CELLROUTE_EXPORT std::string_view StateName(TopologyServiceStatus::State s) noexcept;
+// A gRPC status code's name ("OK", "NOT_FOUND", "UNAVAILABLE"...) by its number; "UNKNOWN"
+// for a number that is none.
+CELLROUTE_EXPORT std::string_view GrpcCodeName(int code) noexcept;
 
 class CELLROUTE_EXPORT TopologyServiceClient {
  public:

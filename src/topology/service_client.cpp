@@ -37,45 +37,38 @@ std::int64_t SteadyMs() {
       .count();
 }
 
+std::int64_t UnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A snapshot is the cells in config.toml form under a comment that records when they were
+// synced, so that a process started from it can say how old they are. A comment keeps the file
+// a valid config.toml for any reader.
+constexpr std::string_view kSyncedAt = "# cellroute snapshot, synced_at_unix_ms = ";
+
+std::string SnapshotText(const Topology& topology) {
+  return std::string(kSyncedAt) + std::to_string(UnixMs()) + "\n" + topology.ToToml();
+}
+
+// The sync time a snapshot records, or 0 (an older snapshot, or a config.toml put there).
+std::int64_t SnapshotSyncedUnixMs(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!std::getline(in, line) || line.compare(0, kSyncedAt.size(), kSyncedAt) != 0) return 0;
+  std::int64_t ms = 0;
+  const char* begin = line.data() + kSyncedAt.size();
+  auto [end, ec] = std::from_chars(begin, line.data() + line.size(), ms);
+  return ec == std::errc() && end == line.data() + line.size() && ms > 0 ? ms : 0;
+}
+
 std::string CodeName(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::OK:
-      return "OK";
-    case grpc::StatusCode::CANCELLED:
-      return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN:
-      return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT:
-      return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND:
-      return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS:
-      return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED:
-      return "PERMISSION_DENIED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION:
-      return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED:
-      return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE:
-      return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED:
-      return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL:
-      return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE:
-      return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS:
-      return "DATA_LOSS";
-    case grpc::StatusCode::UNAUTHENTICATED:
-      return "UNAUTHENTICATED";
-    default:
-      return "code " + std::to_string(static_cast<int>(code));  // not a gRPC code
+  auto n = static_cast<int>(code);
+  if (n < 0 || n > static_cast<int>(grpc::StatusCode::UNAUTHENTICATED)) {
+    return "code " + std::to_string(n);  // not a gRPC code
   }
+  return std::string(GrpcCodeName(n));
 }
 
 // Sets the Claim oneof field for a claim type; false when the value cannot be such a claim.
@@ -218,6 +211,9 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
   std::uint64_t dropped = 0;
   std::string source, last_error;
   std::int64_t last_good_ms = -1;
+  // When the snapshot served at start was synced (Unix ms; 0: not known), until a poll succeeds.
+  std::int64_t snapshot_synced_unix_ms = 0;
+  std::string snapshot_error;  // why the snapshot was not served at start
   bool last_poll_ok = false;
   bool polled = false;
   std::mt19937_64 rng{std::random_device{}()};
@@ -384,7 +380,7 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
     }
     Status snapshot_status;
     if (changed && !opt.snapshot_path.empty()) {
-      snapshot_status = WriteAtomically(opt.snapshot_path, topo->ToToml());
+      snapshot_status = WriteAtomically(opt.snapshot_path, SnapshotText(*topo));
     }
     std::lock_guard<std::mutex> lock(mu);
     last_good_ms = SteadyMs();
@@ -522,6 +518,17 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
   }
 };
 
+std::string_view GrpcCodeName(int code) noexcept {
+  // In the order of the codes' numbers (grpc::StatusCode, google.rpc.Code).
+  static constexpr std::string_view kNames[] = {
+      "OK",           "CANCELLED",         "UNKNOWN",           "INVALID_ARGUMENT",
+      "DEADLINE_EXCEEDED", "NOT_FOUND",    "ALREADY_EXISTS",    "PERMISSION_DENIED",
+      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",  "OUT_OF_RANGE",
+      "UNIMPLEMENTED", "INTERNAL",         "UNAVAILABLE",       "DATA_LOSS",
+      "UNAUTHENTICATED"};
+  return code >= 0 && code < static_cast<int>(std::size(kNames)) ? kNames[code] : "UNKNOWN";
+}
+
 std::string_view StateName(TopologyServiceStatus::State s) noexcept {
   switch (s) {
     case TopologyServiceStatus::State::kStarting:
@@ -539,6 +546,7 @@ std::string_view StateName(TopologyServiceStatus::State s) noexcept {
 std::string TopologyServiceStatus::ToJson() const {
   nlohmann::json j = {{"state", std::string(StateName(state))},
                       {"topology_source", topology_source},
+                      {"topology_hash", topology_hash},
                       {"table_version", table_version},
                       {"last_good_sync_age_ms", last_good_sync_age_ms},
                       {"last_error", last_error},
@@ -641,9 +649,11 @@ Result<std::shared_ptr<TopologyServiceClient>> TopologyServiceClient::Start(
     if (snap.ok()) {
       impl->table->SetTopology(std::move(snap).value());
       impl->source = "snapshot";
+      impl->snapshot_synced_unix_ms = SnapshotSyncedUnixMs(impl->opt.snapshot_path);
       loaded = true;
     } else {
-      impl->last_error = "snapshot ignored: " + snap.status().message();
+      impl->snapshot_error = "snapshot ignored: " + snap.status().message();
+      impl->last_error = impl->snapshot_error;
     }
   }
   if (!loaded && static_topology) {
@@ -813,11 +823,16 @@ TopologyServiceStatus TopologyServiceClient::status() const {
     RouteTable::Reader r(*i.table);
     have_topology = r.topology() != nullptr;
     s.table_version = r.version();
+    if (have_topology) s.topology_hash = r.topology()->ContentHash();
   }
   std::lock_guard<std::mutex> lock(i.mu);
   s.topology_source = have_topology ? i.source : "";
   s.last_error = i.last_error;
-  s.last_good_sync_age_ms = i.last_good_ms < 0 ? -1 : SteadyMs() - i.last_good_ms;
+  if (i.last_good_ms >= 0) {
+    s.last_good_sync_age_ms = SteadyMs() - i.last_good_ms;
+  } else if (i.snapshot_synced_unix_ms > 0) {  // serving the snapshot: its own age
+    s.last_good_sync_age_ms = std::max<std::int64_t>(0, UnixMs() - i.snapshot_synced_unix_ms);
+  }
   if (!have_topology) {
     s.state =
         i.polled ? TopologyServiceStatus::State::kFailed : TopologyServiceStatus::State::kStarting;
@@ -846,6 +861,9 @@ TopologyServiceStatus TopologyServiceClient::status() const {
   if (!have_topology && i.polled) {
     s.last_error =
         "no topology known: " + (s.last_error.empty() ? "none served yet" : s.last_error);
+    if (!i.snapshot_error.empty() && s.last_error.find(i.snapshot_error) == std::string::npos) {
+      s.last_error += "; " + i.snapshot_error;
+    }
   }
   return s;
 }

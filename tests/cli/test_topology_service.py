@@ -42,7 +42,11 @@ def test_topology_status(cellroute, service, tmp_path):
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["state"] == "syncing" and s["topology_source"] == "topology_service"
+    assert len(s["topology_hash"]) == 16
+    first_hash = s["topology_hash"]
+    assert [c["id"] for c in s["cells"]] == [1, 2, 3]
     assert "cell-2.gitlab.example.com:443" in snapshot.read_text()
+    assert snapshot.read_text().startswith("# cellroute snapshot, synced_at_unix_ms = ")
 
     # The service unreachable: the snapshot serves, and the status says it is stale.
     r = cellroute("topology", "status", "--topology-service", "127.0.0.1:1", "--json",
@@ -50,7 +54,69 @@ def test_topology_status(cellroute, service, tmp_path):
     assert r.returncode == 1
     s = json.loads(r.stdout)
     assert s["state"] == "serving_stale" and s["topology_source"] == "snapshot"
+    # The snapshot recorded when it was synced: its age shows, not "never".
+    assert 0 <= s["last_good_sync_age_ms"] < 600_000
+    assert s["topology_hash"] == first_hash
     assert "UNAVAILABLE" in s["last_error"]
     r = cellroute("route", "--topology-service", "127.0.0.1:1", "--snapshot", str(snapshot),
                   "--wait-ms", "200", "--path", "/help", "--cookie", "_gitlab_session=cell-2-ab")
     assert json_lines(r.stdout)[0]["cell_id"] == 2
+
+
+def test_explain_against_the_service_says_where_the_claim_came_from(cellroute, service, tmp_path):
+    requests = tmp_path / "twice.jsonl"
+    requests.write_text('{"path": "/gitlab-org/x"}\n{"path": "/gitlab-org/y"}\n')
+    r = cellroute("explain", "--topology-service", service, "--json", str(requests))
+    assert r.returncode == 0, r.stderr
+    first, second = json_lines(r.stdout)
+    assert first["decision"]["cell_id"] == 2 and first["decision"]["source"] == "route_table"
+    assert first["claim_answer"] == "asked the Topology Service now (Classify)"
+    assert second["claim_answer"].startswith("from the route table, answered by the Topology "
+                                             "Service ")
+    r = cellroute("explain", "--topology-service", service, "--path", "/gitlab-org/x")
+    assert r.returncode == 0, r.stderr
+    assert "claim: asked the Topology Service now (Classify)" in r.stdout
+
+
+def test_route_metrics_on_stderr(cellroute, examples):
+    r = cellroute("route", "--metrics", f"{examples}/requests.jsonl")
+    assert r.returncode == 0, r.stderr
+    routed = len(json_lines(r.stdout))
+    counted = sum(float(line.rsplit(" ", 1)[1]) for line in r.stderr.splitlines()
+                  if line.startswith("cellroute_decisions_total{"))
+    assert counted == routed
+
+
+def test_dev_server_faults_from_its_command_line(cellroute, examples):
+    server = os.environ["CELLROUTE_TOPOLOGY_SERVER"]
+    proc = subprocess.Popen([server, "--listen", "127.0.0.1:0", "--config",
+                             f"{examples}/topology.toml", "--fault", "GetCells:error=UNAVAILABLE"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        address = proc.stdout.readline().split()[-1]
+        r = cellroute("topology", "status", "--topology-service", address, "--json",
+                      "--wait-ms", "300")
+        assert r.returncode == 1
+        assert "GetCells: UNAVAILABLE" in json.loads(r.stdout)["last_error"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_usage_errors_exit_2_and_name_what_was_wrong(cellroute, examples):
+    server = os.environ["CELLROUTE_TOPOLOGY_SERVER"]
+    r = subprocess.run([server, "--config", f"{examples}/topology.toml", "--nope"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--nope" in r.stderr
+    r = subprocess.run([server, "--config", f"{examples}/topology.toml", "--fault", "GetCells:error=NOPE"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "not a gRPC code name" in r.stderr
+    r = subprocess.run([server, "--version"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.strip()
+    assert "--fault" in subprocess.run([server, "--help"], capture_output=True, text=True,
+                                       timeout=30).stdout
+    r = cellroute("frobnicate")
+    assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr
+    version = cellroute("--version")
+    assert version.returncode == 0 and version.stdout.strip() == \
+        subprocess.run([server, "--version"], capture_output=True, text=True).stdout.strip()

@@ -69,11 +69,7 @@ std::shared_ptr<TopologyServiceClient> StartClient(
   REQUIRE(c.ok());
   // Let the poller's first poll (made at start) finish, so that it cannot meet the faults a
   // test injects next; later polls are an hour away.
-  for (int i = 0; i < 300; ++i) {
-    auto s = c.value()->status();
-    if (s.last_good_sync_age_ms >= 0 || !s.last_error.empty()) break;
-    std::this_thread::sleep_for(10ms);
-  }
+  (void)c.value()->WaitUntilPolled(3s);
   return c.value();
 }
 

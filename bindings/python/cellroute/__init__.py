@@ -122,18 +122,12 @@ class Router:
         self._native = _cellroute.NativeRouter(_config(**locals()))
         _routers.add(self)
 
-    def reload(self, *, rules: Optional[str] = None, topology: Optional[str] = None,
-               claims: Optional[str] = None, rules_path: Optional[str] = None,
-               topology_path: Optional[str] = None, claims_path: Optional[str] = None,
-               topology_service: Optional[str] = None, tls_ca: Optional[str] = None,
-               tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
-               tls_server_name: Optional[str] = None, snapshot_path: Optional[str] = None,
-               metadata: Optional[Mapping[str, str]] = None) -> None:
+    def reload(self, **options) -> None:
         """Load the same keywords as the constructor and swap them in at once: requests in
         flight finish with the old rules, every later one uses the new. On any error this
         raises with every error (file:line:column) and changes nothing. With a Topology
         Service only the rules change; its client keeps running."""
-        self._native.reload(_config(**locals()))
+        self._native.reload(_config(**options))
 
     def metrics(self) -> str:
         """Every metric in the Prometheus text exposition format (decisions by rule, source
