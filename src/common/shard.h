@@ -8,10 +8,13 @@
 
 namespace cellroute::internal {
 
-inline std::size_t ThreadShard(std::size_t shards) noexcept {
+// The calling thread's number: 0, 1, 2... in the order threads first ask.
+inline unsigned ThreadNumber() noexcept {
   static std::atomic<unsigned> next{0};
   thread_local unsigned id = next.fetch_add(1, std::memory_order_relaxed);
-  return id % shards;
+  return id;
 }
+
+inline std::size_t ThreadShard(std::size_t shards) noexcept { return ThreadNumber() % shards; }
 
 }  // namespace cellroute::internal

@@ -1,5 +1,7 @@
 #include "router/metrics.h"
 
+#include <algorithm>
+
 #include "common/shard.h"
 
 namespace cellroute::internal {
@@ -12,8 +14,14 @@ static_assert(kSources + 2 * (kFallbacks - 1) == kOutcomeSlots);
 std::uint64_t Load(const std::atomic<std::uint64_t>& a) noexcept {
   return a.load(std::memory_order_relaxed);
 }
-void Bump(std::atomic<std::uint64_t>& a, std::uint64_t by = 1) noexcept {
-  a.fetch_add(by, std::memory_order_relaxed);
+// An owned shard has one writer: a plain load and store, which readers see whole. A shared
+// one takes an atomic add.
+void Bump(bool owned, std::atomic<std::uint64_t>& a, std::uint64_t by = 1) noexcept {
+  if (owned) {
+    a.store(a.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
+  } else {
+    a.fetch_add(by, std::memory_order_relaxed);
+  }
 }
 
 std::string_view FallbackLabel(Fallback f) noexcept {
@@ -40,32 +48,48 @@ void SlotOutcome(std::size_t slot, Source* source, Fallback* fallback) noexcept 
 }
 
 DecisionMetrics::DecisionMetrics(const Ruleset& rules) : rules_(rules), rows_(rules.size() + 1) {
-  for (Shard& s : shards_) {
-    s.cells = std::make_unique<std::atomic<std::uint64_t>[]>(rows_ * kOutcomeSlots);
+  for (std::size_t i = 0; i < kShards; ++i) {
+    shards_[i].cells = std::make_unique<std::atomic<std::uint64_t>[]>(rows_ * kOutcomeSlots);
+    shards_[i].owned = i < kOwnShards;
   }
 }
 
-void DecisionMetrics::Count(const Decision& d) const noexcept {
-  Shard& s = shards_[ThreadShard(kShards)];
+namespace {
+// Constant-initialized, so that reading it needs no guard: the shard (plus one; 0 until the
+// thread's first decision) and the count of its decisions, for timing one in kTimeOneIn.
+struct ThreadState {
+  unsigned shard_plus_one = 0;
+  unsigned tick = 0;
+};
+thread_local ThreadState t_state;
+}  // namespace
+
+DecisionMetrics::Ticket DecisionMetrics::Begin() const noexcept {
+  ThreadState& t = t_state;
+  if (t.shard_plus_one == 0) {
+    t.shard_plus_one = std::min<unsigned>(ThreadNumber(), kOwnShards) + 1;
+  }
+  return {&shards_[t.shard_plus_one - 1], ++t.tick % kTimeOneIn == 0};
+}
+
+void DecisionMetrics::Count(const Ticket& ticket, const Decision& d) const noexcept {
+  Shard& s = *static_cast<Shard*>(ticket.shard);
   int rule = d.outcome().rule_index();
   std::size_t row = rule < 0 || static_cast<std::size_t>(rule) >= rows_ - 1
                         ? rows_ - 1
                         : static_cast<std::size_t>(rule);
-  Bump(s.cells[row * kOutcomeSlots + OutcomeSlot(d.source(), d.fallback())]);
-  if (d.rejected()) Bump(s.rejected[static_cast<std::size_t>(d.outcome().rejection()) & 3]);
+  Bump(s.owned, s.cells[row * kOutcomeSlots + OutcomeSlot(d.source(), d.fallback())]);
+  if (d.rejected()) {
+    Bump(s.owned, s.rejected[static_cast<std::size_t>(d.outcome().rejection()) & 3]);
+  }
 }
 
-bool DecisionMetrics::TimeThisOne() noexcept {
-  thread_local unsigned tick = 0;
-  return ++tick % kTimeOneIn == 0;
-}
-
-void DecisionMetrics::ObserveNs(std::uint64_t ns) const noexcept {
-  Shard& s = shards_[ThreadShard(kShards)];
+void DecisionMetrics::ObserveNs(const Ticket& ticket, std::uint64_t ns) const noexcept {
+  Shard& s = *static_cast<Shard*>(ticket.shard);
   std::size_t b = 0;
   while (b < kLatencyBoundsNs.size() && ns > kLatencyBoundsNs[b]) ++b;
-  Bump(s.latency[b]);
-  Bump(s.latency_sum_ns, ns);
+  Bump(s.owned, s.latency[b]);
+  Bump(s.owned, s.latency_sum_ns, ns);
 }
 
 void DecisionMetrics::AddTo(DecisionTotals* totals) const {

@@ -48,17 +48,28 @@ class DecisionMetrics {
   // Rows for `rules`' rules and one for decisions no rule made.
   explicit DecisionMetrics(const Ruleset& rules);
 
-  void Count(const Decision& d) const noexcept;
-  // Whether the calling thread times its next decision.
-  static bool TimeThisOne() noexcept;
-  void ObserveNs(std::uint64_t ns) const noexcept;
+  // What a decision of the calling thread counts into, and whether it is one to time: read
+  // once per decision (one thread-local access), before routing.
+  struct Ticket {
+    void* shard;
+    bool timed;
+  };
+  DecisionMetrics(const DecisionMetrics&) = delete;
+  DecisionMetrics& operator=(const DecisionMetrics&) = delete;
+  Ticket Begin() const noexcept;
+  void Count(const Ticket& ticket, const Decision& d) const noexcept;
+  void ObserveNs(const Ticket& ticket, std::uint64_t ns) const noexcept;
 
   // Adds these counts to `totals`.
   void AddTo(DecisionTotals* totals) const;
 
  private:
-  static constexpr std::size_t kShards = 8;
+  // The first kOwnShards threads to route each own a shard and count with plain loads and
+  // stores (no locked instruction); later threads share the last one, with atomic adds.
+  static constexpr std::size_t kOwnShards = 8;
+  static constexpr std::size_t kShards = kOwnShards + 1;
   struct alignas(64) Shard {
+    bool owned = false;
     std::unique_ptr<std::atomic<std::uint64_t>[]> cells;  // rows x kOutcomeSlots
     std::atomic<std::uint64_t> rejected[4] = {};
     std::atomic<std::uint64_t> latency[kLatencyBoundsNs.size() + 1] = {};

@@ -209,8 +209,9 @@ std::uint64_t NowNs() noexcept {
 
 void Router::RouteWith(const Core& core, const RequestView& request, Decision* out,
                        bool counting) noexcept {
-  const bool timed = counting && internal::DecisionMetrics::TimeThisOne();
-  const std::uint64_t start = timed ? NowNs() : 0;
+  internal::DecisionMetrics::Ticket ticket{nullptr, false};
+  if (counting) ticket = core.metrics.Begin();
+  const std::uint64_t start = ticket.timed ? NowNs() : 0;
   Resolver::Session session;
   core.resolver->Begin(&session);
   core.rules.Evaluate(request, &out->outcome_);
@@ -224,8 +225,8 @@ void Router::RouteWith(const Core& core, const RequestView& request, Decision* o
     }
   }
   core.resolver->End(&session);
-  if (counting) core.metrics.Count(*out);
-  if (timed) core.metrics.ObserveNs(NowNs() - start);
+  if (counting) core.metrics.Count(ticket, *out);
+  if (ticket.timed) core.metrics.ObserveNs(ticket, NowNs() - start);
 }
 
 void Router::Route(const RequestView& request, Decision* out) const noexcept {
