@@ -110,6 +110,7 @@ struct Config {
   std::string rules, topology, claims;
   // With a Topology Service: cells and claims come from it.
   std::string service, tls_ca, tls_cert, tls_key, tls_server_name, snapshot;
+  std::vector<std::string> metadata;  // KEY=VALUE, sent with every call
   int wait_ms = 1000;
 };
 
@@ -122,6 +123,13 @@ void AddServiceOptions(CLI::App* cmd, Config* cfg) {
   cmd->add_option("--tls-server-name", cfg->tls_server_name, "Name to verify on the server");
   cmd->add_option("--snapshot", cfg->snapshot, "Last good topology, read and written here");
   cmd->add_option("--wait-ms", cfg->wait_ms, "How long a request waits for the service");
+  cmd->add_option("--metadata", cfg->metadata,
+                  "KEY=VALUE sent with every call (e.g. authorization=\"Bearer ...\"); repeatable")
+      ->check([](const std::string& kv) {
+        return kv.find('=') == std::string::npos || kv.front() == '='
+                   ? std::string("expected KEY=VALUE, got '") + kv + "'"
+                   : std::string();
+      });
 }
 
 cellroute::RouterConfig ConfigFor(const Config& cfg) {
@@ -135,6 +143,10 @@ cellroute::RouterConfig ConfigFor(const Config& cfg) {
   c.service.key_file = cfg.tls_key;
   c.service.server_name = cfg.tls_server_name;
   c.service.snapshot_path = cfg.snapshot;
+  for (const std::string& kv : cfg.metadata) {
+    std::size_t eq = kv.find('=');
+    c.service.metadata.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+  }
   c.service.call_deadline = std::chrono::milliseconds(cfg.wait_ms);
   c.service.classify_deadline = std::chrono::milliseconds(std::max(1, cfg.wait_ms / 4));
   c.service.max_retries = 1;

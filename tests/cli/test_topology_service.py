@@ -73,7 +73,8 @@ def test_explain_against_the_service_says_where_the_claim_came_from(cellroute, s
     assert first["claim_answer"] == "asked the Topology Service now (Classify)"
     assert second["claim_answer"].startswith("from the route table, answered by the Topology "
                                              "Service ")
-    r = cellroute("explain", "--topology-service", service, "--path", "/gitlab-org/x")
+    r = cellroute("explain", "--topology-service", service, "--metadata", "x-client=cli-test",
+                  "--path", "/gitlab-org/x")
     assert r.returncode == 0, r.stderr
     assert "claim: asked the Topology Service now (Classify)" in r.stdout
 
@@ -115,6 +116,8 @@ def test_usage_errors_exit_2_and_name_what_was_wrong(cellroute, examples):
     assert r.returncode == 0 and r.stdout.strip()
     assert "--fault" in subprocess.run([server, "--help"], capture_output=True, text=True,
                                        timeout=30).stdout
+    r = cellroute("route", "--metadata", "no-equals-sign", "--path", "/")
+    assert r.returncode == 2 and "expected KEY=VALUE" in r.stderr
     r = cellroute("frobnicate")
     assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr
     version = cellroute("--version")
