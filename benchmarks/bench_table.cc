@@ -283,7 +283,7 @@ void BM_ChurnLookup(benchmark::State& state) {
   state.counters["over_10us_per_million"] = benchmark::Counter(
       timed_count ? 1e6 * static_cast<double>(slow_count) / static_cast<double>(timed_count) : 0,
       benchmark::Counter::kAvgThreads);
-  if (state.thread_index() == 0) {
+  if (state.thread_index() == 0 && g_churn.writer.joinable()) {  // not for the idle run
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() -
                                                 g_churn.started)
                       .count();

@@ -277,4 +277,31 @@ class CellrouteTest < Minitest::Test
   def test_puma_workers_forked_after_the_parent_routed_through_the_service
     assert_script_prints("ok", PUMA_CYCLES)
   end
+
+  RULES = '[{"id": "%s", "action": "classify", "classify": {"type": "CELL_ID", "value": "5"}}]'
+  TOPOLOGY = "[[cells]]\nid = 1\naddress = \"legacy:1\"\n[[cells]]\nid = 5\naddress = \"%s:5\"\n"
+
+  def test_metrics_count_what_was_routed_and_reloads_swap_rules_and_cells
+    r = Cellroute::Router.new(rules: RULES % "a", topology: TOPOLOGY % "a")
+    3.times { r.route(path: "/") }
+    assert_includes r.metrics, 'cellroute_decisions_total{rule="a",action="classify",type="CELL_ID",' \
+                               'source="cell_list",fallback="none"} 3' + "\n"
+    seen = Queue.new
+    routers = 2.times.map do
+      Thread.new { 500.times { d = r.route(path: "/"); seen << [d.rule, d.address] } }
+    end
+    50.times { |i| r.reload(rules: RULES % "ab"[i % 2], topology: TOPOLOGY % "ab"[i % 2]) }
+    routers.each(&:join)
+    pairs = Array.new(seen.size) { seen.pop }.uniq
+    assert_empty pairs - [["a", "a:5"], ["b", "b:5"]] # never the rules of one with the cells of the other
+    assert_equal "b:5", r.route(path: "/").address
+
+    error = assert_raises(Cellroute::InvalidError) { r.reload(rules: "[{\"id\": \"x\",\n \"action\" 1}]") }
+    assert_includes error.message, "<rules>:2:"
+    assert_equal "b:5", r.route(path: "/").address # a bad reload changes nothing
+    assert_raises(ArgumentError) { r.reload(rulez: "[]") }
+    metrics = r.metrics
+    assert_includes metrics, "cellroute_reloads_total{result=\"success\"} 50\n"
+    assert_includes metrics, "cellroute_reloads_total{result=\"failure\"} 1\n"
+  end
 end
