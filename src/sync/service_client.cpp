@@ -955,21 +955,19 @@ Status ReloadRouter(BuiltRouter* built, const RouterConfig& c) {
   auto rules = LoadRules(c);
   if (!rules.ok()) errors.push_back(rules.status().message());
   std::shared_ptr<const Resolver> resolver;
-  if (built->client || !built->frozen_reason.empty()) {
-    // The cells and claims come from the Topology Service (or, in a forked child, from the
-    // table as it was at the fork): only the rules change, and the client keeps running.
-    if (!c.service.address.empty() != static_cast<bool>(built->client)) {
-      errors.push_back(built->client
-                           ? "reload: this router syncs with a Topology Service; a reload "
-                             "cannot remove it (build a new router)"
-                           : "reload: this router has no Topology Service client; a reload "
-                             "cannot add one (build a new router)");
-    }
-  } else if (!c.service.address.empty()) {
+  // With a Topology Service the cells and claims come from it, and in a child frozen at a fork
+  // from the table as it was then (the configuration still names the service): either way only
+  // the rules change, and a running client keeps running.
+  const bool rules_only = built->client || !built->frozen_reason.empty();
+  if (built->client && c.service.address.empty()) {
+    errors.push_back(
+        "reload: this router syncs with a Topology Service; a reload cannot remove it (build a "
+        "new router)");
+  } else if (!rules_only && !c.service.address.empty()) {
     errors.push_back(
         "reload: this router has no Topology Service client; a reload cannot add one (build a "
         "new router)");
-  } else {
+  } else if (!rules_only) {
     auto topology = LoadTopology(c);
     if (!topology.ok()) {
       errors.push_back(topology.status().message());

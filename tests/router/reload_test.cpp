@@ -129,3 +129,26 @@ TEST_CASE("metrics read while threads route add up to what they routed") {
   CHECK(timed >= static_cast<double>(routed.load() / 64 - 3));
   CHECK(timed <= static_cast<double>(routed.load()));
 }
+
+TEST_CASE("a router frozen at a fork reloads its rules with the configuration it was built from") {
+  // A child forked after its parent used gRPC routes from the parent's table, frozen; the
+  // configuration it reloads still names the service it was built with. Only the rules change.
+  RouterConfig a = Version("a");
+  auto built = BuildRouter(a);
+  REQUIRE(built.ok());
+  BuiltRouter frozen{built.value().router, nullptr, "frozen at fork() (test)"};
+  RouterConfig b = Version("b");
+  b.service.address = "127.0.0.1:1";  // as the child's configuration still says
+  b.topology_text = "[[cells]]\nid = 1\naddress = \"elsewhere:1\"\n";  // not applied
+  REQUIRE(ReloadRouter(&frozen, b).ok());
+  Request req;
+  req.path = "/";
+  Decision d = frozen.router.Route(req.view());
+  CHECK(d.rule_id() == "rule-b");
+  CHECK(d.address() == "a:5");  // the cells it had, not the configuration's
+
+  // A router without a service cannot gain one by a reload, and says so.
+  Status s = ReloadRouter(&built.value(), b);
+  REQUIRE_FALSE(s.ok());
+  CHECK(s.message().find("cannot add one") != std::string::npos);
+}
