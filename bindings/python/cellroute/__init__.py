@@ -92,7 +92,7 @@ def _after_fork_in_child() -> None:
 _os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _config(*, self=None, rules=None, topology=None, claims=None, rules_path=None,
+def _config(*, rules=None, topology=None, claims=None, rules_path=None,
             topology_path=None, claims_path=None, topology_service=None, tls_ca=None,
             tls_cert=None, tls_key=None, tls_server_name=None, snapshot_path=None,
             metadata=None) -> dict:
@@ -119,7 +119,9 @@ class Router:
                  metadata: Optional[Mapping[str, str]] = None):
         """rules/topology/claims are the texts (JSON, TOML, JSON); *_path are files. Unset:
         the embedded defaults. With topology_service, cells and claims come from it."""
-        self._native = _cellroute.NativeRouter(_config(**locals()))
+        keywords = dict(locals())  # the keywords above, as reload() takes them
+        del keywords["self"]
+        self._native = _cellroute.NativeRouter(_config(**keywords))
         _routers.add(self)
 
     def reload(self, **options) -> None:
