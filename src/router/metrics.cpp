@@ -49,7 +49,8 @@ void SlotOutcome(std::size_t slot, Source* source, Fallback* fallback) noexcept 
 
 DecisionMetrics::DecisionMetrics(const Ruleset& rules) : rules_(rules), rows_(rules.size() + 1) {
   for (std::size_t i = 0; i < kShards; ++i) {
-    shards_[i].cells = std::make_unique<std::atomic<std::uint64_t>[]>(rows_ * kOutcomeSlots);
+    shards_[i].storage =
+        std::make_unique<std::atomic<std::uint64_t>[]>(rows_ * kOutcomeSlots + 2 * Shard::kPad);
     shards_[i].owned = i < kOwnShards;
   }
 }
@@ -78,7 +79,7 @@ void DecisionMetrics::Count(const Ticket& ticket, const Decision& d) const noexc
   std::size_t row = rule < 0 || static_cast<std::size_t>(rule) >= rows_ - 1
                         ? rows_ - 1
                         : static_cast<std::size_t>(rule);
-  Bump(s.owned, s.cells[row * kOutcomeSlots + OutcomeSlot(d.source(), d.fallback())]);
+  Bump(s.owned, s.cells()[row * kOutcomeSlots + OutcomeSlot(d.source(), d.fallback())]);
   if (d.rejected()) {
     Bump(s.owned, s.rejected[static_cast<std::size_t>(d.outcome().rejection()) & 3]);
   }
@@ -97,7 +98,7 @@ void DecisionMetrics::AddTo(DecisionTotals* totals) const {
     DecisionTotals::Row* out = nullptr;
     for (std::size_t slot = 0; slot < kOutcomeSlots; ++slot) {
       std::uint64_t n = 0;
-      for (const Shard& s : shards_) n += Load(s.cells[row * kOutcomeSlots + slot]);
+      for (const Shard& s : shards_) n += Load(s.cells()[row * kOutcomeSlots + slot]);
       if (n == 0) continue;
       if (out == nullptr) {
         bool rule = row < rows_ - 1;

@@ -1,6 +1,7 @@
 // Counting decisions on the routing path: by rule and by where the cell came from, rejections
-// by class, and a sampled latency histogram. Per-thread shards of relaxed atomic counters: no
-// lock, no allocation and no shared cache line on the routing path; reading adds the shards.
+// by class, and a sampled latency histogram. Per-thread shards of counters (owned shards take
+// plain stores, the shared one atomic adds): no lock, no allocation and no cache line shared
+// between threads on the routing path; reading adds the shards.
 #pragma once
 
 #include <array>
@@ -70,7 +71,11 @@ class DecisionMetrics {
   static constexpr std::size_t kShards = kOwnShards + 1;
   struct alignas(64) Shard {
     bool owned = false;
-    std::unique_ptr<std::atomic<std::uint64_t>[]> cells;  // rows x kOutcomeSlots
+    // rows x kOutcomeSlots counters, at cells() with a cache line of padding on either side so
+    // that no other shard's (or anything else's) memory shares a line with them.
+    std::unique_ptr<std::atomic<std::uint64_t>[]> storage;
+    std::atomic<std::uint64_t>* cells() const noexcept { return storage.get() + kPad; }
+    static constexpr std::size_t kPad = 64 / sizeof(std::uint64_t);
     std::atomic<std::uint64_t> rejected[4] = {};
     std::atomic<std::uint64_t> latency[kLatencyBoundsNs.size() + 1] = {};
     std::atomic<std::uint64_t> latency_sum_ns{0};
