@@ -208,7 +208,7 @@ std::uint64_t NowNs() noexcept {
 }  // namespace
 
 void Router::RouteWith(const Core& core, const RequestView& request, Decision* out,
-                       bool counting) noexcept {
+                       bool counting, Attempt attempt) noexcept {
   internal::DecisionMetrics::Ticket ticket{nullptr, false};
   if (counting) ticket = core.metrics.Begin();
   const std::uint64_t start = ticket.timed ? NowNs() : 0;
@@ -225,13 +225,22 @@ void Router::RouteWith(const Core& core, const RequestView& request, Decision* o
     }
   }
   core.resolver->End(&session);
+  if (PendingClaim(*out)) {
+    if (attempt == Attempt::kFirst) return;  // decided again once the answer is in: counted then
+    if (attempt == Attempt::kLast) out->resolution_.fallback = Fallback::kUnavailable;  // out of time
+  }
   if (counting) core.metrics.Count(ticket, *out);
   if (ticket.timed) core.metrics.ObserveNs(ticket, NowNs() - start);
 }
 
-void Router::Route(const RequestView& request, Decision* out) const noexcept {
+void Router::RouteAttempt(const RequestView& request, Decision* out,
+                          Attempt attempt) const noexcept {
   CoreReader core(*shared_);
-  RouteWith(*core, request, out, shared_->counting.load(std::memory_order_relaxed));
+  RouteWith(*core, request, out, shared_->counting.load(std::memory_order_relaxed), attempt);
+}
+
+void Router::Route(const RequestView& request, Decision* out) const noexcept {
+  RouteAttempt(request, out, Attempt::kOnly);
 }
 
 bool Router::PendingClaim(const Decision& d) noexcept {
@@ -239,17 +248,18 @@ bool Router::PendingClaim(const Decision& d) noexcept {
 }
 
 Decision Router::RouteWait(const RequestView& request, std::chrono::milliseconds deadline) const {
-  Decision d = Route(request);
+  Decision d;
+  RouteAttempt(request, &d, Attempt::kFirst);
   if (!PendingClaim(d)) return d;
   resolver()->Wait(d.type(), d.value(), deadline);
-  Route(request, &d);
-  if (PendingClaim(d)) d.resolution_.fallback = Fallback::kUnavailable;  // out of time
+  RouteAttempt(request, &d, Attempt::kLast);
   return d;
 }
 
 void Router::RouteAsync(const RequestView& request,
                         std::function<void(const Decision&)> done) const {
-  Decision d = Route(request);
+  Decision d;
+  RouteAttempt(request, &d, Attempt::kFirst);
   if (!PendingClaim(d)) {
     done(d);
     return;
@@ -266,8 +276,8 @@ void Router::RouteAsync(const RequestView& request,
     owned->AddCookie(std::string(c.name), std::string(c.value));
   Router self = *this;
   resolver()->WhenResolved(d.type(), d.value(), [self, owned, done = std::move(done)] {
-    Decision again = self.Route(owned->view());
-    if (PendingClaim(again)) again.resolution_.fallback = Fallback::kUnavailable;
+    Decision again;
+    self.RouteAttempt(owned->view(), &again, Attempt::kLast);
     done(again);
   });
 }

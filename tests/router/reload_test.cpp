@@ -152,3 +152,40 @@ TEST_CASE("a router frozen at a fork reloads its rules with the configuration it
   REQUIRE_FALSE(s.ok());
   CHECK(s.message().find("cannot add one") != std::string::npos);
 }
+
+TEST_CASE("a request that waits for a claim is counted once, as it was finally decided") {
+  // A resolver whose claims stay pending: RouteWait and RouteAsync route twice, and the
+  // metrics must count one decision per request, with the fallback the caller saw.
+  struct Pending : Resolver {
+    void Begin(Session*) const noexcept override {}
+    void End(Session*) const noexcept override {}
+    void Resolve(Session& s, ClassifyType, std::string_view, Resolution* out) const noexcept override {
+      ResolveLegacy(s, out);
+      out->fallback = Fallback::kPending;
+    }
+    void ResolveLegacy(Session&, Resolution* out) const noexcept override {
+      out->cell_id = 1;
+      out->SetAddress("legacy:1");
+      out->source = Source::kFallback;
+    }
+  };
+  auto rules = Ruleset::Parse(
+      R"json([{"id": "ns", "match": {"type": "path", "regex_value": "^/(?<top>[^/]+)"},
+               "action": "classify", "classify": {"type": "route", "value": "${top}"}}])json",
+      "pending.json");
+  REQUIRE(rules.ok());
+  auto router = Router::Create(rules.value(), std::make_shared<Pending>());
+  REQUIRE(router.ok());
+  Request req;
+  req.path = "/group/x";
+  CHECK(router->Route(req.view()).fallback() == Fallback::kPending);
+  CHECK(router->RouteWait(req.view(), std::chrono::milliseconds(1)).fallback() ==
+        Fallback::kUnavailable);
+  Fallback async = Fallback::kNone;
+  router->RouteAsync(req.view(), [&](const Decision& d) { async = d.fallback(); });
+  CHECK(async == Fallback::kUnavailable);
+  std::string metrics = router->Metrics();
+  const std::string ns = R"(cellroute_decisions_total{rule="ns",action="classify",type="route",source="fallback",fallback=")";
+  CHECK(Sample(metrics, ns + R"(pending"} )") == 1);      // Route's own answer
+  CHECK(Sample(metrics, ns + R"(unavailable"} )") == 2);  // RouteWait and RouteAsync, once each
+}
