@@ -183,9 +183,9 @@ CR_API int cr_router_status(char **out, const cr_router *router);
 CR_API int cr_router_metrics(char **out, const cr_router *router);
 /* Loads options (NULL: the embedded defaults) as cr_router_new does and, when all of it is
  * valid, swaps the new rules, cells and claims in at once: requests in flight finish with the
- * old ones, every later one sees the new. On an error nothing changes, CR_EINVALID (or the
- * code of the first error) is returned and cr_error_last() lists every error with its
- * file:line:column. With a Topology Service only the rules change and its client keeps
+ * old ones, every later one sees the new. On an error nothing changes, the first error's code
+ * is returned (as cr_router_new would: CR_EUNAVAILABLE for a file it cannot read, CR_EINVALID
+ * for bad content) and cr_error_last() lists every error with its file:line:column. With a Topology Service only the rules change and its client keeps
  * running; a reload cannot add or remove the service. Safe while other threads route. */
 CR_API int cr_router_reload(cr_router *router, const cr_options *options);
 

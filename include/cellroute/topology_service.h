@@ -205,8 +205,9 @@ CELLROUTE_EXPORT Result<BuiltRouter> BuildRouter(const RouterConfig& config);
 
 // Loads `config` as BuildRouter does and, if all of it is valid, swaps the new rules, cells
 // and claims into `built`'s router at once (requests in flight finish with the old ones). On
-// any error nothing changes: the status lists every error (file:line:column as at load) and
-// the router counts a failed reload. With a Topology Service (or a router frozen at a fork)
+// any error nothing changes: the status has the first error's code (a file that cannot be read
+// is kUnavailable, as at build), lists every error (file:line:column as at load), and the
+// router counts a failed reload. With a Topology Service (or a router frozen at a fork)
 // only the rules change: the cells and claims keep coming from the service, whose client
 // keeps running; a reload cannot add or remove the service.
 CELLROUTE_EXPORT Status ReloadRouter(BuiltRouter* built, const RouterConfig& config);

@@ -952,29 +952,34 @@ Result<BuiltRouter> BuildRouter(const RouterConfig& c) {
 Status ReloadRouter(BuiltRouter* built, const RouterConfig& c) {
   // Everything is loaded and checked before anything changes, and every error is reported.
   std::vector<std::string> errors;
+  StatusCode first = StatusCode::kInvalid;  // the code of the first error, as a build reports it
+  auto fail = [&](const Status& s) {
+    if (errors.empty()) first = s.code();
+    errors.push_back(s.message());
+  };
   auto rules = LoadRules(c);
-  if (!rules.ok()) errors.push_back(rules.status().message());
+  if (!rules.ok()) fail(rules.status());
   std::shared_ptr<const Resolver> resolver;
   // With a Topology Service the cells and claims come from it, and in a child frozen at a fork
   // from the table as it was then (the configuration still names the service): either way only
   // the rules change, and a running client keeps running.
   const bool rules_only = built->client || !built->frozen_reason.empty();
   if (built->client && c.service.address.empty()) {
-    errors.push_back(
+    fail(Status::Invalid(
         "reload: this router syncs with a Topology Service; a reload cannot remove it (build a "
-        "new router)");
+        "new router)"));
   } else if (!rules_only && !c.service.address.empty()) {
-    errors.push_back(
+    fail(Status::Invalid(
         "reload: this router has no Topology Service client; a reload cannot add one (build a "
-        "new router)");
+        "new router)"));
   } else if (!rules_only) {
     auto topology = LoadTopology(c);
     if (!topology.ok()) {
-      errors.push_back(topology.status().message());
+      fail(topology.status());
     } else {
       auto claims = LoadClaims(c, topology.value());
       if (!claims.ok()) {
-        errors.push_back(claims.status().message());
+        fail(claims.status());
       } else {
         resolver = MakeStaticResolver(std::move(topology).value(), std::move(claims).value());
       }
@@ -984,7 +989,7 @@ Status ReloadRouter(BuiltRouter* built, const RouterConfig& c) {
     built->router.CountFailedReload();
     std::string message;
     for (const std::string& e : errors) message += (message.empty() ? "" : "\n") + e;
-    return Status::Invalid(message);
+    return Status(first, message);
   }
   if (!resolver) resolver = built->router.resolver();
   return built->router.Reload(std::move(rules).value(), std::move(resolver));

@@ -89,13 +89,21 @@ TEST_CASE("a reload that fails changes nothing, reports every error and is count
   bad.topology_text = "[[cells]]\nid = 1\n";  // no address
   Status s = ReloadRouter(&built.value(), bad);
   REQUIRE_FALSE(s.ok());
+  CHECK(s.code() == StatusCode::kInvalid);
   CHECK(s.message().find("<rules>:2:") != std::string::npos);
   CHECK(s.message().find("<topology>") != std::string::npos);
   Request req;
   req.path = "/";
   CHECK(built.value().router.Route(req.view()).address() == "a:5");
+  // A file that cannot be read is unavailable, as when the router is built.
+  RouterConfig missing = Version("b");
+  missing.rules_text.reset();
+  missing.rules_path = "/nonexistent/rules.json";
+  Status m = ReloadRouter(&built.value(), missing);
+  CHECK(m.code() == StatusCode::kUnavailable);
+  CHECK(m.code() == BuildRouter(missing).status().code());
   std::string metrics = built.value().router.Metrics();
-  CHECK(Sample(metrics, "cellroute_reloads_total{result=\"failure\"} ") == 1);
+  CHECK(Sample(metrics, "cellroute_reloads_total{result=\"failure\"} ") == 2);
   CHECK(Sample(metrics, "cellroute_reloads_total{result=\"success\"} ") == 0);
 }
 
