@@ -606,7 +606,9 @@ int main(int argc, char** argv) {
   std::string token_text, prefix, random_hex;
   std::vector<std::string> fields;
   auto* decode = token->add_subcommand("decode", "Print a token's routing fields");
-  decode->add_option("token", token_text, "The token")->required();
+  decode->add_option("token", token_text,
+                     "The token (after --, as in `token decode -- -Ab...`, when it starts with -)")
+      ->required();
   decode->add_flag("--json", as_json, "Print the fields as a JSON object of integers");
   auto* encode = token->add_subcommand("encode", "Mint a routable token");
   encode->add_option("--prefix", prefix, "Token prefix, e.g. glrt-");
