@@ -21,7 +21,9 @@ struct CodedError {
   int code;
   std::string message;
 };
-py::object g_error_mapper;
+// A strong reference never released: a global py::object would be destroyed by the C
+// runtime's exit handlers after the interpreter is gone, and decrementing then aborts.
+py::handle g_error_mapper;
 
 [[noreturn]] void Raise(const cellroute::Status& s) {
   throw CodedError{static_cast<int>(s.code()), s.message()};
@@ -331,7 +333,11 @@ std::string ResultName(const cellroute::Decision& d) {
 PYBIND11_MODULE(_cellroute, m) {
   m.doc() = "cellroute's native shim; use the `cellroute` package";
   m.attr("__version__") = CR_VERSION_STRING;
-  m.def("_set_error_mapper", [](py::object fn) { g_error_mapper = std::move(fn); });
+  m.def("_set_error_mapper", [](py::object fn) {
+    py::handle old = g_error_mapper;
+    g_error_mapper = fn.release();
+    old.dec_ref();
+  });
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
