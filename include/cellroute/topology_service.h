@@ -40,6 +40,7 @@
 #include <utility>
 #include <vector>
 
+#include "cellroute/events.h"
 #include "cellroute/export.h"
 #include "cellroute/router.h"
 #include "cellroute/status.h"
@@ -83,6 +84,9 @@ struct TopologyServiceOptions {
   int max_response_bytes = 4 << 20;
   // How long Stop() (and so the destructor) waits for the client's threads.
   std::chrono::milliseconds stop_deadline{2000};
+  // Where the client reports what it did (sync succeeded or failed, topology changed, answers
+  // rejected, queue full, snapshot written or unreadable); null: nowhere. See events.h.
+  std::shared_ptr<EventLog> events;
 };
 
 struct CELLROUTE_EXPORT TopologyServiceStatus {
@@ -184,6 +188,9 @@ struct RouterConfig {
   TableOptions table;  // the route table a service fills (max_cached_entries...)
   // Wait (up to the call deadline) for the service's first answer before returning.
   bool wait_for_first_poll = true;
+  // Receives the events of the router's sync and reloads (events.h), on a thread of its own.
+  // Set at build; a reload keeps the callback the router was built with.
+  EventCallback on_event;
 };
 
 struct BuiltRouter {
@@ -191,6 +198,7 @@ struct BuiltRouter {
   std::shared_ptr<TopologyServiceClient> client;  // null without a service
   // Set when the router routes from a table frozen at a fork (see RebuildAfterFork): why.
   std::string frozen_reason;
+  std::shared_ptr<EventLog> events;  // null without RouterConfig::on_event
 
   // The client's status() as JSON; {"state":"static"} without a service; {"state":"frozen",
   // "reason":...} for a frozen table.
@@ -209,7 +217,8 @@ CELLROUTE_EXPORT Result<BuiltRouter> BuildRouter(const RouterConfig& config);
 // is kUnavailable, as at build), lists every error (file:line:column as at load), and the
 // router counts a failed reload. With a Topology Service (or a router frozen at a fork)
 // only the rules change: the cells and claims keep coming from the service, whose client
-// keeps running; a reload cannot add or remove the service.
+// keeps running; a reload cannot add or remove the service. Either way the router's event log
+// gets reload_succeeded or reload_failed (with every error).
 CELLROUTE_EXPORT Status ReloadRouter(BuiltRouter* built, const RouterConfig& config);
 
 // In a child after fork(): the parent's client did not survive (its threads are gone, its
@@ -217,9 +226,10 @@ CELLROUTE_EXPORT Status ReloadRouter(BuiltRouter* built, const RouterConfig& con
 // child forked after its parent started it (calls hang or crash inside gRPC), so the child
 // never touches it: the router goes on from the parent's route table as it was at the fork
 // (cells and cached claims), frozen; claims it lacks decide as unavailable, and the status
-// says why (docs/reliability.md). A router without a service is kept as it is. Build routers
-// with a service after forking, or let the parent not use them before, to have a live sync
-// in each worker.
+// says why (docs/reliability.md). A router without a service is kept as it is. The event log
+// (whose thread did not survive either) is abandoned too, and a new one calls the same
+// callback. Build routers with a service after forking, or let the parent not use them
+// before, to have a live sync in each worker.
 CELLROUTE_EXPORT Status RebuildAfterFork(BuiltRouter* built, const RouterConfig& config);
 
 }  // namespace cellroute

@@ -288,6 +288,43 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
     last_error = std::move(e);
   }
 
+  void Emit(Event::Kind kind, std::string message, std::string method = {},
+            std::string code = {}) noexcept {
+    if (!opt.events) return;
+    try {
+      Event e;
+      e.kind = kind;
+      e.method = std::move(method);
+      e.code = std::move(code);
+      e.message = std::move(message);
+      opt.events->Emit(std::move(e));
+    } catch (...) {  // out of memory: a log line is not worth more
+    }
+  }
+  void Emit(Event e) noexcept {
+    if (opt.events) opt.events->Emit(std::move(e));
+  }
+
+  // Fetches dropped since the last queue_full event; one such event a second at most, so a
+  // flood of requests past max_pending makes one line, not one per request.
+  std::atomic<std::uint64_t> drops_unreported{0};
+  std::atomic<std::int64_t> last_queue_full_ms{-1000};
+  void ReportDrop() noexcept {
+    if (!opt.events) return;
+    drops_unreported.fetch_add(1, std::memory_order_relaxed);
+    std::int64_t now = SteadyMs(), last = last_queue_full_ms.load(std::memory_order_relaxed);
+    if (now - last < 1000 || !last_queue_full_ms.compare_exchange_strong(last, now)) return;
+    try {
+      Event e;
+      e.kind = Event::Kind::kQueueFull;
+      e.count = drops_unreported.exchange(0, std::memory_order_relaxed);
+      e.message = "claims not asked of the Topology Service (the fetch queue is full: "
+                  "max_pending); those requests decided as unavailable";
+      Emit(std::move(e));
+    } catch (...) {  // out of memory: the count is reported with the next one
+    }
+  }
+
   // Sleeps up to `d`; false when the client is stopping.
   bool Sleep(std::chrono::milliseconds d) {
     std::unique_lock<std::mutex> lock(mu);
@@ -342,8 +379,10 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
         opt.call_deadline);
     if (!st.ok()) {
       std::string e = "GetCells: " + CodeName(st.error_code()) + ": " + st.error_message();
+      std::string kept = KeptTopology();
+      Emit(Event::Kind::kSyncFailed, e + kept, "GetCells", CodeName(st.error_code()));
       std::lock_guard<std::mutex> lock(mu);
-      last_error = e + KeptTopology();
+      last_error = e + kept;
       last_poll_ok = false;
       polled = true;
       events.notify_all();
@@ -353,8 +392,10 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
     if (!topo.ok()) {
       ++rejected;
       std::string e = "rejected a GetCells answer: " + topo.status().message();
+      std::string kept = KeptTopology();
+      Emit(Event::Kind::kAnswerRejected, e + kept, "GetCells");
       std::lock_guard<std::mutex> lock(mu);
-      last_error = e + KeptTopology();
+      last_error = e + kept;
       last_poll_ok = false;
       polled = true;
       events.notify_all();
@@ -364,9 +405,11 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
     // read section (Apply then could not wait for a grace period).
     RouteTable::Batch b;
     bool changed;
+    std::string old_hash;
     {
       RouteTable::Reader r(*table);
       changed = r.topology() == nullptr || r.topology()->cells() != topo->cells();
+      if (changed && r.topology() != nullptr) old_hash = r.topology()->ContentHash();
       // Answers naming cells that are gone would only send requests nowhere.
       if (const Topology* old = r.topology(); changed && old != nullptr) {
         for (const Cell& c : old->cells()) {
@@ -378,9 +421,33 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
       b.SetTopology(topo.value());
       table->Apply(std::move(b));
     }
+    const std::string new_hash = topo->ContentHash();
+    Event synced;
+    synced.kind = Event::Kind::kSyncSucceeded;
+    synced.method = "GetCells";
+    synced.code = "OK";
+    synced.new_hash = new_hash;
+    synced.count = topo->cells().size();
+    synced.message = std::to_string(topo->cells().size()) + " cells from " + opt.address;
+    Emit(std::move(synced));
+    if (changed) {
+      Event e;
+      e.kind = Event::Kind::kTopologyChanged;
+      e.old_hash = std::move(old_hash);
+      e.new_hash = new_hash;
+      e.message = "now serving " + std::to_string(topo->cells().size()) +
+                  " cells from the Topology Service";
+      Emit(std::move(e));
+    }
     Status snapshot_status;
     if (changed && !opt.snapshot_path.empty()) {
       snapshot_status = WriteAtomically(opt.snapshot_path, SnapshotText(*topo));
+      Event e;
+      e.kind = snapshot_status.ok() ? Event::Kind::kSnapshotWritten : Event::Kind::kSnapshotFailed;
+      e.path = opt.snapshot_path;
+      e.new_hash = new_hash;
+      e.message = snapshot_status.ok() ? "snapshot written" : snapshot_status.message();
+      Emit(std::move(e));
     }
     std::lock_guard<std::mutex> lock(mu);
     last_good_ms = SteadyMs();
@@ -441,8 +508,10 @@ struct TopologyServiceClient::Impl : std::enable_shared_from_this<Impl> {
     }();
     if (!owner.ok()) {
       ++rejected;
-      SetError("rejected a Classify answer for " + std::string(ClassifyTypeName(type)) + " '" +
-               key.second + "': " + owner.status().message());
+      std::string e = "rejected a Classify answer for " + std::string(ClassifyTypeName(type)) +
+                      " '" + key.second + "': " + owner.status().message();
+      Emit(Event::Kind::kAnswerRejected, e, "Classify");
+      SetError(std::move(e));
       return;
     }
     table->Put(type, key.second, owner.value(), opt.claim_ttl, opt.claim_refresh);
@@ -654,6 +723,11 @@ Result<std::shared_ptr<TopologyServiceClient>> TopologyServiceClient::Start(
     } else {
       impl->snapshot_error = "snapshot ignored: " + snap.status().message();
       impl->last_error = impl->snapshot_error;
+      Event e;
+      e.kind = Event::Kind::kSnapshotUnreadable;
+      e.path = impl->opt.snapshot_path;
+      e.message = impl->snapshot_error;
+      impl->Emit(std::move(e));
     }
   }
   if (!loaded && static_topology) {
@@ -679,6 +753,7 @@ const std::shared_ptr<RouteTable>& TopologyServiceClient::table() const noexcept
 bool TopologyServiceClient::Fetch(ClassifyType type, std::string_view value,
                                   std::function<void()> done) {
   Impl& i = *impl_;
+  bool full = false;
   {
     std::lock_guard<std::mutex> lock(i.mu);
     if (!i.stopping) {
@@ -700,7 +775,9 @@ bool TopologyServiceClient::Fetch(ClassifyType type, std::string_view value,
       }
     }
     ++i.dropped;
+    full = !i.stopping;
   }
+  if (full) i.ReportDrop();
   if (done) done();
   return false;
 }
@@ -925,9 +1002,13 @@ Result<BuiltRouter> BuildRouter(const RouterConfig& c) {
   if (!rules.ok()) return rules.status();
   auto topology = LoadTopology(c);
   if (!topology.ok()) return topology.status();
+  std::shared_ptr<EventLog> events = c.service.events;
+  if (!events && c.on_event) events = EventLog::Start(c.on_event);
   if (!c.service.address.empty()) {
+    TopologyServiceOptions service = c.service;
+    service.events = events;
     auto client = TopologyServiceClient::Start(
-        c.service, std::make_shared<RouteTable>(c.table),
+        std::move(service), std::make_shared<RouteTable>(c.table),
         DefaultTopology(c) ? std::nullopt : std::optional<Topology>(topology.value()));
     if (!client.ok()) return client.status();
     // Bounded by our own clock, not only by gRPC's: a call that ignores its deadline (as one
@@ -938,7 +1019,7 @@ Result<BuiltRouter> BuildRouter(const RouterConfig& c) {
     }
     auto router = Router::Create(std::move(rules).value(), MakeServiceResolver(client.value()));
     if (!router.ok()) return router.status();
-    return BuiltRouter{std::move(router).value(), client.value(), {}};
+    return BuiltRouter{std::move(router).value(), client.value(), {}, std::move(events)};
   }
   auto claims = LoadClaims(c, topology.value());
   if (!claims.ok()) return claims.status();
@@ -946,7 +1027,7 @@ Result<BuiltRouter> BuildRouter(const RouterConfig& c) {
       Router::Create(std::move(rules).value(),
                      MakeStaticResolver(std::move(topology).value(), std::move(claims).value()));
   if (!router.ok()) return router.status();
-  return BuiltRouter{std::move(router).value(), nullptr, {}};
+  return BuiltRouter{std::move(router).value(), nullptr, {}, std::move(events)};
 }
 
 Status ReloadRouter(BuiltRouter* built, const RouterConfig& c) {
@@ -960,6 +1041,7 @@ Status ReloadRouter(BuiltRouter* built, const RouterConfig& c) {
   auto rules = LoadRules(c);
   if (!rules.ok()) fail(rules.status());
   std::shared_ptr<const Resolver> resolver;
+  std::string new_hash;  // of the cells a static router serves after the reload
   // With a Topology Service the cells and claims come from it, and in a child frozen at a fork
   // from the table as it was then (the configuration still names the service): either way only
   // the rules change, and a running client keeps running.
@@ -981,21 +1063,50 @@ Status ReloadRouter(BuiltRouter* built, const RouterConfig& c) {
       if (!claims.ok()) {
         fail(claims.status());
       } else {
+        new_hash = topology->ContentHash();
         resolver = MakeStaticResolver(std::move(topology).value(), std::move(claims).value());
       }
     }
   }
-  if (!errors.empty()) {
+  if (errors.empty()) {
+    if (!resolver) resolver = built->router.resolver();
+    Status st = built->router.Reload(std::move(rules).value(), std::move(resolver));
+    if (st.ok()) {
+      if (built->events) {
+        Event e;
+        e.kind = Event::Kind::kReloadSucceeded;
+        e.new_hash = new_hash;
+        e.message = rules_only ? "rules reloaded (cells and claims come from the Topology Service)"
+                               : "rules, cells and claims reloaded";
+        built->events->Emit(std::move(e));
+      }
+      return st;
+    }
+    fail(st);
+  } else {
     built->router.CountFailedReload();
-    std::string message;
-    for (const std::string& e : errors) message += (message.empty() ? "" : "\n") + e;
-    return Status(first, message);
   }
-  if (!resolver) resolver = built->router.resolver();
-  return built->router.Reload(std::move(rules).value(), std::move(resolver));
+  std::string message;
+  for (const std::string& e : errors) message += (message.empty() ? "" : "\n") + e;
+  if (built->events) {
+    Event e;
+    e.kind = Event::Kind::kReloadFailed;
+    e.code = std::string(StatusCodeName(first));
+    e.count = errors.size();
+    e.message = message;
+    built->events->Emit(std::move(e));
+  }
+  return Status(first, message);
 }
 
 Status RebuildAfterFork(BuiltRouter* built, const RouterConfig& config) {
+  // The log's thread is gone and its lock may be held: leaked on purpose, as the client below.
+  // A new one calls the same callback; a reload never changes it, so `config` may not have it.
+  EventCallback on_event = built->events ? built->events->callback() : nullptr;
+  if (built->events) {
+    new std::shared_ptr<EventLog>(std::move(built->events));
+    built->events = EventLog::Start(on_event);
+  }
   if (!built->client) return Status::Ok();  // nothing but immutable values: it survived
   std::shared_ptr<RouteTable> table = built->client->table();
   // Leaked on purpose: destroying it would join threads that no longer exist and take locks
@@ -1004,6 +1115,8 @@ Status RebuildAfterFork(BuiltRouter* built, const RouterConfig& config) {
   if (!GrpcInheritedFromParent()) {  // gRPC never started: a fresh client is safe
     RouterConfig now = config;
     now.wait_for_first_poll = false;  // a worker's boot never stalls on the service
+    now.on_event = nullptr;
+    now.service.events = built->events;
     auto rebuilt = BuildRouter(now);
     if (!rebuilt.ok()) return rebuilt.status();
     *built = std::move(rebuilt).value();

@@ -1,15 +1,63 @@
 // Helpers shared by the C++ tests.
 #pragma once
 
+#include <cellroute/events.h>
 #include <cellroute/rules.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <condition_variable>
 #include <fstream>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace cellroute::testing {
+
+// The events a callback received, on which threads, and a way to wait for them.
+struct EventRecorder {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Event> events;
+  std::vector<std::thread::id> threads;
+
+  EventCallback Callback() {
+    return [this](const Event& e) {
+      std::lock_guard<std::mutex> lock(mu);
+      events.push_back(e);
+      threads.push_back(std::this_thread::get_id());
+      cv.notify_all();
+    };
+  }
+  bool WaitFor(std::size_t n, std::chrono::milliseconds deadline = std::chrono::seconds(5)) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, deadline, [&] { return events.size() >= n; });
+  }
+  // Waits for an event of `kind`; the first one, or nullopt past the deadline.
+  std::optional<Event> WaitForKind(Event::Kind kind,
+                                   std::chrono::milliseconds deadline = std::chrono::seconds(5)) {
+    std::unique_lock<std::mutex> lock(mu);
+    std::optional<Event> found;
+    cv.wait_for(lock, deadline, [&] {
+      for (const Event& e : events) {
+        if (e.kind == kind) {
+          found = e;
+          return true;
+        }
+      }
+      return false;
+    });
+    return found;
+  }
+  std::vector<Event> Snapshot() {
+    std::lock_guard<std::mutex> lock(mu);
+    return events;
+  }
+};
 
 // A ruleset that must load; the test fails with the loader's message otherwise.
 inline Ruleset MustParse(const std::string& json) {

@@ -144,7 +144,7 @@ TEST_CASE("a router frozen at a fork reloads its rules with the configuration it
   RouterConfig a = Version("a");
   auto built = BuildRouter(a);
   REQUIRE(built.ok());
-  BuiltRouter frozen{built.value().router, nullptr, "frozen at fork() (test)"};
+  BuiltRouter frozen{built.value().router, nullptr, "frozen at fork() (test)", nullptr};
   RouterConfig b = Version("b");
   b.service.address = "127.0.0.1:1";  // as the child's configuration still says
   b.topology_text = "[[cells]]\nid = 1\naddress = \"elsewhere:1\"\n";  // not applied

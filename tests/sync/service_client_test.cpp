@@ -44,7 +44,14 @@ cellroute::Topology ExampleTopology() {
 std::unique_ptr<dev::Server> StartServer(std::string listen = "127.0.0.1:0") {
   auto topo = ExampleTopology();
   auto claims = cellroute::Claims::LoadFile(CELLROUTE_EXAMPLES_DIR "/claims.json", topo).value();
-  dev::Options opt{listen, topo, claims, "", "", "", std::chrono::seconds(600)};
+  dev::Options opt{.listen = listen,
+                   .topology = topo,
+                   .claims = claims,
+                   .cert_file = "",
+                   .key_file = "",
+                   .client_ca_file = "",
+                   .lease_ttl = std::chrono::seconds(600),
+                   .log = nullptr};
   auto s = dev::Server::Start(std::move(opt));
   INFO(s.status().message());
   REQUIRE(s.ok());
@@ -471,7 +478,8 @@ TEST_CASE("mTLS: the right client certificate is accepted, a wrong one refused")
                     dir + "/server.pem",
                     dir + "/server.key",
                     dir + "/ca.pem",
-                    std::chrono::seconds(600)};
+                    std::chrono::seconds(600),
+                    nullptr};
   auto server = dev::Server::Start(sopt);
   REQUIRE(server.ok());
 
@@ -668,4 +676,142 @@ TEST_CASE("the fetch queue is bounded: past it, requests decide at once and drop
     ++now;
   });
   CHECK(now == 1);
+}
+
+// ---- events ---------------------------------------------------------------------------------
+
+namespace {
+using cellroute::Event;
+using cellroute::testing::EventRecorder;
+
+std::vector<Event::Kind> Kinds(const std::vector<Event>& events) {
+  std::vector<Event::Kind> kinds;
+  for (const Event& e : events) kinds.push_back(e.kind);
+  return kinds;
+}
+}  // namespace
+
+TEST_CASE("events: a good sync, a topology change and the snapshot written, in that order") {
+  std::string snapshot = TempPath("events-snapshot.toml");
+  std::remove(snapshot.c_str());
+  auto server = StartServer();
+  EventRecorder got;
+  auto o = Options(server->address());
+  o.snapshot_path = snapshot;
+  o.events = cellroute::EventLog::Start(got.Callback());
+  auto client = StartClient(o);
+  REQUIRE(got.WaitFor(3));
+  auto events = got.Snapshot();
+  REQUIRE(Kinds(events) == std::vector<Event::Kind>{Event::Kind::kSyncSucceeded,
+                                                    Event::Kind::kTopologyChanged,
+                                                    Event::Kind::kSnapshotWritten});
+  const std::string hash = ExampleTopology().ContentHash();
+  CHECK(events[0].code == "OK");
+  CHECK(events[0].count == 3);  // cells
+  CHECK(events[0].new_hash == hash);
+  CHECK(events[1].old_hash.empty());  // nothing served before
+  CHECK(events[1].new_hash == hash);
+  CHECK(events[2].path == snapshot);
+  for (std::thread::id t : got.threads) CHECK(t != std::this_thread::get_id());
+
+  // The same cells again: a sync, but no change and no snapshot written.
+  REQUIRE(client->SyncNow().ok());
+  REQUIRE(got.WaitFor(4));
+  CHECK(got.Snapshot().back().kind == Event::Kind::kSyncSucceeded);
+  auto cells = ExampleTopology().cells();
+  cells.pop_back();
+  server->SetCells(cells);
+  REQUIRE(client->SyncNow().ok());
+  REQUIRE(got.WaitFor(7));
+  events = got.Snapshot();
+  CHECK(events[5].kind == Event::Kind::kTopologyChanged);
+  CHECK(events[5].old_hash == hash);
+  CHECK(events[5].new_hash != hash);
+  CHECK(events[5].new_hash == client->status().topology_hash);
+}
+
+TEST_CASE("events: a failed sync names its gRPC code; a lie is an answer rejected") {
+  auto server = StartServer();
+  EventRecorder got;
+  auto o = Options(server->address());
+  o.max_retries = 0;
+  o.events = cellroute::EventLog::Start(got.Callback());
+  auto client = StartClient(o);
+  dev::Fault down;
+  down.error = grpc::StatusCode::UNAVAILABLE;
+  server->SetFault("GetCells", down);
+  CHECK_FALSE(client->SyncNow().ok());
+  auto failed = got.WaitForKind(Event::Kind::kSyncFailed);
+  REQUIRE(failed);
+  CHECK(failed->code == "UNAVAILABLE");
+  CHECK(failed->method == "GetCells");
+  CHECK_THAT(failed->message, Catch::Contains("keeping the last good topology"));
+
+  dev::Fault lie;
+  lie.invalid_data = true;
+  server->SetFault("GetCells", lie);
+  server->SetFault("Classify", lie);
+  CHECK_FALSE(client->SyncNow().ok());
+  CHECK_FALSE(client->FetchWait(ClassifyType::kClaimRoute, "gitlab-org", 3s));
+  REQUIRE(got.WaitFor(5));  // sync, topology, sync_failed, two rejections
+  std::vector<std::string> methods;
+  for (const Event& e : got.Snapshot()) {
+    if (e.kind == Event::Kind::kAnswerRejected) methods.push_back(e.method);
+  }
+  CHECK(methods == std::vector<std::string>{"GetCells", "Classify"});
+}
+
+TEST_CASE("events: an unreadable snapshot at start, and a full fetch queue, once a second") {
+  std::string snapshot = TempPath("events-corrupt.toml");
+  std::FILE* f = std::fopen(snapshot.c_str(), "w");
+  std::fputs("[[cells]]\nid = \n", f);
+  std::fclose(f);
+  RefusingAddress refusing;
+  EventRecorder got;
+  auto o = Options(refusing.address());
+  o.snapshot_path = snapshot;
+  o.max_retries = 0;
+  o.max_pending = 1;
+  o.events = cellroute::EventLog::Start(got.Callback());
+  auto client = StartClient(o, ExampleTopology());
+  auto unreadable = got.WaitForKind(Event::Kind::kSnapshotUnreadable);
+  REQUIRE(unreadable);
+  CHECK(unreadable->path == snapshot);
+  CHECK_THAT(unreadable->message, Catch::Contains("snapshot ignored"));
+
+  // Past max_pending every request drops its fetch; one event reports them, not one each.
+  Router router = RouterFor(client);
+  for (int i = 0; i < 200; ++i) (void)router.Route(Path("/queue-" + std::to_string(i) + "/x").view());
+  auto full = got.WaitForKind(Event::Kind::kQueueFull);
+  REQUIRE(full);
+  CHECK(full->count >= 1);
+  std::this_thread::sleep_for(100ms);
+  int queue_full_events = 0;
+  for (const Event& e : got.Snapshot()) queue_full_events += e.kind == Event::Kind::kQueueFull;
+  CHECK(queue_full_events == 1);
+}
+
+TEST_CASE("events: reloads succeed or fail with every error, and a router built with "
+          "on_event closes its log last") {
+  EventRecorder got;
+  cellroute::RouterConfig config;
+  config.on_event = got.Callback();
+  auto built = cellroute::BuildRouter(config);
+  REQUIRE(built.ok());
+  REQUIRE(built.value().events);
+  REQUIRE(cellroute::ReloadRouter(&built.value(), config).ok());
+  auto ok = got.WaitForKind(Event::Kind::kReloadSucceeded);
+  REQUIRE(ok);
+  CHECK(ok->new_hash == ExampleTopology().ContentHash());
+
+  cellroute::RouterConfig broken;
+  broken.rules_text = "[";
+  broken.topology_path = "/nonexistent/topology.toml";
+  CHECK_FALSE(cellroute::ReloadRouter(&built.value(), broken).ok());
+  auto failed = got.WaitForKind(Event::Kind::kReloadFailed);
+  REQUIRE(failed);
+  CHECK(failed->code == "invalid");
+  CHECK(failed->count == 2);
+  CHECK_THAT(failed->message, Catch::Contains("<rules>:1:2"));
+  CHECK_THAT(failed->message, Catch::Contains("/nonexistent/topology.toml"));
 }

@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -25,6 +26,8 @@ struct Options {
   // signed by it (mTLS).
   std::string cert_file, key_file, client_ca_file;
   std::chrono::seconds lease_ttl{600};  // older leases are rolled back
+  // Given one JSON line (no newline) for every call received, with the fault applied to it.
+  std::function<void(const std::string&)> log;
 };
 
 struct Fault {
