@@ -264,6 +264,22 @@ int cr_options_set_snapshot_path(cr_options* o, const char* path) {
   });
 }
 
+int cr_options_set_event_callback(cr_options* o, cr_event_cb callback, void* payload) {
+  return Guard([&] {
+    if (o == nullptr) return Null("options");
+    if (callback == nullptr) {
+      o->config.on_event = nullptr;
+      return Ok();
+    }
+    o->config.on_event = [callback, payload](const cellroute::Event& e) {
+      std::string name(cellroute::EventName(e.kind));
+      std::string json = e.ToJson();
+      callback(name.c_str(), json.c_str(), payload);
+    };
+    return Ok();
+  });
+}
+
 int cr_options_set_ms(cr_options* o, const char* which, int64_t ms) {
   return Guard([&] {
     if (o == nullptr || which == nullptr) return Null("options or which");
@@ -332,6 +348,8 @@ void cr_router_free(cr_router* router) {
       // returns, even those whose Router copy keeps the client itself alive a little longer.
       router->built.client->Stop();
     }
+    // Events queued are delivered now; the callback is not called after this returns.
+    if (router->built.events && router->pid == getpid()) router->built.events->Close();
     delete router;
   } catch (...) {
     // Nothing here throws by design; if it ever did, leaking beats aborting the host.

@@ -148,6 +148,39 @@ struct BatchCopy {
   }
 };
 
+// True while Python can still run code: a cellroute thread must not take the GIL once the
+// interpreter is finalizing (it would be stopped mid-call).
+bool PythonAlive() { return Py_IsInitialized() && !_Py_IsFinalizing(); }
+
+// The embedder's event callback, called on the event log's thread with the GIL taken, given
+// the event as a dict. Its exceptions go to sys.unraisablehook, as a callback's should. The
+// function object is released under the GIL too, wherever the last copy of the callback goes.
+cellroute::EventCallback EventCallbackFor(py::handle fn) {
+  if (!PyCallable_Check(fn.ptr())) {
+    throw py::type_error(std::string("on_event must be callable, not ") + Py_TYPE(fn.ptr())->tp_name);
+  }
+  std::shared_ptr<py::object> held(new py::object(py::reinterpret_borrow<py::object>(fn)),
+                                   [](py::object* o) {
+                                     if (PythonAlive()) {
+                                       py::gil_scoped_acquire gil;
+                                       delete o;
+                                     } else {
+                                       o->release();  // too late to decrement: leaked
+                                       delete o;
+                                     }
+                                   });
+  return [held](const cellroute::Event& e) {
+    if (!PythonAlive()) return;
+    std::string json = e.ToJson();
+    py::gil_scoped_acquire gil;
+    try {
+      (*held)(py::module_::import("json").attr("loads")(json));
+    } catch (py::error_already_set& err) {
+      err.discard_as_unraisable("cellroute on_event callback");
+    }
+  };
+}
+
 std::chrono::milliseconds WaitMs(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) {
     throw py::value_error("wait must be a finite number of seconds >= 0");
@@ -161,6 +194,9 @@ class NativeRouter {
  public:
   NativeRouter(const py::dict& cfg) {
     config_ = ConfigFrom(cfg);
+    if (cfg.contains("on_event") && !cfg["on_event"].is_none()) {
+      config_.on_event = EventCallbackFor(cfg["on_event"]);
+    }
     cellroute::Result<cellroute::BuiltRouter> built =
         cellroute::Status::Invalid("router not built");
     {
@@ -170,6 +206,23 @@ class NativeRouter {
     if (!built.ok()) Raise(built.status());
     built_.emplace(std::move(built).value());
     pid_ = getpid();
+  }
+
+  // The event log's thread takes the GIL to call back: it must not be waited for while this
+  // thread holds it.
+  ~NativeRouter() {
+    if (!built_) return;
+    py::gil_scoped_release unlocked;
+    built_.reset();
+  }
+  NativeRouter(const NativeRouter&) = delete;
+  NativeRouter& operator=(const NativeRouter&) = delete;
+
+  // Delivers the events queued and stops the event log (at exit, before the interpreter goes).
+  void CloseEvents() {
+    if (!built_ || !built_->events || pid_ != getpid()) return;
+    py::gil_scoped_release unlocked;
+    built_->events->Close();
   }
 
   // Routes into a new Decision object rather than copying a routed one into it.
@@ -403,7 +456,8 @@ PYBIND11_MODULE(_cellroute, m) {
       .def("status", &NativeRouter::Status)
       .def("reload", &NativeRouter::Reload)
       .def("metrics", &NativeRouter::Metrics)
-      .def("after_fork", &NativeRouter::AfterFork);
+      .def("after_fork", &NativeRouter::AfterFork)
+      .def("close_events", &NativeRouter::CloseEvents);
 
   m.def("token_decode", [](py::handle token) {
     auto p = cellroute::token::Decode(Utf8(token, "token"));

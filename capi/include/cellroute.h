@@ -109,6 +109,18 @@ CR_API int cr_options_set_ms(cr_options *options, const char *which, int64_t ms)
  * waiting for them), "max_cached_entries" (the route table's cached answers),
  * "max_response_bytes" (the largest answer accepted from the service, at least 1024). */
 CR_API int cr_options_set_limit(cr_options *options, const char *which, int64_t value);
+/* Events for logs (docs/operations.md lists them): sync succeeded or failed, topology changed,
+ * an answer rejected, reload succeeded or failed, queue full, snapshot written or unreadable.
+ * callback(name, json, payload) runs on a cellroute thread, one event at a time, never on a
+ * routing thread: name is the event ("sync_failed"), json the whole event as one line
+ * ({"time":"...","event":"sync_failed","code":"UNAVAILABLE",...}); both are borrowed for the
+ * call. A slow callback only delays later events; past 1024 waiting, events are dropped and
+ * then counted by an "events_dropped" one. The callback is never called after
+ * cr_router_free returns. A reload keeps the callback the router was built with. NULL: no
+ * events. */
+typedef void (*cr_event_cb)(const char *name, const char *json, void *payload);
+CR_API int cr_options_set_event_callback(cr_options *options, cr_event_cb callback,
+                                         void *payload);
 
 /* ---- router ---------------------------------------------------------------------------- */
 

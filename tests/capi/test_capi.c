@@ -47,6 +47,21 @@ static void OnDecision(const cr_decision *d, void *payload) {
   CHECK(payload == (void *)&async_calls);
 }
 
+/* Events, recorded on cellroute's event thread and read after cr_router_free, which returns
+ * only when every queued event has been delivered. */
+static char event_names[8][32];
+static char event_json[8][4096];
+static int event_count = 0, event_payload_wrong = 0;
+static void OnEvent(const char *name, const char *json, void *payload) {
+  /* (No CHECK here: this is another thread, and CHECK counts into shared variables.) */
+  if (payload != (void *)&event_count) event_payload_wrong = 1;
+  if (event_count < 8) {
+    snprintf(event_names[event_count], sizeof event_names[0], "%s", name);
+    snprintf(event_json[event_count], sizeof event_json[0], "%s", json);
+  }
+  ++event_count;
+}
+
 int main(void) {
   cr_router *router = NULL;
   cr_decision *d = NULL;
@@ -180,6 +195,7 @@ int main(void) {
     CHECK(cr_options_new(&opts) == CR_OK);
     CHECK(cr_options_set_rules_text(opts, seven, strlen(seven)) == CR_OK);
     CHECK(cr_options_set_topology_text(opts, topo, strlen(topo)) == CR_OK);
+    CHECK(cr_options_set_event_callback(opts, OnEvent, &event_count) == CR_OK);
     CHECK(cr_router_new(&router, opts) == CR_OK);
     for (i = 0; i < 3; ++i) CHECK(cr_router_route(d, router, &r) == CR_OK);
     CHECK(cr_router_metrics(&json, router) == CR_OK);
@@ -206,6 +222,15 @@ int main(void) {
     CHECK(cr_router_reload(NULL, opts) == CR_EINVALID);
     cr_options_free(opts);
     cr_router_free(router);
+    /* Both reloads, delivered before cr_router_free returned. */
+    CHECK(event_count == 2);
+    CHECK(!event_payload_wrong);
+    CHECK(strcmp(event_names[0], "reload_succeeded") == 0);
+    CHECK(strstr(event_json[0], "\"event\":\"reload_succeeded\"") != NULL);
+    CHECK(strcmp(event_names[1], "reload_failed") == 0);
+    CHECK(strstr(event_json[1], "\"code\":\"invalid\"") != NULL);
+    CHECK(strstr(event_json[1], "<rules>:2:") != NULL);
+    CHECK(cr_options_set_event_callback(NULL, OnEvent, NULL) == CR_EINVALID);
   }
   CHECK(cr_options_new(&opts) == CR_OK);
   CHECK(cr_options_set_ms(opts, "nonsense", 5) == CR_EINVALID);

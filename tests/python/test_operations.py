@@ -133,3 +133,115 @@ def test_a_bad_reload_changes_nothing_and_names_every_error(tmp_path):
     parsed = samples(router)
     assert parsed[("cellroute_reloads_total", frozenset({("result", "failure")}))] == 2
     assert parsed[("cellroute_reloads_total", frozenset({("result", "success")}))] == 0
+
+
+class Events:
+    """Collects what on_event receives, and on which threads."""
+
+    def __init__(self):
+        self.events = []
+        self.threads = set()
+        self.cond = threading.Condition()
+
+    def __call__(self, event):
+        with self.cond:
+            self.events.append(event)
+            self.threads.add(threading.get_ident())
+            self.cond.notify_all()
+
+    def wait_for(self, n, timeout=5):
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.events) >= n, timeout), self.events
+            return list(self.events)
+
+
+def test_on_event_receives_reloads_as_dicts_on_another_thread(tmp_path):
+    got = Events()
+    router = cellroute.Router(rules=RULES % "a", topology=TOPOLOGY % "a", on_event=got)
+    router.reload(rules=RULES % "b", topology=TOPOLOGY % "b")
+    with pytest.raises(cellroute.InvalidError):
+        router.reload(rules="[", topology_path=str(tmp_path / "missing.toml"))
+    first, second = got.wait_for(2)
+    assert first["event"] == "reload_succeeded"
+    assert first["time"].endswith("Z")
+    assert second["event"] == "reload_failed"
+    assert second["code"] == "invalid"
+    assert second["count"] == 2
+    assert "missing.toml" in second["message"]
+    assert threading.get_ident() not in got.threads
+
+
+def test_an_on_event_that_raises_goes_to_unraisablehook_and_events_keep_coming(monkeypatch):
+    seen = []
+    monkeypatch.setattr("sys.unraisablehook", lambda u: seen.append(u.exc_value))
+    got = Events()
+
+    def handler(event):
+        got(event)
+        raise RuntimeError("handler bug")
+
+    router = cellroute.Router(on_event=handler)
+    router.reload()
+    router.reload()
+    got.wait_for(2)
+    with got.cond:  # the hook runs after the handler returns
+        got.cond.wait_for(lambda: len(seen) >= 2, 5)
+    assert [type(e) for e in seen] == [RuntimeError, RuntimeError]
+
+
+def test_on_event_must_be_callable_and_is_set_at_construction_only():
+    with pytest.raises(TypeError):
+        cellroute.Router(on_event="print")
+    with pytest.raises(TypeError):
+        cellroute.Router().reload(on_event=print)
+
+
+def test_a_router_with_events_is_collected_without_waiting_for_its_thread():
+    import gc
+    import time
+    got = Events()
+    router = cellroute.Router(on_event=got)
+    for _ in range(50):
+        router.reload()
+    started = time.monotonic()
+    del router
+    gc.collect()
+    # Freeing delivers what was queued; the handler takes the GIL, which freeing released.
+    assert time.monotonic() - started < 1.5
+    assert len(got.wait_for(50)) == 50
+
+
+def test_events_in_a_forked_child_come_from_a_new_thread_with_the_same_handler():
+    got = Events()
+    router = cellroute.Router(on_event=got)
+    router.reload()
+    got.wait_for(1)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's event thread is not here
+        try:
+            os.close(read)
+            router.reload()
+            events = got.wait_for(2)
+            os.write(write, json.dumps([e["event"] for e in events]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as r:
+        child_events = json.loads(r.read() or "null")
+    os.waitpid(pid, 0)
+    assert child_events == ["reload_succeeded", "reload_succeeded"]
+
+
+def test_events_queued_at_exit_are_delivered_and_the_interpreter_exits_cleanly():
+    import subprocess
+    import sys
+    code = (
+        "import cellroute, sys\n"
+        "r = cellroute.Router(on_event=lambda e: print(e['event'], flush=True))\n"
+        "for _ in range(20): r.reload()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=os.environ)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["reload_succeeded"] * 20

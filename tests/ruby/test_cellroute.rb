@@ -6,6 +6,7 @@ require "minitest/autorun"
 require "json"
 require "objspace"
 require "open3"
+require "timeout"
 require "cellroute"
 
 CLI = ENV.fetch("CELLROUTE_CLI")
@@ -102,20 +103,26 @@ class CellrouteTest < Minitest::Test
     assert_equal "true", out
   end
 
-  def test_a_forked_child_routes
-    r = Cellroute::Router.new
-    assert_equal 2, r.route(path: "/gitlab-org/x").cell_id
+  # Runs the block in a forked child; what it returns, as a String, and the child's success.
+  def in_child
     rd, wr = IO.pipe
     pid = fork do
       rd.close
-      wr.write(r.route(path: "/acme/y").cell_id.to_s)
+      wr.write(yield.to_s)
       wr.close
       exit!(0)
     end
     wr.close
-    assert_equal "3", rd.read
+    out = rd.read
     _, status = Process.wait2(pid)
     assert status.success?
+    out
+  end
+
+  def test_a_forked_child_routes
+    r = Cellroute::Router.new
+    assert_equal 2, r.route(path: "/gitlab-org/x").cell_id
+    assert_equal "3", in_child { r.route(path: "/acme/y").cell_id }
   end
 
   def with_service
@@ -303,5 +310,81 @@ class CellrouteTest < Minitest::Test
     metrics = r.metrics
     assert_includes metrics, "cellroute_reloads_total{result=\"success\"} 50\n"
     assert_includes metrics, "cellroute_reloads_total{result=\"failure\"} 1\n"
+  end
+
+  # Queue#pop(timeout:) is Ruby 3.2's.
+  def pop_within(queue, seconds = 5)
+    Timeout.timeout(seconds) { queue.pop }
+  end
+
+  def test_on_event_receives_reloads_as_hashes_on_a_thread_of_its_own
+    got = Queue.new
+    threads = Queue.new
+    r = Cellroute::Router.new(rules: RULES % "a", topology: TOPOLOGY % "a") do |event|
+      threads << Thread.current
+      got << event
+    end
+    r.reload(rules: RULES % "b", topology: TOPOLOGY % "b")
+    assert_raises(Cellroute::InvalidError) { r.reload(rules: "[", topology_path: "/nonexistent.toml") }
+    first = pop_within(got)
+    second = pop_within(got)
+    assert_equal "reload_succeeded", first["event"]
+    assert_equal "reload_failed", second["event"]
+    assert_equal "invalid", second["code"]
+    assert_equal 2, second["count"]
+    assert_includes second["message"], "/nonexistent.toml"
+    refute_equal Thread.current, pop_within(threads)
+  end
+
+  def test_an_on_event_that_raises_is_warned_about_and_events_keep_coming
+    got = Queue.new
+    handler = lambda do |event|
+      got << event
+      raise "handler bug"
+    end
+    r = Cellroute::Router.new(on_event: handler)
+    _, err = capture_subprocess_io do
+      2.times { r.reload }
+      2.times { assert pop_within(got) }
+      sleep 0.1
+    end
+    assert_includes err, "on_event raised RuntimeError: handler bug"
+    assert_raises(ArgumentError) { Cellroute::Router.new(on_event: 42) }
+  end
+
+  def test_events_in_a_forked_child_come_from_a_new_thread
+    got = Queue.new
+    r = Cellroute::Router.new { |event| got << event["event"] }
+    r.reload
+    assert_equal "reload_succeeded", pop_within(got)
+    assert_equal "reload_succeeded", in_child {
+      r.reload
+      pop_within(got)
+    }
+  end
+
+  def test_a_router_with_events_is_collected_and_its_thread_ends
+    script = <<~'RUBY'
+      require "cellroute"
+      # (A handler made where the router is a local variable would hold it through its closure.)
+      def handler(got)
+        ->(e) { got << e }
+      end
+
+      def make(got)
+        r = Cellroute::Router.new(on_event: handler(got))
+        3.times { r.reload }
+        nil
+      end
+      got = Queue.new
+      make(got)
+      3.times { got.pop }
+      thread = Thread.list.find { |t| t.name == "cellroute-events" }
+      20.times { GC.start; break unless thread.alive?; sleep 0.05 }
+      puts thread.alive? ? "alive" : "ended"
+    RUBY
+    out, err, status = Open3.capture3("ruby", *$LOAD_PATH.flat_map { |p| ["-I", p] }, "-e", script)
+    assert status.success?, err
+    assert_equal "ended", out.strip
   end
 end

@@ -15,10 +15,11 @@ does route_batch() while it routes.
 """
 from __future__ import annotations
 
+import atexit as _atexit
 import json as _json
 import os as _os
 import weakref as _weakref
-from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _cellroute
 from ._cellroute import Decision
@@ -92,6 +93,15 @@ def _after_fork_in_child() -> None:
 _os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _close_events_at_exit() -> None:
+    # Deliver what the event logs hold while Python can still run the callbacks.
+    for router in list(_routers):
+        router._native.close_events()
+
+
+_atexit.register(_close_events_at_exit)
+
+
 def _config(*, rules=None, topology=None, claims=None, rules_path=None,
             topology_path=None, claims_path=None, topology_service=None, tls_ca=None,
             tls_cert=None, tls_key=None, tls_server_name=None, snapshot_path=None,
@@ -116,19 +126,28 @@ class Router:
                  topology_service: Optional[str] = None, tls_ca: Optional[str] = None,
                  tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
                  tls_server_name: Optional[str] = None, snapshot_path: Optional[str] = None,
-                 metadata: Optional[Mapping[str, str]] = None):
+                 metadata: Optional[Mapping[str, str]] = None,
+                 on_event: Optional[Callable[[dict], None]] = None):
         """rules/topology/claims are the texts (JSON, TOML, JSON); *_path are files. Unset:
-        the embedded defaults. With topology_service, cells and claims come from it."""
+        the embedded defaults. With topology_service, cells and claims come from it.
+
+        on_event(event: dict) receives the sync's and reloads' events (sync_failed,
+        topology_changed, reload_failed, ...; docs/operations.md) on a thread of cellroute's,
+        one at a time, never on a routing thread. Its exceptions go to sys.unraisablehook."""
         keywords = dict(locals())  # the keywords above, as reload() takes them
-        del keywords["self"]
-        self._native = _cellroute.NativeRouter(_config(**keywords))
+        del keywords["self"], keywords["on_event"]
+        config = _config(**keywords)
+        config["on_event"] = on_event
+        self._native = _cellroute.NativeRouter(config)
         _routers.add(self)
 
     def reload(self, **options) -> None:
         """Load the same keywords as the constructor and swap them in at once: requests in
         flight finish with the old rules, every later one uses the new. On any error this
         raises with every error (file:line:column) and changes nothing. With a Topology
-        Service only the rules change; its client keeps running."""
+        Service only the rules change; its client keeps running. on_event gets
+        reload_succeeded or reload_failed; the callback itself is the one given at
+        construction."""
         self._native.reload(_config(**options))
 
     def metrics(self) -> str:

@@ -1,4 +1,4 @@
-from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 from . import tokens as tokens
 
@@ -48,7 +48,8 @@ class Router:
                  topology_service: Optional[str] = ..., tls_ca: Optional[str] = ...,
                  tls_cert: Optional[str] = ..., tls_key: Optional[str] = ...,
                  tls_server_name: Optional[str] = ..., snapshot_path: Optional[str] = ...,
-                 metadata: Optional[Mapping[str, str]] = ...) -> None: ...
+                 metadata: Optional[Mapping[str, str]] = ...,
+                 on_event: Optional[Callable[[dict], None]] = ...) -> None: ...
     @classmethod
     def from_files(cls, *, rules: Optional[str] = ..., topology: Optional[str] = ...,
                    claims: Optional[str] = ..., **kwargs: object) -> Router: ...

@@ -69,10 +69,24 @@ module Cellroute
                      snapshot_path metadata].freeze
 
     # rules:/topology:/claims: are texts; *_path: are files; unset: the embedded defaults.
-    def initialize(**options)
+    #
+    # on_event: (or a block) receives the sync's and reloads' events as Hashes
+    # ({"event" => "sync_failed", "code" => "UNAVAILABLE", ...}; docs/operations.md), one at a
+    # time, on a Ruby thread of its own, never on a routing thread. An exception it raises is
+    # printed with warn and the next event still comes. (A handler whose closure holds the
+    # router keeps it, and its thread, alive as long as the handler is.)
+    def initialize(on_event: nil, **options, &block)
       unknown = options.keys - OPTION_KEYS
       raise ArgumentError, "unknown options: #{unknown.join(', ')}" unless unknown.empty?
+      raise ArgumentError, "give on_event: or a block, not both" if on_event && block
 
+      @on_event = on_event || block
+      if @on_event && !@on_event.respond_to?(:call)
+        raise ArgumentError, "on_event: must respond to call"
+      end
+
+      @events = @on_event ? EventQueue.new : nil
+      @event_thread = nil
       @options = options.freeze
       @native = nil
       @generation = nil
@@ -82,7 +96,7 @@ module Cellroute
         # builds routers (Puma's preloading parent) never starts gRPC, so its forked workers
         # start theirs cleanly on first use.
         NativeRouter.new(options.except(:topology_service, :tls_ca, :tls_cert, :tls_key,
-                                        :tls_server_name, :snapshot_path, :metadata))
+                                        :tls_server_name, :snapshot_path, :metadata), nil)
       else
         native # validate now: a broken ruleset raises here, not on the first request
       end
@@ -123,11 +137,13 @@ module Cellroute
     # Loads the same options as Router.new and swaps them in at once: requests in flight
     # finish with the old rules, every later one uses the new. On any error this raises with
     # every error (file:line:column) and changes nothing. With a Topology Service only the
-    # rules change; its client keeps running.
+    # rules change; its client keeps running. on_event gets reload_succeeded or reload_failed
+    # (the handler stays the one given to Router.new).
     def reload(**options)
       unknown = options.keys - OPTION_KEYS
       raise ArgumentError, "unknown options: #{unknown.join(', ')}" unless unknown.empty?
 
+      native if @native # in a forked child, take the router over first (its events included)
       @lock.synchronize do
         if @native
           @native.reload(options)
@@ -135,7 +151,7 @@ module Cellroute
           # Not built yet (a Topology Service router before its first use): check the new
           # options as Router.new does; the router is built from them on first use.
           NativeRouter.new(options.except(:topology_service, :tls_ca, :tls_cert, :tls_key,
-                                          :tls_server_name, :snapshot_path, :metadata))
+                                          :tls_server_name, :snapshot_path, :metadata), nil)
         end
         @options = options.freeze
       end
@@ -145,8 +161,12 @@ module Cellroute
     # For Puma's on_worker_boot: restart what a forked child cannot inherit, now.
     def after_fork!
       @lock.synchronize do
-        @native&.after_fork
+        if @native && @generation != Cellroute.fork_generation
+          @events&.after_fork
+          @native.after_fork
+        end
         @generation = Cellroute.fork_generation
+        start_events if @native
       end
       self
     end
@@ -158,13 +178,41 @@ module Cellroute
 
       @lock.synchronize do
         if @native.nil?
-          @native = NativeRouter.new(@options)
+          @native = NativeRouter.new(@options, @events)
         elsif @generation != Cellroute.fork_generation
-          @native.after_fork # a forked child: the sync restarts here
+          # A forked child: the sync restarts here, and the events thread did not come along.
+          @events&.after_fork
+          @native.after_fork
         end
         @generation = Cellroute.fork_generation
+        start_events
       end
       @native
+    end
+
+    # The thread that hands events to the handler.
+    def start_events
+      return unless @events
+      return if @event_thread&.alive?
+
+      @event_thread = Router.events_thread(@events, @on_event)
+    end
+
+    # A class method, so that the thread's block holds the queue and the handler but not the
+    # router (a block holds its self): a router nobody uses is collected, which closes the
+    # queue and ends the thread.
+    def self.events_thread(events, handler)
+      Thread.new do
+        Thread.current.name = "cellroute-events"
+        Thread.current.report_on_exception = false
+        while (json = events.pop)
+          begin
+            handler.call(JSON.parse(json))
+          rescue StandardError => e
+            warn "cellroute: on_event raised #{e.class}: #{e.message}"
+          end
+        end
+      end
     end
 
     def split(path, query)

@@ -2,14 +2,16 @@
  * longjmp, which would skip C++ destructors, so it never calls C++ directly). Objects are
  * TypedData with size functions; only calls that may wait on the network release the GVL;
  * nothing starts at require. */
+#include <pthread.h>
 #include <ruby.h>
 #include <ruby/thread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cellroute.h"
 
-static VALUE mCellroute, cNativeRouter, cDecision, eError;
+static VALUE mCellroute, cNativeRouter, cDecision, cEventQueue, eError;
 static VALUE eByCode[7];
 
 static void raise_last(void) {
@@ -79,15 +81,187 @@ static VALUE decision_to_json(VALUE self) {
   return take_string(json);
 }
 
+/* ---- EventQueue ------------------------------------------------------------------------ */
+
+/* Ruby cannot be called from cellroute's event thread, so events are queued here (as JSON
+ * lines, bounded) and a Ruby thread pops them with the GVL released. The queue is shared by
+ * the router's callback and the Ruby object, and freed when both are done with it (either may
+ * be collected first). */
+#define EVENT_QUEUE_CAPACITY 1024
+
+typedef struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  char *items[EVENT_QUEUE_CAPACITY];
+  int head, count;
+  int closed;    /* no more events: pop returns nil once empty */
+  int interrupt; /* Ruby wants the popping thread back (a signal, Thread#kill, exit) */
+  int refs;
+  pid_t pid; /* the process whose threads use the lock: another (a forked child) leaves it be */
+} event_queue;
+
+/* In a child forked from the process that made the queue (and that has not taken it over with
+ * after_fork), the lock and condition variable may be held or waited on by threads that are
+ * not here: the queue is left alone, leaked. */
+static int queue_foreign(const event_queue *q) { return q->pid != getpid(); }
+
+static void queue_unref(event_queue *q) {
+  int refs, i;
+  if (queue_foreign(q)) return;
+  pthread_mutex_lock(&q->mu);
+  refs = --q->refs;
+  pthread_mutex_unlock(&q->mu);
+  if (refs > 0) return;
+  for (i = 0; i < q->count; ++i) free(q->items[(q->head + i) % EVENT_QUEUE_CAPACITY]);
+  /* (No pthread_*_destroy: they would wait for waiters a fork may have left recorded in
+   * them; on Linux they free nothing.) */
+  free(q);
+}
+
+/* cr_event_cb, on cellroute's event thread: no Ruby here. A full queue drops the event. */
+static void queue_push(const char *name, const char *json, void *payload) {
+  event_queue *q = (event_queue *)payload;
+  char *copy = strdup(json);
+  (void)name;
+  if (copy == NULL) return;
+  pthread_mutex_lock(&q->mu);
+  if (!q->closed && q->count < EVENT_QUEUE_CAPACITY) {
+    q->items[(q->head + q->count) % EVENT_QUEUE_CAPACITY] = copy;
+    q->count++;
+    copy = NULL;
+    pthread_cond_signal(&q->cv);
+  }
+  pthread_mutex_unlock(&q->mu);
+  free(copy);
+}
+
+static void queue_close(event_queue *q) {
+  if (queue_foreign(q)) return;
+  pthread_mutex_lock(&q->mu);
+  q->closed = 1;
+  pthread_cond_broadcast(&q->cv);
+  pthread_mutex_unlock(&q->mu);
+}
+
+static void queue_free(void *p) {
+  event_queue **box = (event_queue **)p;
+  if (*box) {
+    queue_close(*box);
+    queue_unref(*box);
+  }
+  xfree(box);
+}
+static size_t queue_size(const void *p) {
+  return sizeof(event_queue *) + sizeof(event_queue);
+}
+static const rb_data_type_t queue_type = {
+    .wrap_struct_name = "Cellroute::EventQueue",
+    .function = {.dmark = NULL, .dfree = queue_free, .dsize = queue_size},
+    .flags = RUBY_TYPED_FREE_IMMEDIATELY};
+
+static VALUE queue_alloc(VALUE klass) {
+  event_queue **box;
+  event_queue *q;
+  VALUE obj = TypedData_Make_Struct(klass, event_queue *, &queue_type, box);
+  q = (event_queue *)calloc(1, sizeof(event_queue));
+  if (q == NULL) rb_raise(rb_eNoMemError, "cellroute: no memory for an event queue");
+  pthread_mutex_init(&q->mu, NULL);
+  pthread_cond_init(&q->cv, NULL);
+  q->refs = 1;
+  q->pid = getpid();
+  *box = q;
+  return obj;
+}
+
+static event_queue *get_queue(VALUE self) {
+  event_queue **box;
+  TypedData_Get_Struct(self, event_queue *, &queue_type, box);
+  return *box;
+}
+
+typedef struct {
+  event_queue *q;
+  char *item;
+} pop_call;
+
+static void *queue_wait_nogvl(void *p) {
+  pop_call *c = (pop_call *)p;
+  event_queue *q = c->q;
+  pthread_mutex_lock(&q->mu);
+  while (q->count == 0 && !q->closed && !q->interrupt) pthread_cond_wait(&q->cv, &q->mu);
+  if (q->count > 0) {
+    c->item = q->items[q->head];
+    q->head = (q->head + 1) % EVENT_QUEUE_CAPACITY;
+    q->count--;
+  }
+  q->interrupt = 0;
+  pthread_mutex_unlock(&q->mu);
+  return NULL;
+}
+
+static void queue_wake(void *p) {
+  event_queue *q = (event_queue *)p;
+  pthread_mutex_lock(&q->mu);
+  q->interrupt = 1;
+  pthread_cond_broadcast(&q->cv);
+  pthread_mutex_unlock(&q->mu);
+}
+
+/* The next event's JSON, waiting with the GVL released; nil once closed and empty. */
+static VALUE queue_pop(VALUE self) {
+  event_queue *q = get_queue(self);
+  for (;;) {
+    pop_call c = {q, NULL};
+    int closed;
+    rb_thread_call_without_gvl(queue_wait_nogvl, &c, queue_wake, q);
+    if (c.item != NULL) {
+      VALUE s = rb_utf8_str_new_cstr(c.item);
+      free(c.item);
+      return s;
+    }
+    pthread_mutex_lock(&q->mu);
+    closed = q->closed && q->count == 0;
+    pthread_mutex_unlock(&q->mu);
+    if (closed) return Qnil;
+    rb_thread_check_ints(); /* raises if the thread is being killed */
+  }
+}
+
+static VALUE queue_close_m(VALUE self) {
+  queue_close(get_queue(self));
+  return Qnil;
+}
+
+/* In a forked child: the popping thread is gone, and the lock may have been held by a thread
+ * that no longer exists. Events queued belong to the parent, which delivers them. */
+static VALUE queue_after_fork(VALUE self) {
+  event_queue *q = get_queue(self);
+  int i;
+  if (!queue_foreign(q)) return Qnil; /* this process's already */
+  pthread_mutex_init(&q->mu, NULL);
+  pthread_cond_init(&q->cv, NULL);
+  for (i = 0; i < q->count; ++i) free(q->items[(q->head + i) % EVENT_QUEUE_CAPACITY]);
+  q->head = q->count = 0;
+  q->interrupt = 0;
+  q->closed = 0;
+  q->pid = getpid();
+  return Qnil;
+}
+
 /* ---- Router ------------------------------------------------------------------------------ */
 
 typedef struct {
   cr_router *router;
+  event_queue *events; /* a reference, or NULL */
 } router_box;
 
 static void router_free(void *p) {
   router_box *b = (router_box *)p;
-  cr_router_free(b->router);
+  cr_router_free(b->router); /* the callback is not called after this returns */
+  if (b->events) {
+    queue_close(b->events);
+    queue_unref(b->events);
+  }
   xfree(b);
 }
 static size_t router_size(const void *p) { return sizeof(router_box); }
@@ -100,6 +274,7 @@ static VALUE router_alloc(VALUE klass) {
   router_box *b;
   VALUE obj = TypedData_Make_Struct(klass, router_box, &router_type, b);
   b->router = NULL;
+  b->events = NULL;
   return obj;
 }
 
@@ -157,15 +332,27 @@ static cr_options *options_from_hash(VALUE opts) {
   return o;
 }
 
-static VALUE router_initialize(VALUE self, VALUE opts) {
+/* NativeRouter.new(options, events): events is an EventQueue or nil. */
+static VALUE router_initialize(VALUE self, VALUE opts, VALUE events) {
   router_box *b;
   cr_options *o;
+  event_queue *q = NIL_P(events) ? NULL : get_queue(events);
   int rc;
   TypedData_Get_Struct(self, router_box, &router_type, b);
   o = options_from_hash(opts);
+  if (q && cr_options_set_event_callback(o, queue_push, q) != CR_OK) {
+    cr_options_free(o);
+    raise_last();
+  }
   rc = cr_router_new(&b->router, o);
   cr_options_free(o);
   if (rc != CR_OK) raise_last();
+  if (q) {
+    pthread_mutex_lock(&q->mu);
+    q->refs++;
+    pthread_mutex_unlock(&q->mu);
+    b->events = q;
+  }
   return self;
 }
 
@@ -496,7 +683,7 @@ void Init_cellroute(void) {
 
   cNativeRouter = rb_define_class_under(mCellroute, "NativeRouter", rb_cObject);
   rb_define_alloc_func(cNativeRouter, router_alloc);
-  rb_define_method(cNativeRouter, "initialize", router_initialize, 1);
+  rb_define_method(cNativeRouter, "initialize", router_initialize, 2);
   rb_define_method(cNativeRouter, "route", router_route, 6);
   rb_define_method(cNativeRouter, "route_wait", router_route_wait, 7);
   rb_define_method(cNativeRouter, "explain", router_explain, 6);
@@ -504,6 +691,12 @@ void Init_cellroute(void) {
   rb_define_method(cNativeRouter, "reload", router_reload, 1);
   rb_define_method(cNativeRouter, "metrics", router_metrics, 0);
   rb_define_method(cNativeRouter, "after_fork", router_after_fork, 0);
+
+  cEventQueue = rb_define_class_under(mCellroute, "EventQueue", rb_cObject);
+  rb_define_alloc_func(cEventQueue, queue_alloc);
+  rb_define_method(cEventQueue, "pop", queue_pop, 0);
+  rb_define_method(cEventQueue, "close", queue_close_m, 0);
+  rb_define_method(cEventQueue, "after_fork", queue_after_fork, 0);
 
   cDecision = rb_define_class_under(mCellroute, "Decision", rb_cObject);
   rb_undef_alloc_func(cDecision);
