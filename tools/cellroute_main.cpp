@@ -112,6 +112,7 @@ struct Config {
   std::string service, tls_ca, tls_cert, tls_key, tls_server_name, snapshot;
   std::vector<std::string> metadata;  // KEY=VALUE, sent with every call
   int wait_ms = 1000;
+  bool log_json = false;  // events as JSON lines on stderr
 };
 
 void AddServiceOptions(CLI::App* cmd, Config* cfg) {
@@ -130,6 +131,9 @@ void AddServiceOptions(CLI::App* cmd, Config* cfg) {
                    ? std::string("expected KEY=VALUE, got '") + kv + "'"
                    : std::string();
       });
+  cmd->add_flag("--log-json", cfg->log_json,
+                "Print the sync's events (sync_failed, topology_changed, snapshot_written...) "
+                "to stderr as JSON lines");
 }
 
 cellroute::RouterConfig ConfigFor(const Config& cfg) {
@@ -150,6 +154,12 @@ cellroute::RouterConfig ConfigFor(const Config& cfg) {
   c.service.call_deadline = std::chrono::milliseconds(cfg.wait_ms);
   c.service.classify_deadline = std::chrono::milliseconds(std::max(1, cfg.wait_ms / 4));
   c.service.max_retries = 1;
+  if (cfg.log_json) {
+    c.on_event = [](const cellroute::Event& e) {
+      std::string line = e.ToJson() + "\n";
+      std::fwrite(line.data(), 1, line.size(), stderr);  // one write per line
+    };
+  }
   return c;
 }
 void AddConfigOptions(CLI::App* cmd, Config* cfg) {

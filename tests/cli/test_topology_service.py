@@ -123,3 +123,40 @@ def test_usage_errors_exit_2_and_name_what_was_wrong(cellroute, examples):
     version = cellroute("--version")
     assert version.returncode == 0 and version.stdout.strip() == \
         subprocess.run([server, "--version"], capture_output=True, text=True).stdout.strip()
+
+
+def test_log_json_prints_the_sync_events_on_stderr(cellroute, examples, tmp_path):
+    server = os.environ["CELLROUTE_TOPOLOGY_SERVER"]
+    proc = subprocess.Popen([server, "--listen", "127.0.0.1:0", "--config",
+                             f"{examples}/topology.toml", "--log-json",
+                             "--fault", "GetCells:error=UNAVAILABLE,times=2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        address = proc.stdout.readline().split()[-1]
+        snapshot = tmp_path / "snapshot.toml"
+        # The first poll fails twice (the CLI retries once); the next run's poll succeeds.
+        r = cellroute("topology", "status", "--topology-service", address, "--json",
+                      "--wait-ms", "300", "--log-json", "--snapshot", str(snapshot))
+        # (Besides the events, stderr has the CLI's own line about the failed sync.)
+        events = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+        assert events, r.stderr
+        assert all(e["time"].endswith("Z") for e in events)
+        assert events[0]["event"] == "sync_failed"
+        assert events[0]["code"] == "UNAVAILABLE"
+        r = cellroute("topology", "status", "--topology-service", address, "--json",
+                      "--log-json", "--snapshot", str(snapshot))
+        assert r.returncode == 0, r.stderr
+        kinds = [json.loads(line)["event"] for line in r.stderr.splitlines()
+                 if line.startswith("{")]
+        assert kinds[:3] == ["sync_succeeded", "topology_changed", "snapshot_written"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    # The server's own lines: listening, every call (the faulted ones say so), stopping.
+    lines = json_lines(proc.stderr.read())
+    assert lines[0]["event"] == "listening" and lines[0]["address"] == address
+    calls = [e for e in lines if e["event"] == "call"]
+    assert [c.get("fault") for c in calls[:2]] == ["error=UNAVAILABLE"] * 2
+    assert all(c["method"] == "GetCells" for c in calls)
+    assert "fault" not in calls[-1]
+    assert lines[-1] == {"time": lines[-1]["time"], "event": "stopping", "signal": "SIGTERM"}

@@ -1,6 +1,10 @@
 #include "dev_server.h"
 
+#include <cellroute/events.h>
+#include <cellroute/topology_service.h>
+
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -74,6 +78,7 @@ struct Server::State {
   std::map<std::string, int> calls;
   std::map<std::string, std::string> metadata;
   std::chrono::seconds lease_ttl{600};
+  std::function<void(const std::string&)> log;
 
   struct Rec {
     cv1::Record record;  // uuid, metadata, cell_id, status, lease_uuid, timestamps
@@ -138,6 +143,25 @@ struct Server::State {
     }
   }
 
+  void LogCall(const std::string& method, const Fault* f) {
+    nlohmann::ordered_json j;
+    j["time"] = EventTime(std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count());
+    j["event"] = "call";
+    j["method"] = method;
+    if (f != nullptr) {
+      std::string fault;
+      if (f->delay.count() > 0) fault = "delay=" + std::to_string(f->delay.count());
+      auto add = [&](const std::string& part) { fault += (fault.empty() ? "" : ",") + part; };
+      if (f->drop) add("drop");
+      if (f->error != StatusCode::OK) add("error=" + std::string(GrpcCodeName(static_cast<int>(f->error))));
+      if (f->invalid_data) add("invalid");
+      j["fault"] = fault;
+    }
+    log(j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+  }
+
   // Counts the call and applies an injected fault. Returns false with `status` set when the
   // fault answers the call; sets `invalid` when the handler must answer with bad data.
   bool Enter(const std::string& method, ServerContext* ctx, Status* status, bool* invalid) {
@@ -158,6 +182,7 @@ struct Server::State {
         break;
       }
     }
+    if (log) LogCall(method, have ? &f : nullptr);
     if (!have) return true;
     if (f.delay.count() > 0) std::this_thread::sleep_for(f.delay);
     if (f.drop) {
@@ -477,6 +502,7 @@ Result<std::unique_ptr<Server>> Server::Start(Options options) {
   State& st = *srv->state_;
   st.cells = options.topology.cells();
   st.lease_ttl = options.lease_ttl;
+  st.log = std::move(options.log);
   if (options.claims) {
     auto now = std::chrono::system_clock::now();
     for (const ClaimEntry& e : options.claims->Entries()) {

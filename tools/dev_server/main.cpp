@@ -5,14 +5,18 @@
 //
 // Listens on 127.0.0.1:9095 by default (plaintext; --tls-cert/--tls-key for TLS, plus
 // --tls-client-ca for mTLS), prints the address it listens on, and serves until SIGINT/SIGTERM.
-// --fault makes it misbehave the way a real service can, to rehearse a runbook.
+// --fault makes it misbehave the way a real service can, to rehearse a runbook; --log-json
+// prints every call it receives (and the fault applied) as JSON lines on stderr.
+#include <cellroute/events.h>
 #include <cellroute/topology_service.h>
 #include <cellroute/version.h>
 
 #include <CLI/CLI.hpp>
 #include <charconv>
 #include <csignal>
+#include <cstdio>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "dev_server.h"
 
@@ -90,6 +94,10 @@ int main(int argc, char** argv) {
   app.add_option("--tls-client-ca", client_ca, "Require client certificates signed by this CA");
   app.add_option("--lease-ttl", lease_ttl, "Seconds before an uncommitted lease is rolled back");
   app.add_option("--fault", faults, kFaultHelp);
+  bool log_json = false;
+  app.add_flag("--log-json", log_json,
+               "Print events to stderr as JSON lines: listening, every call received (with the "
+               "fault applied to it), stopping");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -112,13 +120,29 @@ int main(int argc, char** argv) {
     std::cerr << topology.status().message() << "\n";
     return kExitUsage;
   }
-  cellroute::devserver::Options opt{listen,
-                                    topology.value(),
-                                    std::nullopt,
-                                    cert,
-                                    key,
-                                    client_ca,
-                                    std::chrono::seconds(lease_ttl)};
+  cellroute::devserver::Options opt{.listen = listen,
+                                    .topology = topology.value(),
+                                    .claims = std::nullopt,
+                                    .cert_file = cert,
+                                    .key_file = key,
+                                    .client_ca_file = client_ca,
+                                    .lease_ttl = std::chrono::seconds(lease_ttl),
+                                    .log = nullptr};
+  // One line per write: calls arrive on several threads.
+  auto log = [](const std::string& line) {
+    std::string l = line + "\n";
+    std::fwrite(l.data(), 1, l.size(), stderr);
+  };
+  auto event = [&](const char* name, nlohmann::ordered_json fields) {
+    nlohmann::ordered_json j;
+    j["time"] = cellroute::EventTime(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::system_clock::now().time_since_epoch())
+                                         .count());
+    j["event"] = name;
+    for (auto& [k, v] : fields.items()) j[k] = v;
+    log(j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+  };
+  if (log_json) opt.log = log;
   if (!claims.empty()) {
     auto c = cellroute::Claims::LoadFile(claims, topology.value());
     if (!c.ok()) {
@@ -133,8 +157,15 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   for (const auto& [method, fault] : parsed) server.value()->SetFault(method, fault);
-  std::cout << "listening on " << listen.substr(0, listen.rfind(':')) << ":"
-            << server.value()->port() << std::endl;
+  std::string address =
+      listen.substr(0, listen.rfind(':')) + ":" + std::to_string(server.value()->port());
+  std::cout << "listening on " << address << std::endl;
+  if (log_json) {
+    event("listening", {{"address", address},
+                        {"cells", topology.value().cells().size()},
+                        {"topology_hash", topology.value().ContentHash()},
+                        {"faults", faults}});
+  }
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
@@ -142,6 +173,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   int sig = 0;
   sigwait(&set, &sig);
+  if (log_json) event("stopping", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
   server.value()->Shutdown();
   return 0;
 }
