@@ -22,7 +22,9 @@ configure: bootstrap
 build: configure
 	@cmake --build $(BUILD) -j$(JOBS)
 
-demo: build
+# Builds only the CLI and the library it links, not the tests, benchmarks and bindings.
+demo: configure
+	@cmake --build $(BUILD) -j$(JOBS) --target cellroute_cli
 	@$(CELLROUTE) route --table examples/requests.jsonl
 
 test: build
