@@ -57,7 +57,7 @@ bench-short: build
 # publication and grace periods, AddressSanitizer with UBSan for any read of freed memory and
 # any undefined behaviour. The ASan run also covers the service client (gRPC itself is not
 # instrumented, so TSan would only report gRPC's internals) and replays the fuzz corpora.
-SANITIZED_TESTS = table_test rules_test router_test token_test topology_test
+SANITIZED_TESTS = table_test rules_test router_test token_test topology_test events_test
 ASAN_TESTS = $(SANITIZED_TESTS) service_client_test fuzzers
 define sanitized
 	@cmake -S . -B $(BUILD)-$(1) -G $(GENERATOR) -DCELLROUTE_BUILD_TESTS=ON \
