@@ -403,27 +403,48 @@ PYBIND11_MODULE(_cellroute, m) {
   });
 
   using cellroute::Decision;
-  py::class_<Decision>(m, "Decision")
-      .def_property_readonly("rule", [](const Decision& d) { return Str(d.rule_id()); })
-      .def_property_readonly("result", &ResultName)
-      .def_property_readonly("action", [](const Decision& d) { return Str(d.action_header()); })
-      .def_property_readonly("type", [](const Decision& d) { return Str(d.type_header()); })
-      .def_property_readonly("value", [](const Decision& d) { return Str(d.value()); })
+  py::class_<Decision>(m, "Decision",
+                      "One routing decision. It owns everything it shows: it stays valid after "
+                      "its router is gone.")
+      .def_property_readonly(
+          "rule", [](const Decision& d) { return Str(d.rule_id()); },
+          "The id of the rule that decided, or \"\" when none matched.")
+      .def_property_readonly("result", &ResultName,
+                             "\"matched\", \"no_match\" or \"rejected\" (malformed input: answer 400).")
+      .def_property_readonly(
+          "action", [](const Decision& d) { return Str(d.action_header()); },
+          "The X-GitLab-HTTP-Router-Rule-Action value (\"classify\", \"proxy\").")
+      .def_property_readonly(
+          "type", [](const Decision& d) { return Str(d.type_header()); },
+          "The X-GitLab-HTTP-Router-Rule-Type value (the classification type).")
+      .def_property_readonly(
+          "value", [](const Decision& d) { return Str(d.value()); },
+          "The classification value, rendered from the rule's template.")
       .def_property_readonly("cell_id",
                              [](const Decision& d) -> py::object {
                                if (d.cell_id() == 0) return py::none();
                                return py::int_(d.cell_id());
-                             })
-      .def_property_readonly("address", [](const Decision& d) { return Str(d.address()); })
+                             },
+                             "The id of the cell chosen, or None.")
       .def_property_readonly(
-          "source", [](const Decision& d) { return Str(cellroute::SourceName(d.source())); })
+          "address", [](const Decision& d) { return Str(d.address()); },
+          "Where to send the request: the cell's host:port, or a proxy address.")
+      .def_property_readonly(
+          "source", [](const Decision& d) { return Str(cellroute::SourceName(d.source())); },
+          "What the cell came from: cell_list, claims_file, route_table, proxy, legacy...")
       .def_property_readonly("fallback",
                              [](const Decision& d) -> py::object {
                                if (d.fallback() == cellroute::Fallback::kNone) return py::none();
                                return Str(cellroute::FallbackName(d.fallback()));
-                             })
-      .def_property_readonly("reason", [](const Decision& d) { return Str(d.outcome().reason()); })
-      .def_property_readonly("age_ms", [](const Decision& d) { return d.resolution().age_ms; })
+                             },
+                             "Why the legacy cell was used (no_rule_matched, unknown_claim, "
+                             "unavailable, pending...), or None.")
+      .def_property_readonly(
+          "reason", [](const Decision& d) { return Str(d.outcome().reason()); },
+          "Why the request was rejected, or \"\".")
+      .def_property_readonly(
+          "age_ms", [](const Decision& d) { return d.resolution().age_ms; },
+          "How old the route table's answer was, in milliseconds (0 when not from it).")
       .def_property_readonly("variables",
                              [](const Decision& d) {
                                py::dict vars;
@@ -432,8 +453,23 @@ PYBIND11_MODULE(_cellroute, m) {
                                  vars[Str(v.name)] = Str(v.value);
                                }
                                return vars;
-                             })
-      .def("to_json", [](const Decision& d) { return Str(d.ToJson()); })
+                             },
+                             "The variables the rule captured, by name.")
+      .def(
+          "to_json", [](const Decision& d) { return Str(d.ToJson()); },
+          "The whole decision as a JSON object, as the CLI prints it.")
+      .def(
+          "to_dict",
+          [](const Decision& d) { return py::module_::import("json").attr("loads")(Str(d.ToJson())); },
+          "The whole decision as a dict (the fields of to_json()).")
+      .def(
+          "__eq__",
+          [](const Decision& a, py::object b) -> py::object {
+            if (!py::isinstance<Decision>(b)) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+            return py::bool_(a.ToJson() == b.cast<const Decision&>().ToJson());
+          },
+          "Equal when every field shown (to_dict()) is equal.")
+      .def("__hash__", [](const Decision& d) { return py::hash(Str(d.ToJson())); })
       .def("__repr__", [](const Decision& d) {
         std::string s = "<Decision rule=" + std::string(d.rule_id().empty() ? "-" : d.rule_id()) +
                         " " + ResultName(d);

@@ -369,3 +369,46 @@ def test_route_batch_releases_the_gil_for_the_whole_batch():
     assert len(decisions) == 1000 and decisions[0].rule == ""
     assert seconds > 0.01  # long enough for the comparison to mean something
     assert longest[0] < 0.5 * seconds
+
+
+def test_errors_are_the_standard_exceptions_they_mean(tmp_path):
+    with pytest.raises(ValueError):  # InvalidError
+        cellroute.Router(rules="[")
+    with pytest.raises(OSError) as e:  # UnavailableError: a file that is not there
+        cellroute.Router.from_files(rules=str(tmp_path / "missing.json"))
+    assert isinstance(e.value, cellroute.UnavailableError)
+    assert "missing.json" in str(e.value) and e.value.code == -3
+    assert issubclass(cellroute.DeadlineExceededError, TimeoutError)
+    assert issubclass(cellroute.NotFoundError, LookupError)
+    assert issubclass(cellroute.InternalError, RuntimeError)
+    # No name of the package shadows a builtin.
+    import builtins
+    assert not [n for n in cellroute.__all__ if hasattr(builtins, n)]
+
+
+def test_decisions_compare_by_what_they_show_and_become_dicts():
+    router = cellroute.Router()
+    a = router.route(path="/gitlab-org/gitlab")
+    b = router.route(path="/gitlab-org/gitlab")
+    c = router.route(path="/acme/x")
+    assert a == b and hash(a) == hash(b)
+    assert a != c
+    assert a != "not a decision"
+    d = a.to_dict()
+    assert d == json.loads(a.to_json())
+    assert (d["cell_id"], d["rule"]) == (a.cell_id, a.rule)
+
+
+def test_every_public_class_and_method_has_a_docstring():
+    missing = []
+    for name in cellroute.__all__:
+        obj = getattr(cellroute, name)
+        if not getattr(obj, "__doc__", None):
+            missing.append(name)
+        if isinstance(obj, type):
+            for attr, value in vars(obj).items():
+                if attr.startswith("_") or not (callable(value) or isinstance(value, (property, classmethod))):
+                    continue
+                if not getattr(value, "__doc__", None):
+                    missing.append(f"{name}.{attr}")
+    assert missing == []

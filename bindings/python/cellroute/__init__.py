@@ -26,11 +26,12 @@ from ._cellroute import Decision
 
 __version__ = _cellroute.__version__
 __all__ = ["Router", "Decision", "tokens", "CellrouteError", "InvalidError", "NotFoundError",
-           "UnavailableError", "TimeoutError", "InternalError"]
+           "UnavailableError", "DeadlineExceededError", "InternalError"]
 
 
 class CellrouteError(Exception):
-    """Base class of cellroute's errors. `code` is the stable code of the C API."""
+    """Base class of cellroute's errors. `code` is the stable code of the C API. Each subclass
+    is also the standard exception it means, so `except ValueError` catches a bad ruleset."""
     code = -6
 
     def __init__(self, message: str):
@@ -38,30 +39,34 @@ class CellrouteError(Exception):
         self.message = message
 
 
-class InvalidError(CellrouteError):
-    """Bad input: a ruleset, topology, claims file, token or argument."""
+class InvalidError(CellrouteError, ValueError):
+    """Bad input: a ruleset, topology, claims file, token or argument. Its message names the
+    place (file:line:column, rule id, field); a reload lists every error, one per line."""
     code = -1
 
 
-class NotFoundError(CellrouteError):
+class NotFoundError(CellrouteError, LookupError):
+    """What was asked for does not exist."""
     code = -2
 
 
-class UnavailableError(CellrouteError):
-    """A file or the Topology Service cannot be reached."""
+class UnavailableError(CellrouteError, OSError):
+    """A file cannot be read (missing, unreadable) or the Topology Service cannot be reached."""
     code = -3
 
 
-class TimeoutError(CellrouteError):  # noqa: A001 (cellroute.TimeoutError, not the builtin)
+class DeadlineExceededError(CellrouteError, TimeoutError):
+    """A deadline passed (an instance of the builtin TimeoutError)."""
     code = -4
 
 
-class InternalError(CellrouteError):
+class InternalError(CellrouteError, RuntimeError):
+    """A bug in cellroute; please report it with the message."""
     code = -6
 
 
 # The C++ status codes (cellroute::StatusCode) to classes: one function maps every error.
-_BY_STATUS = {1: InvalidError, 2: NotFoundError, 3: UnavailableError, 4: TimeoutError,
+_BY_STATUS = {1: InvalidError, 2: NotFoundError, 3: UnavailableError, 4: DeadlineExceededError,
               5: InternalError}
 
 
@@ -163,11 +168,14 @@ class Router:
     @classmethod
     def from_files(cls, *, rules: Optional[str] = None, topology: Optional[str] = None,
                    claims: Optional[str] = None, **kwargs) -> "Router":
+        """A router from files: rules (JSON), topology (config.toml), claims (JSON); any left
+        out is the embedded default. Other keywords as the constructor's."""
         return cls(rules_path=rules, topology_path=topology, claims_path=claims, **kwargs)
 
     @classmethod
     def from_strings(cls, *, rules: Optional[str] = None, topology: Optional[str] = None,
                      claims: Optional[str] = None, **kwargs) -> "Router":
+        """A router from texts (the contents of the files from_files takes)."""
         return cls(rules=rules, topology=topology, claims=claims, **kwargs)
 
     def route(self, *, method: str = "GET", path: str = "/", host: str = "", query: str = "",
