@@ -39,4 +39,32 @@ out_pcxx=$("$work/pc_consumer_cxx")
   || { echo "installed cellroute --version: $("$prefix/bin/cellroute" --version)"; exit 1; }
 out_cli=$("$prefix/bin/cellroute" route --path /o/acme-corp/x | grep -o '"cell_id":[0-9]*')
 [ "$out_cli" = '"cell_id":3' ] || { echo "installed cellroute routed: $out_cli"; exit 1; }
-echo "install test: relocated prefix; find_package and pkg-config (C, C++) consumers and the CLI run: ok"
+
+# Python: pip builds the package against this prefix, offline, in a fresh venv (Debian's
+# setuptools and wheel through --system-site-packages and --no-build-isolation), from a copy
+# so the source tree stays clean; then a wheel.
+cp -r "$src/../../bindings/python" "$work/pysrc"
+/usr/bin/python3 -m venv --system-site-packages "$work/venv"
+"$work/venv/bin/pip" install -q --no-index --no-build-isolation "$work/pysrc" >/dev/null
+out_py=$(cd "$work" && "$work/venv/bin/python" -c '
+import cellroute
+print(cellroute.__version__, cellroute.Router().route(path="/o/acme-corp/x").cell_id)')
+[ "$out_py" = "$expected_version 3" ] || { echo "pip-installed Python package printed: $out_py"; exit 1; }
+"$work/venv/bin/pip" wheel -q --no-index --no-build-isolation --no-deps -w "$work/wheels" "$work/pysrc" >/dev/null
+ls "$work/wheels"/cellroute-"$expected_version"-*.whl >/dev/null \
+  || { echo "pip wheel made no cellroute wheel: $(ls "$work/wheels")"; exit 1; }
+
+# Ruby: gem build, then gem install --local into a fresh GEM_HOME, compiled against this
+# prefix through pkg-config, and again through --with-cellroute-dir.
+(cd "$src/../../bindings/ruby" && gem build -q cellroute.gemspec --output "$work/cellroute.gem" >/dev/null)
+GEM_HOME="$work/gems" gem install -q --local --no-document "$work/cellroute.gem" >/dev/null
+out_rb=$(cd "$work" && GEM_HOME="$work/gems" ruby -e '
+require "cellroute"
+puts "#{Cellroute::VERSION} #{Cellroute::Router.new.route(path: "/o/acme-corp/x").cell_id}"')
+[ "$out_rb" = "$expected_version 3" ] || { echo "gem-installed Ruby package printed: $out_rb"; exit 1; }
+(unset PKG_CONFIG_PATH
+ GEM_HOME="$work/gems-dir" gem install -q --local --no-document "$work/cellroute.gem" -- \
+   --with-cellroute-dir="$prefix" --with-cellroute-lib="$(dirname "$pcdir")" >/dev/null
+ out=$(cd "$work" && GEM_HOME="$work/gems-dir" ruby -e 'require "cellroute"; print Cellroute::Router.new.route(path: "/o/acme-corp/x").cell_id')
+ [ "$out" = "3" ] || { echo "gem installed --with-cellroute-dir printed: $out"; exit 1; })
+echo "install test: relocated prefix; find_package and pkg-config (C, C++) consumers, the CLI, pip, gem: ok"

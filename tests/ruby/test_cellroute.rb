@@ -37,10 +37,16 @@ class CellrouteTest < Minitest::Test
   def test_decision_fields
     d = router.route(path: "/gitlab-org/gitlab?x=1")
     assert_equal %w[top_level_namespace classify route gitlab-org], [d.rule, d.action, d.type, d.value]
-    assert_equal [:matched, 2, "cell-2.gitlab.example.com:443", "claims_file", nil],
+    assert_equal [:matched, 2, "cell-2.gitlab.example.com:443", :claims_file, nil],
                  [d.result, d.cell_id, d.address, d.source, d.fallback]
     assert_equal "#<Cellroute::Decision rule=top_level_namespace matched route=gitlab-org cell=2 " \
                  "cell-2.gitlab.example.com:443 source=claims_file>", d.inspect
+    assert_equal "matched top_level_namespace -> cell 2 (cell-2.gitlab.example.com:443)", d.to_s
+    # A CELL_ID no cell has: the legacy cell, and the fallback says why, as a Symbol.
+    unknown = Cellroute::Router.new(rules: RULES % "x", topology: "[[cells]]\nid = 1\naddress = \"legacy:1\"\n")
+    legacy = unknown.route(path: "/")
+    assert_equal :unknown_cell, legacy.fallback
+    assert_equal "matched x -> cell 1 (legacy:1) [unknown_cell]", legacy.to_s
     assert_equal({ "route" => "gitlab-org" }, d.to_h["variables"])
     assert_operator ObjectSpace.memsize_of(d), :>, 1000 # TypedData reports its size
     assert_equal 3, router.route(path: "/help", cookies: { "force-cell" => "cell-3" }).cell_id
@@ -255,8 +261,8 @@ class CellrouteTest < Minitest::Test
           # the parent's table as it was at the fork, and what it lacks decides as unavailable.
           known = r.route(path: "/gitlab-org/x", wait: 2)
           unknown = r.route(path: "/acme/y", wait: 2)
-          exit!(3) unless known.cell_id == 2 && known.source == "route_table" &&
-                          unknown.cell_id == 1 && unknown.fallback == "unavailable" &&
+          exit!(3) unless known.cell_id == 2 && known.source == :route_table &&
+                          unknown.cell_id == 1 && unknown.fallback == :unavailable &&
                           r.status["state"] == "frozen"
           loop { r.route(path: "/acme/y", wait: 1) }
         end
@@ -310,6 +316,16 @@ class CellrouteTest < Minitest::Test
     metrics = r.metrics
     assert_includes metrics, "cellroute_reloads_total{result=\"success\"} 50\n"
     assert_includes metrics, "cellroute_reloads_total{result=\"failure\"} 1\n"
+  end
+
+  def test_version_and_from_files
+    assert_equal File.read(File.join(__dir__, "../../include/cellroute/version.h"))
+                     .scan(/CR_VERSION_(?:MAJOR|MINOR|PATCH) (\d+)/).join("."), Cellroute::VERSION
+    r = Cellroute::Router.from_files(rules: File.join(EXAMPLES, "rules.json"),
+                                     topology: File.join(EXAMPLES, "topology.toml"),
+                                     claims: File.join(EXAMPLES, "claims.json"))
+    assert_equal 3, r.route(path: "/o/acme-corp/x").cell_id
+    assert_raises(Cellroute::UnavailableError) { Cellroute::Router.from_files(rules: "/nonexistent.json") }
   end
 
   # Queue#pop(timeout:) is Ruby 3.2's.

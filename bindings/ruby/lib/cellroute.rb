@@ -21,6 +21,9 @@ require "json"
 require "cellroute/cellroute"
 
 module Cellroute
+  # The library's version (include/cellroute/version.h, the one place it is written).
+  VERSION = NATIVE_VERSION
+
   # Counts forks this process descends from, so a router notices it is in a child without a
   # getpid() system call per request (Process._fork is the hook every fork goes through).
   @fork_generation = 0
@@ -52,7 +55,15 @@ module Cellroute
       parts << "fallback=#{fallback}" if fallback
       "#<Cellroute::Decision #{parts.join(' ')}>"
     end
-    alias to_s inspect
+
+    # "matched gitlab-org -> cell 2 (cell-2.example.com:443)": one line for logs.
+    def to_s
+      target = cell_id ? "cell #{cell_id} (#{address})" : (address.empty? ? "no cell" : address)
+      line = "#{result} #{rule.empty? ? '-' : rule} -> #{target}"
+      line += " [#{fallback}]" if fallback
+      line += ": #{reason}" if rejected?
+      line
+    end
 
     def rejected?
       result == :rejected
@@ -67,6 +78,12 @@ module Cellroute
     OPTION_KEYS = %i[rules topology claims rules_path topology_path claims_path
                      topology_service tls_ca tls_cert tls_key tls_server_name
                      snapshot_path metadata].freeze
+
+    # Router.from_files(rules: "rules.json", topology: "config.toml", claims: "claims.json"):
+    # files; any left out is the embedded default. Other options as Router.new's.
+    def self.from_files(rules: nil, topology: nil, claims: nil, **options, &block)
+      new(rules_path: rules, topology_path: topology, claims_path: claims, **options, &block)
+    end
 
     # rules:/topology:/claims: are texts; *_path: are files; unset: the embedded defaults.
     #

@@ -56,12 +56,15 @@ DECISION_STRING(action)
 static VALUE decision_type_(VALUE self) { return rb_utf8_str_new_cstr(cr_decision_type(get_decision(self))); }
 DECISION_STRING(value)
 DECISION_STRING(address)
-DECISION_STRING(source)
 DECISION_STRING(reason)
 
+/* Names from a fixed set are Symbols, as result is. */
+static VALUE decision_source(VALUE self) {
+  return ID2SYM(rb_intern(cr_decision_source(get_decision(self))));
+}
 static VALUE decision_fallback(VALUE self) {
   const char *f = cr_decision_fallback(get_decision(self));
-  return *f ? rb_utf8_str_new_cstr(f) : Qnil;
+  return *f ? ID2SYM(rb_intern(f)) : Qnil;
 }
 static VALUE decision_cell_id(VALUE self) {
   int64_t id = cr_decision_cell_id(get_decision(self));
