@@ -8,7 +8,7 @@ comma      := ,
 CMAKE_ARGS ?=
 CELLROUTE   = $(BUILD)/tools/cellroute
 
-.PHONY: all bootstrap configure build demo test test-tsan test-asan fuzz bench bench-short bench-bindings clean
+.PHONY: all bootstrap configure build demo deb test test-tsan test-asan fuzz bench bench-short bench-bindings clean
 
 all: build
 
@@ -26,6 +26,14 @@ build: configure
 demo: configure
 	@cmake --build $(BUILD) -j$(JOBS) --target cellroute_cli
 	@$(CELLROUTE) route --table examples/requests.jsonl
+
+# Debian packages of a release build (prefix /usr), in $(BUILD)-deb/: libcellroute0,
+# libcellroute-dev, cellroute-tools. (make test packages the developer build and installs it.)
+deb: bootstrap
+	@cmake -S . -B $(BUILD)-deb -G $(GENERATOR) -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_INSTALL_PREFIX=/usr >/dev/null
+	@cmake --build $(BUILD)-deb -j$(JOBS)
+	@cd $(BUILD)-deb && cpack -G DEB
 
 test: build
 	@ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
