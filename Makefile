@@ -27,13 +27,10 @@ demo: configure
 	@cmake --build $(BUILD) -j$(JOBS) --target cellroute_cli
 	@$(CELLROUTE) route --table examples/requests.jsonl
 
-# Debian packages of a release build (prefix /usr), in $(BUILD)-deb/: libcellroute0,
-# libcellroute-dev, cellroute-tools. (make test packages the developer build and installs it.)
-deb: bootstrap
-	@cmake -S . -B $(BUILD)-deb -G $(GENERATOR) -DCMAKE_BUILD_TYPE=Release \
-	  -DCMAKE_INSTALL_PREFIX=/usr >/dev/null
-	@cmake --build $(BUILD)-deb -j$(JOBS)
-	@cd $(BUILD)-deb && cpack -G DEB
+# Debian packages (prefix /usr) of the build, in $(BUILD)/packages/: libcellroute0,
+# libcellroute-dev, cellroute-tools. tests/install/deb.sh packages and installs them the same way.
+deb: build
+	@cpack -G DEB --config $(BUILD)/CPackConfig.cmake -B $(BUILD)/packages
 
 test: build
 	@ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)

@@ -23,6 +23,7 @@ cleanup() {
 trap cleanup EXIT
 unset LD_LIBRARY_PATH PKG_CONFIG_PATH
 
+# What `make deb` runs.
 (cd "$work" && cpack -G DEB --config "$build/CPackConfig.cmake" -B "$work/out" >/dev/null)
 debs=("$work"/out/*.deb)
 [ "${#debs[@]}" = 3 ] || { echo "deb test: expected 3 packages, got: ${debs[*]}"; exit 1; }
