@@ -50,6 +50,14 @@ out_py=$(cd "$work" && "$work/venv/bin/python" -c '
 import cellroute
 print(cellroute.__version__, cellroute.Router().route(path="/o/acme-corp/x").cell_id)')
 [ "$out_py" = "$expected_version 3" ] || { echo "pip-installed Python package printed: $out_py"; exit 1; }
+# The same against the build tree instead of an install (a developer's checkout).
+cp -r "$src/../../bindings/python" "$work/pysrc-tree"
+/usr/bin/python3 -m venv --system-site-packages "$work/venv-tree"
+(unset PKG_CONFIG_PATH
+ CELLROUTE_SOURCE_DIR="$src/../.." CELLROUTE_BUILD_DIR="$build" \
+   "$work/venv-tree/bin/pip" install -q --no-index --no-build-isolation "$work/pysrc-tree" >/dev/null
+ out=$(cd "$work" && "$work/venv-tree/bin/python" -c 'import cellroute; print(cellroute.Router().route(path="/o/acme-corp/x").cell_id)')
+ [ "$out" = "3" ] || { echo "Python package built against the build tree printed: $out"; exit 1; })
 "$work/venv/bin/pip" wheel -q --no-index --no-build-isolation --no-deps -w "$work/wheels" "$work/pysrc" >/dev/null
 ls "$work/wheels"/cellroute-"$expected_version"-*.whl >/dev/null \
   || { echo "pip wheel made no cellroute wheel: $(ls "$work/wheels")"; exit 1; }
