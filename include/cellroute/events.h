@@ -9,7 +9,8 @@
 // Events are emitted where things happen (the poller, a fetcher, a reload) and queued; an
 // EventLog thread calls the callback. Emitting never waits for the callback, and nothing on the
 // routing path emits but "queue_full", at most once a second. The queue is bounded: past it an
-// event is dropped, and the next one delivered is preceded by "events_dropped" with the count.
+// event is dropped, and "events_dropped" with the count is delivered in its place: right after
+// the last event queued before the drops.
 // A callback that throws is ignored (the exception is swallowed); a slow one only delays later
 // events. Stopping a log (its last reference dropped) delivers what is queued, for up to a
 // deadline, and ends the thread; the callback is never called after that returns (unless the
@@ -44,7 +45,7 @@ struct Event {
     kSnapshotWritten,     // `path`, `new_hash`
     kSnapshotFailed,      // the snapshot could not be written: `path`, `message`
     kSnapshotUnreadable,  // at start, the snapshot could not be served: `path`, `message`
-    kEventsDropped,       // events lost to a full queue before this one: `count`
+    kEventsDropped,       // events lost to a full queue right after the one before: `count`
   };
   Kind kind = Kind::kSyncSucceeded;
   std::int64_t unix_ms = 0;  // when it happened

@@ -12,17 +12,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/clock.h"
+
 namespace cellroute {
-
-namespace {
-
-std::int64_t UnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
 
 std::string EventTime(std::int64_t unix_ms) {
   std::time_t seconds = static_cast<std::time_t>(unix_ms / 1000);
@@ -92,12 +84,17 @@ struct EventLog::State {
   std::mutex mu;
   std::condition_variable wake;  // the thread: an event, or stop
   std::condition_variable idle;  // the stopper: the thread has finished
-  std::deque<Event> queue;
+  // Each event with the number of events dropped right after it (the queue was full): the
+  // thread reports those, in their place, once the event is delivered.
+  struct Queued {
+    Event event;
+    std::uint64_t dropped_after = 0;
+  };
+  std::deque<Queued> queue;
   bool stopping = false;
   bool abandoned = false;  // past the stop deadline: deliver nothing more
   bool finished = false;
   std::thread::id thread_id;
-  std::uint64_t lost_since_delivery = 0;
   std::atomic<std::uint64_t> dropped{0};
 
   void Deliver(const Event& e) noexcept {
@@ -109,25 +106,23 @@ struct EventLog::State {
 
   void Run() {
     for (;;) {
-      Event e;
-      std::uint64_t lost = 0;
+      Queued q;
       {
         std::unique_lock<std::mutex> lock(mu);
         wake.wait(lock, [&] { return stopping || !queue.empty(); });
         if (abandoned || queue.empty()) break;
-        e = std::move(queue.front());
+        q = std::move(queue.front());
         queue.pop_front();
-        lost = std::exchange(lost_since_delivery, 0);
       }
-      if (lost > 0) {
+      Deliver(q.event);
+      if (q.dropped_after > 0) {
         Event d;
         d.kind = Event::Kind::kEventsDropped;
-        d.unix_ms = e.unix_ms;
-        d.count = lost;
-        d.message = std::to_string(lost) + " event(s) dropped: the queue was full";
+        d.unix_ms = q.event.unix_ms;
+        d.count = q.dropped_after;
+        d.message = std::to_string(q.dropped_after) + " event(s) dropped: the queue was full";
         Deliver(d);
       }
-      Deliver(e);
     }
     std::lock_guard<std::mutex> lock(mu);
     finished = true;
@@ -180,15 +175,16 @@ void EventLog::Emit(Event event) noexcept {
     s.dropped.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  if (event.unix_ms == 0) event.unix_ms = UnixMs();
+  if (event.unix_ms == 0) event.unix_ms = internal::UnixMs();
   try {
     std::lock_guard<std::mutex> lock(s.mu);
     if (!s.stopping && s.queue.size() < s.capacity) {
-      s.queue.push_back(std::move(event));
+      s.queue.push_back({std::move(event), 0});
       s.wake.notify_one();
       return;
     }
-    ++s.lost_since_delivery;
+    // Full (capacity >= 1, so there is a last event to follow), or stopping (not reported).
+    if (!s.stopping && !s.queue.empty()) ++s.queue.back().dropped_after;
   } catch (...) {  // out of memory: the event is lost, nothing else
   }
   s.dropped.fetch_add(1, std::memory_order_relaxed);
