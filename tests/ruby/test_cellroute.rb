@@ -368,6 +368,28 @@ class CellrouteTest < Minitest::Test
     assert_raises(ArgumentError) { Cellroute::Router.new(on_event: 42) }
   end
 
+  def test_events_a_slow_handler_misses_are_counted_in_their_place
+    gate = Queue.new
+    got = []
+    r = Cellroute::Router.new(rules: RULES % "a", topology: TOPOLOGY % "a") do |event|
+      gate.pop if got.empty? # the handler blocks on the first event until the test opens it
+      got << event
+    end
+    1100.times { r.reload(rules: RULES % "a", topology: TOPOLOGY % "a") }
+    sleep 0.2 # the library's thread hands everything over to the extension's queue (1024)
+    gate << :open
+    Timeout.timeout(10) { sleep 0.01 until got.any? { |e| e["event"] == "events_dropped" } }
+    sleep 0.1
+    reloads = got.count { |e| e["event"] == "reload_succeeded" }
+    dropped = got.select { |e| e["event"] == "events_dropped" }
+    # Nothing lost silently: every reload was either delivered or counted.
+    assert_equal 1100, reloads + dropped.sum { |e| e["count"] }
+    assert_operator reloads, :>=, 1024
+    assert_match(/\A\d{4}-\d\d-\d\dT.*Z\z/, dropped.first["time"])
+    # Reported in their place: after every reload that was queued before them.
+    assert_equal "events_dropped", got.last["event"]
+  end
+
   def test_events_in_a_forked_child_come_from_a_new_thread
     got = Queue.new
     r = Cellroute::Router.new { |event| got << event["event"] }

@@ -178,10 +178,7 @@ module Cellroute
     # For Puma's on_worker_boot: restart what a forked child cannot inherit, now.
     def after_fork!
       @lock.synchronize do
-        if @native && @generation != Cellroute.fork_generation
-          @events&.after_fork
-          @native.after_fork
-        end
+        take_over_after_fork if @native && @generation != Cellroute.fork_generation
         @generation = Cellroute.fork_generation
         start_events if @native
       end
@@ -197,9 +194,7 @@ module Cellroute
         if @native.nil?
           @native = NativeRouter.new(@options, @events)
         elsif @generation != Cellroute.fork_generation
-          # A forked child: the sync restarts here, and the events thread did not come along.
-          @events&.after_fork
-          @native.after_fork
+          take_over_after_fork
         end
         @generation = Cellroute.fork_generation
         start_events
@@ -207,30 +202,45 @@ module Cellroute
       @native
     end
 
+    # In a forked child (under @lock): the sync restarts here, and the events queue is taken
+    # over (its thread did not come along; start_events makes a new one).
+    def take_over_after_fork
+      @events&.after_fork
+      @native.after_fork
+    end
+
     # The thread that hands events to the handler.
     def start_events
       return unless @events
       return if @event_thread&.alive?
 
-      @event_thread = Router.events_thread(@events, @on_event)
+      @event_thread = Router.__send__(:events_thread, @events, @on_event)
     end
 
     # A class method, so that the thread's block holds the queue and the handler but not the
     # router (a block holds its self): a router nobody uses is collected, which closes the
-    # queue and ends the thread.
+    # queue and ends the thread. An Integer from the queue is a count of events it dropped.
     def self.events_thread(events, handler)
       Thread.new do
         Thread.current.name = "cellroute-events"
         Thread.current.report_on_exception = false
-        while (json = events.pop)
+        while (item = events.pop)
           begin
-            handler.call(JSON.parse(json))
+            handler.call(item.is_a?(Integer) ? dropped_event(item) : JSON.parse(item))
           rescue StandardError => e
             warn "cellroute: on_event raised #{e.class}: #{e.message}"
           end
         end
       end
     end
+    private_class_method :events_thread
+
+    # The events_dropped event, as the library writes its own.
+    def self.dropped_event(count)
+      { "time" => Time.now.utc.strftime("%Y-%m-%dT%H:%M:%S.%LZ"), "event" => "events_dropped",
+        "count" => count, "message" => "#{count} event(s) dropped: the queue was full" }
+    end
+    private_class_method :dropped_event
 
     def split(path, query)
       raise TypeError, "path must be a String, not #{path.class}" unless path.is_a?(String)

@@ -87,15 +87,18 @@ static VALUE decision_to_json(VALUE self) {
 /* ---- EventQueue ------------------------------------------------------------------------ */
 
 /* Ruby cannot be called from cellroute's event thread, so events are queued here (as JSON
- * lines, bounded) and a Ruby thread pops them with the GVL released. The queue is shared by
- * the router's callback and the Ruby object, and freed when both are done with it (either may
- * be collected first). */
+ * lines, bounded) and a Ruby thread pops them with the GVL released. Past the bound an event is
+ * dropped and counted on the last one queued; pop returns that count (an Integer) right after
+ * it, as the library reports its own drops. The queue is shared by the router's callback and
+ * the Ruby object, and freed when both are done with it (either may be collected first). */
 #define EVENT_QUEUE_CAPACITY 1024
 
 typedef struct {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   char *items[EVENT_QUEUE_CAPACITY];
+  unsigned long long dropped_after[EVENT_QUEUE_CAPACITY]; /* events lost right after items[i] */
+  unsigned long long dropped_next;                        /* to report before the next item */
   int head, count;
   int closed;    /* no more events: pop returns nil once empty */
   int interrupt; /* Ruby wants the popping thread back (a signal, Thread#kill, exit) */
@@ -129,10 +132,14 @@ static void queue_push(const char *name, const char *json, void *payload) {
   if (copy == NULL) return;
   pthread_mutex_lock(&q->mu);
   if (!q->closed && q->count < EVENT_QUEUE_CAPACITY) {
-    q->items[(q->head + q->count) % EVENT_QUEUE_CAPACITY] = copy;
+    int at = (q->head + q->count) % EVENT_QUEUE_CAPACITY;
+    q->items[at] = copy;
+    q->dropped_after[at] = 0;
     q->count++;
     copy = NULL;
     pthread_cond_signal(&q->cv);
+  } else if (!q->closed) {
+    q->dropped_after[(q->head + q->count - 1) % EVENT_QUEUE_CAPACITY]++; /* full: count >= 1 */
   }
   pthread_mutex_unlock(&q->mu);
   free(copy);
@@ -185,15 +192,21 @@ static event_queue *get_queue(VALUE self) {
 typedef struct {
   event_queue *q;
   char *item;
+  unsigned long long dropped; /* instead of an item: events lost after the previous one */
 } pop_call;
 
 static void *queue_wait_nogvl(void *p) {
   pop_call *c = (pop_call *)p;
   event_queue *q = c->q;
   pthread_mutex_lock(&q->mu);
-  while (q->count == 0 && !q->closed && !q->interrupt) pthread_cond_wait(&q->cv, &q->mu);
-  if (q->count > 0) {
+  while (q->count == 0 && q->dropped_next == 0 && !q->closed && !q->interrupt)
+    pthread_cond_wait(&q->cv, &q->mu);
+  if (q->dropped_next > 0) {
+    c->dropped = q->dropped_next;
+    q->dropped_next = 0;
+  } else if (q->count > 0) {
     c->item = q->items[q->head];
+    q->dropped_next = q->dropped_after[q->head];
     q->head = (q->head + 1) % EVENT_QUEUE_CAPACITY;
     q->count--;
   }
@@ -210,13 +223,15 @@ static void queue_wake(void *p) {
   pthread_mutex_unlock(&q->mu);
 }
 
-/* The next event's JSON, waiting with the GVL released; nil once closed and empty. */
+/* The next event's JSON, or the number of events dropped after the previous one, waiting with
+ * the GVL released; nil once closed and empty. */
 static VALUE queue_pop(VALUE self) {
   event_queue *q = get_queue(self);
   for (;;) {
-    pop_call c = {q, NULL};
+    pop_call c = {q, NULL, 0};
     int closed;
     rb_thread_call_without_gvl(queue_wait_nogvl, &c, queue_wake, q);
+    if (c.dropped > 0) return ULL2NUM(c.dropped);
     if (c.item != NULL) {
       VALUE s = rb_utf8_str_new_cstr(c.item);
       free(c.item);
@@ -245,6 +260,7 @@ static VALUE queue_after_fork(VALUE self) {
   pthread_cond_init(&q->cv, NULL);
   for (i = 0; i < q->count; ++i) free(q->items[(q->head + i) % EVENT_QUEUE_CAPACITY]);
   q->head = q->count = 0;
+  q->dropped_next = 0;
   q->interrupt = 0;
   q->closed = 0;
   q->pid = getpid();
