@@ -272,9 +272,8 @@ int cr_options_set_event_callback(cr_options* o, cr_event_cb callback, void* pay
       return Ok();
     }
     o->config.on_event = [callback, payload](const cellroute::Event& e) {
-      std::string name(cellroute::EventName(e.kind));
       std::string json = e.ToJson();
-      callback(name.c_str(), json.c_str(), payload);
+      callback(cellroute::EventName(e.kind).data(), json.c_str(), payload);  // a literal: NUL-ended
     };
     return Ok();
   });

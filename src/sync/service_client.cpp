@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "cellroute/topology_service.h"
+#include "common/clock.h"
 #include "common/json.h"
 #include "common/prometheus.h"
 #include "common/shard.h"
@@ -37,11 +38,7 @@ std::int64_t SteadyMs() {
       .count();
 }
 
-std::int64_t UnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using internal::UnixMs;
 
 // A snapshot is the cells in config.toml form under a comment that records when they were
 // synced, so that a process started from it can say how old they are. A comment keeps the file

@@ -71,6 +71,16 @@ void Stamp(google::protobuf::Timestamp* t, std::chrono::system_clock::time_point
 
 }  // namespace
 
+std::string LogLine(std::string_view event, const nlohmann::ordered_json& fields) {
+  nlohmann::ordered_json j;
+  j["time"] = EventTime(std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count());
+  j["event"] = std::string(event);
+  for (const auto& [k, v] : fields.items()) j[k] = v;
+  return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
 struct Server::State {
   mutable std::mutex mu;
   std::vector<Cell> cells;
@@ -145,10 +155,6 @@ struct Server::State {
 
   void LogCall(const std::string& method, const Fault* f) {
     nlohmann::ordered_json j;
-    j["time"] = EventTime(std::chrono::duration_cast<std::chrono::milliseconds>(
-                              std::chrono::system_clock::now().time_since_epoch())
-                              .count());
-    j["event"] = "call";
     j["method"] = method;
     if (f != nullptr) {
       std::string fault;
@@ -159,7 +165,7 @@ struct Server::State {
       if (f->invalid_data) add("invalid");
       j["fault"] = fault;
     }
-    log(j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+    log(LogLine("call", j));
   }
 
   // Counts the call and applies an injected fault. Returns false with `status` set when the

@@ -7,6 +7,8 @@
 #include <cellroute/topology.h>
 #include <grpcpp/grpcpp.h>
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <functional>
 #include <map>
@@ -14,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace cellroute::devserver {
@@ -29,6 +32,9 @@ struct Options {
   // Given one JSON line (no newline) for every call received, with the fault applied to it.
   std::function<void(const std::string&)> log;
 };
+
+// One JSON log line as cellroute's events are written: time, event, then `fields` in order.
+std::string LogLine(std::string_view event, const nlohmann::ordered_json& fields);
 
 struct Fault {
   std::chrono::milliseconds delay{0};

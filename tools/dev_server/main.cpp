@@ -7,7 +7,6 @@
 // --tls-client-ca for mTLS), prints the address it listens on, and serves until SIGINT/SIGTERM.
 // --fault makes it misbehave the way a real service can, to rehearse a runbook; --log-json
 // prints every call it receives (and the fault applied) as JSON lines on stderr.
-#include <cellroute/events.h>
 #include <cellroute/topology_service.h>
 #include <cellroute/version.h>
 
@@ -133,14 +132,8 @@ int main(int argc, char** argv) {
     std::string l = line + "\n";
     std::fwrite(l.data(), 1, l.size(), stderr);
   };
-  auto event = [&](const char* name, nlohmann::ordered_json fields) {
-    nlohmann::ordered_json j;
-    j["time"] = cellroute::EventTime(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                         std::chrono::system_clock::now().time_since_epoch())
-                                         .count());
-    j["event"] = name;
-    for (auto& [k, v] : fields.items()) j[k] = v;
-    log(j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+  auto event = [&](const char* name, const nlohmann::ordered_json& fields) {
+    log(cellroute::devserver::LogLine(name, fields));
   };
   if (log_json) opt.log = log;
   if (!claims.empty()) {
