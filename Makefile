@@ -8,7 +8,7 @@ comma      := ,
 CMAKE_ARGS ?=
 CELLROUTE   = $(BUILD)/tools/cellroute
 
-.PHONY: all bootstrap configure build demo deb test test-tsan test-asan fuzz bench bench-short bench-bindings clean
+.PHONY: all bootstrap configure build demo deb test test-tsan test-asan fuzz bench bench-short bench-bindings bench-nginx clean
 
 all: build
 
@@ -57,6 +57,13 @@ bench-short: build
 	@CELLROUTE_BENCH_SHORT=1 $(BUILD)/benchmarks/cellroute_bench --benchmark_min_time=0.05 \
 	  --benchmark_out=$(BUILD)/bench-short.json --benchmark_out_format=json >/dev/null
 	@scripts/bench-ratios $(BUILD)/bench-short.json $(BUILD)/bench-bindings.txt
+
+# wrk against Debian's nginx routing the request mix: plain `map` configuration, the module on
+# files, the module with the dev Topology Service (docs/performance.md). About 2 minutes.
+NGINX_BENCH_ARGS ?=
+bench-nginx: build
+	@/usr/bin/python3 benchmarks/nginx_bench.py $(BUILD)/proxies/nginx/ngx_http_cellroute_module.so \
+	  $(CELLROUTE) $(BUILD)/tools/cellroute-topology-server examples $(NGINX_BENCH_ARGS)
 
 # The core's tests under a sanitizer, each in a build of its own: ThreadSanitizer for
 # publication and grace periods, AddressSanitizer with UBSan for any read of freed memory and
