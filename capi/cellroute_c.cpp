@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <memory>
 #include <new>
 #include <optional>
 #include <string>
@@ -146,6 +147,30 @@ struct Scratch {
   std::vector<cellroute::Header> headers, cookies;
 };
 thread_local Scratch t_scratch;
+
+// The decision a cr_router_route_async callback borrows: one per thread, reused, so an answer
+// that needs no waiting (the common case in an event loop) costs no allocation and no clearing
+// of a cr_decision's buffers. A callback that routes asynchronously again from inside gets a
+// fresh one.
+struct AsyncDecision {
+  std::unique_ptr<cr_decision> decision;
+  bool in_use = false;
+};
+thread_local AsyncDecision t_async;
+
+void CallBack(cr_route_cb callback, void* payload, const cellroute::Decision& d) {
+  if (t_async.in_use) {
+    auto wrapped = std::make_unique<cr_decision>();
+    wrapped->d = d;
+    callback(wrapped.get(), payload);
+    return;
+  }
+  if (!t_async.decision) t_async.decision = std::make_unique<cr_decision>();
+  t_async.in_use = true;
+  t_async.decision->d = d;
+  callback(t_async.decision.get(), payload);
+  t_async.in_use = false;
+}
 
 int CheckRequest(const cr_request* r) {
   if (r == nullptr) return Null("request");
@@ -421,9 +446,7 @@ int cr_router_route_async(const cr_router* router, const cr_request* request, cr
     if (int rc = CheckRequest(request); rc != CR_OK) return rc;
     router->built.router.RouteAsync(ToView(request, &t_scratch.headers, &t_scratch.cookies),
                                     [callback, payload](const cellroute::Decision& d) {
-                                      auto wrapped = std::make_unique<cr_decision>();
-                                      wrapped->d = d;
-                                      callback(wrapped.get(), payload);
+                                      CallBack(callback, payload, d);
                                     });
     return Ok();
   });

@@ -47,6 +47,28 @@ static void OnDecision(const cr_decision *d, void *payload) {
   CHECK(payload == (void *)&async_calls);
 }
 
+/* A callback that routes asynchronously again from inside: the inner decision must not be
+ * the outer one, which still reads as it did after the inner call. */
+static const cr_router *nested_router;
+static int nested_ok = 0;
+static void OnInner(const cr_decision *d, void *payload) {
+  *(const cr_decision **)payload = d;
+  CHECK(cr_decision_cell_id(d) == 2);
+}
+static void OnOuter(const cr_decision *d, void *payload) {
+  const cr_decision *inner = NULL;
+  cr_header h = {"Cookie", 6, "_gitlab_session=cell-2-x", 24};
+  cr_request r = CR_REQUEST_INIT;
+  (void)payload;
+  r.path = "/dashboard";
+  r.path_len = 10;
+  r.headers = &h;
+  r.header_count = 1;
+  CHECK(cr_router_route_async(nested_router, &r, OnInner, &inner) == CR_OK);
+  nested_ok = inner != NULL && inner != d && cr_decision_cell_id(d) == 1 &&
+              strcmp(cr_decision_rule(d), "fallback") == 0;
+}
+
 /* Events, recorded on cellroute's event thread and read after cr_router_free, which returns
  * only when every queued event has been delivered. */
 static char event_names[8][32];
@@ -154,6 +176,9 @@ int main(void) {
     CHECK(cr_router_route_async(router, &r, OnDecision, &async_calls) == CR_OK);
     CHECK(async_calls == 1);
     CHECK(async_cell == 1);
+    nested_router = router;
+    CHECK(cr_router_route_async(router, &r, OnOuter, NULL) == CR_OK);
+    CHECK(nested_ok);
     CHECK(cr_router_route_wait(d, router, &r, 10) == CR_OK);
     CHECK(cr_decision_cell_id(d) == 1);
   }
