@@ -121,9 +121,9 @@ class TopologyServer:
 class Nginx:
     """Debian's nginx in a scratch prefix with the module loaded, in the foreground."""
 
-    def __init__(self, module, prefix, http, workers=1, listen_ports=()):
+    def __init__(self, module, prefix, http, workers=1, listen_ports=(), main=""):
         self.module, self.prefix = os.path.abspath(module), os.path.abspath(prefix)
-        self.listen_ports = list(listen_ports)
+        self.listen_ports, self.main = list(listen_ports), main
         self.conf = os.path.join(self.prefix, "nginx.conf")
         self.error_log = os.path.join(self.prefix, "error.log")
         for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -142,6 +142,7 @@ class Nginx:
 pid {self.prefix}/nginx.pid;
 daemon off;
 worker_processes {workers};
+{self.main}
 events {{ worker_connections 1024; }}
 http {{
   access_log off;
