@@ -256,9 +256,13 @@ def main():
         rps, mean, p99, cpu = med[name]
         print(f"| {name} | {rps:,.0f} | {mean:.2f} ms | {p99:.2f} ms | {cpu:.1f} us | "
               f"{rps / med[base][0]:.2f}x |")
-    print(f"\nthe module's CPU per request (bare+cellroute - bare): "
-          f"{med['bare+cellroute'][3] - med['bare'][3]:+.1f} us; "
-          f"with proxying (cellroute - plain): {med['cellroute'][3] - med['plain'][3]:+.1f} us")
+    def paired(a, b):  # the median of the rounds' differences: each pair ran back to back
+        return statistics.median(x[3] - y[3] for x, y in zip(results[a], results[b]))
+
+    print(f"\nthe module's worker CPU per request, median of the rounds' differences: "
+          f"{paired('bare+cellroute', 'bare'):+.1f} us without proxying (bare+cellroute - bare), "
+          f"{paired('cellroute', 'plain'):+.1f} us with (cellroute - plain), "
+          f"{paired('service', 'plain'):+.1f} us with the service (service - plain)")
     for name in ("cellroute", "service"):
         ratio = med[name][0] / med["plain"][0]
         cpu_ratio = med["plain"][3] / med[name][3]
