@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -98,19 +99,28 @@ class EchoCells:
 class TopologyServer:
     """cellroute-topology-server on a free loopback port."""
 
-    def __init__(self, binary, config, claims=None, faults=()):
+    def __init__(self, binary, config, claims=None, faults=(), tls=None):
+        """tls: (cert, key, client_ca) to require mTLS."""
         args = [binary, "--listen", "127.0.0.1:0", "--config", config, "--log-json"]
         if claims:
             args += ["--claims", claims]
         for f in faults:
             args += ["--fault", f]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True)
+        if tls:
+            args += ["--tls-cert", tls[0], "--tls-key", tls[1], "--tls-client-ca", tls[2]]
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline().strip()
         if not line.startswith("listening on "):
             self.proc.kill()
             raise RuntimeError(f"topology server: {line!r}")
         self.address = line.split()[-1]
+
+    def calls(self):
+        """The calls it has received, from its --log-json lines."""
+        self.log.seek(0)
+        lines = [json.loads(l) for l in self.log.read().splitlines() if l.startswith("{")]
+        return [l for l in lines if l.get("event") == "call"]
 
     def kill(self):
         if self.proc.poll() is None:

@@ -345,3 +345,48 @@ def test_cells_by_name_through_upstream_blocks(tmp_path, cells, nginxes):
                              headers={"Cookie": "_gitlab_session=cell-3-x"}), 3,
                        "classify", "SESSION_PREFIX")
         assert_reached(*send(port, path="/users/sign_in"), 1, "proxy", "")
+
+
+def make_certificates(d):
+    """A CA, a server certificate for topology.test and 127.0.0.1, a client certificate."""
+    script = f"""set -e; cd '{d}'
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key -out ca.pem
+printf 'subjectAltName=DNS:topology.test,IP:127.0.0.1\\n' > san.ext
+openssl req -newkey rsa:2048 -nodes -subj /CN=topology.test -keyout server.key -out server.csr
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \\
+  -extfile san.ext -out server.pem
+openssl req -newkey rsa:2048 -nodes -subj /CN=nginx -keyout client.key -out client.csr
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out client.pem
+"""
+    subprocess.run(["bash", "-c", script], check=True, capture_output=True, timeout=120)
+
+
+def test_mtls_metadata_and_snapshot_reach_the_service(tmp_path, cells, nginxes):
+    make_certificates(tmp_path)
+    topology = loopback_topology(EXAMPLES, cells.ports, str(tmp_path / "topology.toml"))
+    service = TopologyServer(SERVER, topology, os.path.join(EXAMPLES, "claims.json"),
+                             tls=(str(tmp_path / "server.pem"), str(tmp_path / "server.key"),
+                                  str(tmp_path / "ca.pem")))
+    snapshot = tmp_path / "snapshot.json"
+    port = free_port()
+    try:
+        n = start(nginxes, tmp_path, f"""
+  cellroute_topology_service {service.address};
+  cellroute_tls ca={tmp_path}/ca.pem cert={tmp_path}/client.pem key={tmp_path}/client.key
+                server_name=topology.test;
+  cellroute_metadata x-cellroute-test nginx;
+  cellroute_snapshot {snapshot};
+{server_block(port)}""", port)
+        # No topology file: every cell and claim below came over mTLS.
+        assert_reached(*send(port, path="/gitlab-org/gitlab"), 2, "classify", "route")
+        assert_reached(*send(port, path="/o/acme-corp/x"), 3, "classify", "organization_path")
+        calls = service.calls()
+        assert {"GetCells", "Classify"} <= {c["method"] for c in calls}
+        assert all("x-cellroute-test" in c["metadata_keys"] for c in calls), calls
+        deadline = time.monotonic() + 10
+        while not snapshot.exists():
+            assert time.monotonic() < deadline, n.log()
+            time.sleep(0.1)
+        assert "snapshot_written" in n.log()
+    finally:
+        service.kill()

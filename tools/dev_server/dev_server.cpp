@@ -3,6 +3,7 @@
 #include <cellroute/events.h>
 #include <cellroute/topology_service.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -153,9 +154,14 @@ struct Server::State {
     }
   }
 
-  void LogCall(const std::string& method, const Fault* f) {
+  // The metadata's keys, not its values: those may be credentials.
+  void LogCall(const std::string& method, const ServerContext* ctx, const Fault* f) {
     nlohmann::ordered_json j;
     j["method"] = method;
+    std::vector<std::string> keys;
+    for (const auto& [k, v] : ctx->client_metadata()) keys.emplace_back(k.data(), k.size());
+    std::sort(keys.begin(), keys.end());
+    j["metadata_keys"] = keys;
     if (f != nullptr) {
       std::string fault;
       if (f->delay.count() > 0) fault = "delay=" + std::to_string(f->delay.count());
@@ -188,7 +194,7 @@ struct Server::State {
         break;
       }
     }
-    if (log) LogCall(method, have ? &f : nullptr);
+    if (log) LogCall(method, ctx, have ? &f : nullptr);
     if (!have) return true;
     if (f.delay.count() > 0) std::this_thread::sleep_for(f.delay);
     if (f.drop) {
