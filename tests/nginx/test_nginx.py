@@ -160,6 +160,15 @@ def test_a_claim_only_the_service_knows_then_the_service_dies(tmp_path, cells, n
         status, body = send(port, path="/gitlab-org/gitlab")
         assert_reached(status, body, 2)
 
+        # A reload: the old worker stops its client, the new one starts its own and asks again.
+        old_workers = n.worker_pids()
+        n.reload()
+        deadline = time.monotonic() + 20
+        while n.worker_pids() & old_workers or not n.worker_pids():
+            assert time.monotonic() < deadline, n.log()
+            time.sleep(0.1)
+        assert_reached(*send(port, path="/service-only-group/after-reload"), 3)
+
         service.kill()
         # Fail-static: what the table holds keeps routing, cells from the last topology too.
         status, body = send(port, path="/service-only-group/other")
