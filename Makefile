@@ -59,7 +59,7 @@ bench-short: build
 	@scripts/bench-ratios $(BUILD)/bench-short.json $(BUILD)/bench-bindings.txt
 
 # wrk against Debian's nginx routing the request mix: plain `map` configuration, the module on
-# files, the module with the dev Topology Service (docs/performance.md). About 2 minutes.
+# files, the module with the dev Topology Service (docs/performance.md). About 5 minutes.
 NGINX_BENCH_ARGS ?=
 bench-nginx: build
 	@/usr/bin/python3 benchmarks/nginx_bench.py $(BUILD)/proxies/nginx/ngx_http_cellroute_module.so \
