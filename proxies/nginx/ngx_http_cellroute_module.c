@@ -34,8 +34,9 @@
 #define NGX_HTTP_CELLROUTE_MAX_EVENTS 1024
 #define NGX_HTTP_CELLROUTE_STACK_HEADERS 64
 
-/* The decision's strings a variable can show, in the order of ngx_http_cellroute_vars. */
+/* The decision's strings a variable can show; the cell id is formatted once, when copied. */
 enum {
+  CR_NGX_CELL_ID, /* "" when there is no cell */
   CR_NGX_ADDRESS,
   CR_NGX_RULE,
   CR_NGX_ACTION,
@@ -48,7 +49,6 @@ enum {
 
 typedef struct {
   int result; /* CR_RESULT_* */
-  int64_t cell_id;
   ngx_str_t field[CR_NGX_FIELDS];
 } ngx_http_cellroute_result_t;
 
@@ -73,17 +73,19 @@ typedef struct {
 
 typedef struct ngx_http_cellroute_item_s ngx_http_cellroute_item_t;
 
-/* A request waiting for an answer, or an event for the log. Allocated with malloc: a late
- * answer may arrive after its request is gone. */
+/* A request's answer from cr_router_route_async, or an event for the log. Allocated with
+ * malloc: a late answer may arrive after its request is gone. */
 struct ngx_http_cellroute_item_s {
   ngx_http_cellroute_item_t *next;
+  int is_event;
   /* Touched on the event loop only. */
-  ngx_http_request_t *request; /* NULL once the request no longer waits for this answer */
-  ngx_pool_cleanup_t *cleanup; /* in the request's pool: forgets this item */
+  ngx_http_request_t *request;       /* NULL once the request no longer waits for this answer */
+  ngx_pool_cleanup_t *cleanup;       /* in the request's pool once parked: forgets this item */
+  ngx_http_cellroute_result_t *sink; /* where an answer given inside the call goes */
   pthread_t loop;
   int in_call; /* the loop is inside cr_router_route_async */
   int answered_in_call;
-  /* Written by the callback, read by the loop after the queue's lock. */
+  /* Written by the callback, read by the loop after the queue's lock (or inside the call). */
   ngx_http_cellroute_result_t result;
   u_char *strings;  /* the result's strings, or the event's JSON line */
   int failed;       /* out of memory in the callback */
@@ -114,10 +116,13 @@ typedef struct {
   ngx_uint_t events_queued;
   ngx_uint_t events_dropped;
   int use_async;
+  /* An item answered inside the call is kept for the next request: the common path
+   * allocates nothing. */
+  ngx_http_cellroute_item_t *spare;
 } ngx_http_cellroute_worker_t;
 
 static ngx_http_cellroute_worker_t ngx_http_cellroute_worker = {
-    NULL, NULL, NULL, NULL, -1, PTHREAD_MUTEX_INITIALIZER, NULL, NULL, 0, 0, 0};
+    NULL, NULL, NULL, NULL, -1, PTHREAD_MUTEX_INITIALIZER, NULL, NULL, 0, 0, 0, NULL};
 
 static ngx_int_t ngx_http_cellroute_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_cellroute_init(ngx_conf_t *cf);
@@ -189,6 +194,7 @@ ngx_module_t ngx_http_cellroute_module = {NGX_MODULE_V1,
 
 /* ---- decisions ---------------------------------------------------------------------------- */
 
+/* A string field of d (not the cell id). */
 static const char *ngx_http_cellroute_decision_field(const cr_decision *d, ngx_uint_t i) {
   switch (i) {
     case CR_NGX_ADDRESS:
@@ -213,17 +219,18 @@ static const char *ngx_http_cellroute_decision_field(const cr_decision *d, ngx_u
 static ngx_int_t ngx_http_cellroute_result_set(ngx_http_cellroute_result_t *out,
                                                const cr_decision *d, ngx_pool_t *pool,
                                                u_char **block) {
-  size_t len[CR_NGX_FIELDS], total = 0;
+  size_t len[CR_NGX_FIELDS], total = NGX_INT64_LEN;
   const char *s[CR_NGX_FIELDS];
+  int64_t cell_id = cr_decision_cell_id(d);
   ngx_uint_t i;
   u_char *p;
 
-  for (i = 0; i < CR_NGX_FIELDS; i++) {
+  for (i = CR_NGX_CELL_ID + 1; i < CR_NGX_FIELDS; i++) {
     s[i] = ngx_http_cellroute_decision_field(d, i);
     len[i] = ngx_strlen(s[i]);
     total += len[i];
   }
-  p = pool != NULL ? ngx_pnalloc(pool, total + 1) : malloc(total + 1);
+  p = pool != NULL ? ngx_pnalloc(pool, total) : malloc(total);
   if (p == NULL) {
     return NGX_ERROR;
   }
@@ -231,8 +238,10 @@ static ngx_int_t ngx_http_cellroute_result_set(ngx_http_cellroute_result_t *out,
     *block = p;
   }
   out->result = cr_decision_result(d);
-  out->cell_id = cr_decision_cell_id(d);
-  for (i = 0; i < CR_NGX_FIELDS; i++) {
+  out->field[CR_NGX_CELL_ID].data = p;
+  p = cell_id != 0 ? ngx_sprintf(p, "%L", cell_id) : p; /* 0: no cell */
+  out->field[CR_NGX_CELL_ID].len = p - out->field[CR_NGX_CELL_ID].data;
+  for (i = CR_NGX_CELL_ID + 1; i < CR_NGX_FIELDS; i++) {
     out->field[i].data = p;
     out->field[i].len = len[i];
     p = ngx_cpymem(p, s[i], len[i]);
@@ -256,7 +265,6 @@ static ngx_int_t ngx_http_cellroute_result_copy(ngx_http_cellroute_result_t *dst
     return NGX_ERROR;
   }
   dst->result = src->result;
-  dst->cell_id = src->cell_id;
   for (i = 0; i < CR_NGX_FIELDS; i++) {
     dst->field[i].data = p;
     dst->field[i].len = src->field[i].len;
@@ -360,18 +368,19 @@ static void ngx_http_cellroute_push(ngx_http_cellroute_item_t *item) {
   }
 }
 
-/* cr_router_route_async's callback: at once on the loop, or later on a cellroute thread. */
+/* cr_router_route_async's callback: at once on the loop, inside the call (then straight into
+ * the request's pool), or later on a cellroute thread (then into the item, for the loop). */
 static void ngx_http_cellroute_answered(const cr_decision *d, void *payload) {
   ngx_http_cellroute_item_t *item = payload;
 
-  if (ngx_http_cellroute_result_set(&item->result, d, NULL, &item->strings) != NGX_OK) {
-    item->failed = 1;
-  }
   /* in_call is the loop's own variable: read it only on the loop. */
   if (pthread_equal(item->loop, pthread_self()) && item->in_call) {
     item->answered_in_call = 1;
+    item->failed =
+        ngx_http_cellroute_result_set(item->sink, d, item->request->pool, NULL) != NGX_OK;
     return;
   }
+  item->failed = ngx_http_cellroute_result_set(&item->result, d, NULL, &item->strings) != NGX_OK;
   ngx_http_cellroute_push(item);
 }
 
@@ -392,6 +401,7 @@ static void ngx_http_cellroute_detach(ngx_http_cellroute_ctx_t *ctx) {
   item->request = NULL;
   item->cleanup->handler = NULL;
   ctx->item = NULL;
+  ctx->state = NGX_HTTP_CELLROUTE_DECIDED;
 }
 
 /* Routes r, waiting asynchronously for a pending claim: NGX_OK when decided now, NGX_AGAIN
@@ -403,43 +413,48 @@ static ngx_int_t ngx_http_cellroute_route_async(ngx_http_request_t *r,
   cr_request req = CR_REQUEST_INIT;
   ngx_http_cellroute_item_t *item;
   ngx_pool_cleanup_t *cln;
-  ngx_int_t rc;
 
   if (ngx_http_cellroute_request(r, &req, stack, NGX_HTTP_CELLROUTE_STACK_HEADERS) != NGX_OK) {
     return NGX_ERROR;
   }
-  cln = ngx_pool_cleanup_add(r->pool, 0);
-  item = calloc(1, sizeof(ngx_http_cellroute_item_t));
-  if (cln == NULL || item == NULL) {
-    free(item);
+  item = w->spare != NULL ? w->spare : malloc(sizeof(ngx_http_cellroute_item_t));
+  if (item == NULL) {
     return NGX_ERROR;
   }
+  w->spare = NULL;
+  ngx_memzero(item, sizeof(ngx_http_cellroute_item_t));
   item->request = r;
-  item->cleanup = cln;
+  item->sink = &ctx->result;
   item->loop = pthread_self();
   item->in_call = 1;
   if (cr_router_route_async(w->router, &req, ngx_http_cellroute_answered, item) != CR_OK) {
     /* Not registered: no callback will come. */
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "cellroute: %s", cr_error_last()->message);
-    free(item);
+    w->spare = item;
     return ngx_http_cellroute_decide(r, ctx);
   }
   item->in_call = 0;
 
-  if (item->answered_in_call) {
-    rc = item->failed ? NGX_ERROR
-                      : ngx_http_cellroute_result_copy(&ctx->result, &item->result, r->pool);
-    ngx_http_cellroute_free_item(item);
+  if (item->answered_in_call) { /* the common case: the decision is in ctx already */
+    w->spare = item;
     ctx->state = NGX_HTTP_CELLROUTE_DECIDED;
-    return rc;
+    return item->failed ? NGX_ERROR : NGX_OK;
   }
 
   /* Parked until the answer or the timer, whichever comes first. The variables are empty
    * meanwhile (a request that goes away while waiting is logged so). */
-  cln->handler = ngx_http_cellroute_forget;
-  cln->data = item;
   ctx->item = item;
   ctx->state = NGX_HTTP_CELLROUTE_WAITING;
+  cln = ngx_pool_cleanup_add(r->pool, 0);
+  if (cln == NULL) {
+    item->request = NULL; /* the answer, when it comes, only frees the item */
+    ctx->item = NULL;
+    ctx->state = NGX_HTTP_CELLROUTE_DECIDED;
+    return NGX_ERROR;
+  }
+  cln->handler = ngx_http_cellroute_forget;
+  cln->data = item;
+  item->cleanup = cln;
   r->read_event_handler = ngx_http_test_reading;
   r->write_event_handler = ngx_http_cellroute_wake;
   r->connection->write->delayed = 1;
@@ -459,7 +474,7 @@ static void ngx_http_cellroute_wake(ngx_http_request_t *r) {
     }
     return;
   }
-  if (ctx != NULL && ctx->state == NGX_HTTP_CELLROUTE_WAITING) {
+  if (ctx->state == NGX_HTTP_CELLROUTE_WAITING) {
     /* cellroute_wait passed: decide with what the table has now. */
     ngx_http_cellroute_detach(ctx);
     if (ngx_http_cellroute_decide(r, ctx) != NGX_OK) {
@@ -476,19 +491,17 @@ static void ngx_http_cellroute_wake(ngx_http_request_t *r) {
   ngx_http_core_run_phases(r);
 }
 
-/* An answer for a parked request, on the event loop. */
+/* An answer for a parked request, on the event loop. A request waits for one item at a time
+ * and keeps it in its ctx until it is detached, so the ctx is the item's. */
 static void ngx_http_cellroute_resume(ngx_http_cellroute_item_t *item) {
   ngx_http_request_t *r = item->request;
   ngx_connection_t *c = r->connection;
   ngx_http_cellroute_ctx_t *ctx = ngx_http_get_module_ctx(r, ngx_http_cellroute_module);
   ngx_int_t rc = NGX_ERROR;
 
-  if (ctx != NULL && ctx->item == item) {
-    ngx_http_cellroute_detach(ctx);
-    if (!item->failed) {
-      rc = ngx_http_cellroute_result_copy(&ctx->result, &item->result, r->pool);
-    }
-    ctx->state = NGX_HTTP_CELLROUTE_DECIDED;
+  ngx_http_cellroute_detach(ctx);
+  if (!item->failed) {
+    rc = ngx_http_cellroute_result_copy(&ctx->result, &item->result, r->pool);
   }
   ngx_http_cellroute_free_item(item);
   c->write->delayed = 0;
@@ -543,7 +556,7 @@ static void ngx_http_cellroute_notified(ngx_event_t *ev) {
   }
   for (; item != NULL; item = next) {
     next = item->next;
-    if (item->cleanup == NULL) { /* an event */
+    if (item->is_event) {
       ngx_log_error(item->level, ev->log, 0, "cellroute: %s", item->strings);
       ngx_http_cellroute_free_item(item);
     } else if (item->request != NULL) {
@@ -582,6 +595,7 @@ static void ngx_http_cellroute_event(const char *name, const char *json, void *p
     return;
   }
   ngx_memcpy(item->strings, json, len + 1);
+  item->is_event = 1;
   item->level = ngx_http_cellroute_event_level(name);
   ngx_http_cellroute_push(item);
 }
@@ -661,28 +675,6 @@ static ngx_int_t ngx_http_cellroute_string_variable(ngx_http_request_t *r,
   return NGX_OK;
 }
 
-static ngx_int_t ngx_http_cellroute_cell_id_variable(ngx_http_request_t *r,
-                                                     ngx_http_variable_value_t *v, uintptr_t data) {
-  ngx_http_cellroute_ctx_t *ctx = ngx_http_cellroute_decision(r);
-  u_char *p;
-
-  (void)data;
-  if (ctx == NULL || ctx->result.cell_id == 0) { /* 0: no cell */
-    v->not_found = 1;
-    return NGX_OK;
-  }
-  p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
-  if (p == NULL) {
-    return NGX_ERROR;
-  }
-  v->data = p;
-  v->len = ngx_sprintf(p, "%L", ctx->result.cell_id) - p;
-  v->valid = 1;
-  v->no_cacheable = 1;
-  v->not_found = 0;
-  return NGX_OK;
-}
-
 static ngx_http_variable_t ngx_http_cellroute_vars[] = {
     {ngx_string("cellroute_address"), NULL, ngx_http_cellroute_string_variable, CR_NGX_ADDRESS,
      NGX_HTTP_VAR_NOCACHEABLE, 0},
@@ -698,7 +690,7 @@ static ngx_http_variable_t ngx_http_cellroute_vars[] = {
      NGX_HTTP_VAR_NOCACHEABLE, 0},
     {ngx_string("cellroute_reason"), NULL, ngx_http_cellroute_string_variable, CR_NGX_REASON,
      NGX_HTTP_VAR_NOCACHEABLE, 0},
-    {ngx_string("cellroute_cell_id"), NULL, ngx_http_cellroute_cell_id_variable, 0,
+    {ngx_string("cellroute_cell_id"), NULL, ngx_http_cellroute_string_variable, CR_NGX_CELL_ID,
      NGX_HTTP_VAR_NOCACHEABLE, 0},
     ngx_http_null_variable};
 
@@ -1067,6 +1059,8 @@ static void ngx_http_cellroute_exit_process(ngx_cycle_t *cycle) {
     }
     ngx_http_cellroute_free_item(item);
   }
+  free(w->spare); /* its strings were never set: answers inside the call go to the pool */
+  w->spare = NULL;
   if (w->notify != NULL) {
     ngx_close_connection(w->notify);
     w->notify = NULL;
