@@ -51,7 +51,16 @@ std::string ToLower(std::string_view s) {
 std::size_t NameTable::Add(std::string_view name) {
   std::string key = ignore_case_ ? ToLower(name) : std::string(name);
   auto [it, inserted] = ids_.try_emplace(key, static_cast<std::uint32_t>(names_.size()));
-  if (inserted) names_.push_back(std::move(key));
+  if (inserted) {
+    if (ignore_case_) {
+      std::string fold(key.size(), '\0');
+      for (std::size_t i = 0; i < key.size(); ++i) {
+        if (key[i] >= 'a' && key[i] <= 'z') fold[i] = 0x20;
+      }
+      folds_.push_back(std::move(fold));
+    }
+    names_.push_back(std::move(key));
+  }
   return it->second;
 }
 
@@ -93,7 +102,7 @@ std::uint64_t NameTable::Hash(std::string_view name) const noexcept {
 
 int NameTable::FindLong(std::string_view name) const noexcept {
   for (std::uint32_t id : long_) {
-    if (Equal(names_[id], name)) return static_cast<int>(id);
+    if (Equal(id, name)) return static_cast<int>(id);
   }
   return -1;
 }
@@ -102,7 +111,7 @@ int NameTable::FindHashed(const Bucket& b, std::string_view name) const noexcept
   for (std::size_t i = Hash(name) & b.mask;; i = (i + 1) & b.mask) {
     std::uint32_t slot = b.slots[i];
     if (slot == 0) return -1;
-    if (Equal(names_[slot - 1], name)) return static_cast<int>(slot - 1);
+    if (Equal(slot - 1, name)) return static_cast<int>(slot - 1);
   }
 }
 

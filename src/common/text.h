@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -32,6 +33,54 @@ constexpr char AsciiLower(char c) noexcept {
 
 std::string ToLower(std::string_view s);
 
+// Copies and comparisons of the short strings routing moves (variable names, captured values,
+// literal runs of a regex), inline: up to 16 bytes as two overlapping loads, with no call into
+// the C library; longer ones go to memcpy/memcmp.
+[[gnu::always_inline]] inline void CopyBytes(char* to, const char* from, std::size_t n) noexcept {
+  if (n >= 8 && n <= 16) {
+    std::uint64_t a, b;
+    std::memcpy(&a, from, 8);
+    std::memcpy(&b, from + n - 8, 8);
+    std::memcpy(to, &a, 8);
+    std::memcpy(to + n - 8, &b, 8);
+  } else if (n >= 4 && n < 8) {
+    std::uint32_t a, b;
+    std::memcpy(&a, from, 4);
+    std::memcpy(&b, from + n - 4, 4);
+    std::memcpy(to, &a, 4);
+    std::memcpy(to + n - 4, &b, 4);
+  } else if (n < 4) {
+    for (std::size_t i = 0; i < n; ++i) to[i] = from[i];
+  } else {
+    std::memcpy(to, from, n);
+  }
+}
+[[gnu::always_inline]] inline bool EqualBytes(const char* a, const char* b, std::size_t n) noexcept {
+  if (n >= 8 && n <= 16) {
+    std::uint64_t a0, a1, b0, b1;
+    std::memcpy(&a0, a, 8);
+    std::memcpy(&a1, a + n - 8, 8);
+    std::memcpy(&b0, b, 8);
+    std::memcpy(&b1, b + n - 8, 8);
+    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+  }
+  if (n >= 4 && n < 8) {
+    std::uint32_t a0, a1, b0, b1;
+    std::memcpy(&a0, a, 4);
+    std::memcpy(&a1, a + n - 4, 4);
+    std::memcpy(&b0, b, 4);
+    std::memcpy(&b1, b + n - 4, 4);
+    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+  }
+  if (n < 4) {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (a[i] != b[i]) return false;
+    }
+    return true;
+  }
+  return std::memcmp(a, b, n) == 0;
+}
+
 // Names looked up by the text of a request (header names, cookie names, reserved words, path
 // prefixes) on the routing path: a length filter, then a few direct comparisons, or a probe of
 // a small open-addressing table for a length that many names share. Lookups neither allocate
@@ -52,7 +101,7 @@ class NameTable {
     const Bucket& b = by_length_[n];
     if (b.slots.empty()) {
       for (std::uint32_t id : b.ids) {
-        if (Equal(names_[id], name)) return static_cast<int>(id);
+        if (Equal(id, name)) return static_cast<int>(id);
       }
       return -1;
     }
@@ -69,11 +118,30 @@ class NameTable {
     std::vector<std::uint32_t> slots;  // id + 1, 0 empty; when ids exceed kLinear
     std::size_t mask = 0;
   };
-  bool Equal(const std::string& stored, std::string_view name) const noexcept {
-    if (stored.size() != name.size()) return false;
-    if (!ignore_case_) return name == stored;
-    for (std::size_t i = 0; i < name.size(); ++i) {
-      if (AsciiLower(name[i]) != stored[i]) return false;
+  bool Equal(std::uint32_t id, std::string_view name) const noexcept {
+    const std::string& stored = names_[id];
+    const std::size_t n = name.size();
+    if (stored.size() != n) return false;
+    if (!ignore_case_) return EqualBytes(stored.data(), name.data(), n);
+    // Eight bytes a test: OR-ing in 0x20 where the stored byte is a letter lowers exactly
+    // the bytes that may differ in case, and leaves every other byte to compare as it is.
+    const char* fold = folds_[id].data();
+    auto eight = [&](std::size_t i) {
+      std::uint64_t t, f, l;
+      std::memcpy(&t, name.data() + i, 8);
+      std::memcpy(&f, fold + i, 8);
+      std::memcpy(&l, stored.data() + i, 8);
+      return (t | f) == l;
+    };
+    if (n >= 8) {
+      std::size_t i = 0;
+      for (; i + 8 <= n; i += 8) {
+        if (!eight(i)) return false;
+      }
+      return i == n || eight(n - 8);
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      if ((name[i] | fold[i]) != stored[i]) return false;
     }
     return true;
   }
@@ -83,6 +151,7 @@ class NameTable {
 
   bool ignore_case_;
   std::vector<std::string> names_;  // lower case when ignoring case
+  std::vector<std::string> folds_;  // by id when ignoring case: 0x20 where the name has a letter
   std::unordered_map<std::string, std::uint32_t> ids_;  // for Add
   std::vector<Bucket> by_length_;
   std::uint64_t lengths_[kLengths / 64] = {};  // bit n: some name has n bytes

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "common/text.h"
+
 namespace cellroute::internal {
 
 namespace {
@@ -80,20 +82,22 @@ class SimpleRegex::Parser {
         return false;
       } else {
         Node n;
+        Set set;
         if (c == '[') {
           ++i_;
-          if (!ParseClass(&n.set)) return false;
+          if (!ParseClass(&set)) return false;
         } else if (c == '\\') {
           ++i_;
           bool single = false;
           unsigned char ch = 0;
-          if (!ParseEscape(&n.set, &single, &ch)) return false;
-          if (single) n.set.Add(ch);
+          if (!ParseEscape(&set, &single, &ch)) return false;
+          if (single) set.Add(ch);
         } else {
-          n.set.Add(static_cast<unsigned char>(c));
+          set.Add(static_cast<unsigned char>(c));
           ++i_;
         }
         if (!ParseQuantifier(&n.min, &n.max) || n.max == 0) return false;
+        n.set = out_->AddSet(set);
         nodes.push_back(n);
       }
     }
@@ -251,6 +255,11 @@ class SimpleRegex::Parser {
   SimpleRegex* out_;
 };
 
+std::uint32_t SimpleRegex::AddSet(const Set& set) {
+  sets_.push_back(set);
+  return static_cast<std::uint32_t>(sets_.size() - 1);
+}
+
 SimpleRegex::Set SimpleRegex::First(std::size_t from, std::size_t until,
                                     bool* can_be_empty) const noexcept {
   Set s;
@@ -258,14 +267,14 @@ SimpleRegex::Set SimpleRegex::First(std::size_t from, std::size_t until,
   while (j < until) {
     const Node& n = nodes_[j];
     if (n.kind == Node::Kind::kRun) {
-      s.Add(n.set);
+      s.Add(sets_[n.set]);
       if (n.min >= 1) {
         *can_be_empty = false;
         return s;
       }
       ++j;
     } else if (n.kind == Node::Kind::kOpen && n.optional) {
-      s.Add(n.set);
+      s.Add(sets_[n.set]);
       j = n.skip_to;
     } else {
       ++j;
@@ -281,16 +290,17 @@ bool SimpleRegex::CheckDeterministic() {
     Node& n = nodes_[k];
     if (n.kind != Node::Kind::kOpen || !n.optional) continue;
     bool empty = false;
-    n.set = First(k + 1, n.skip_to - 1, &empty);
+    Set first = First(k + 1, n.skip_to - 1, &empty);
     if (empty) return false;  // a group that can match nothing gives no byte to decide by
+    n.set = AddSet(first);
   }
   for (std::size_t k = 0; k < nodes_.size(); ++k) {
     const Node& n = nodes_[k];
     bool empty = false;
     if (n.kind == Node::Kind::kRun && n.min < n.max) {
-      if (First(k + 1, nodes_.size(), &empty).Intersects(n.set)) return false;
+      if (First(k + 1, nodes_.size(), &empty).Intersects(sets_[n.set])) return false;
     } else if (n.kind == Node::Kind::kOpen && n.optional) {
-      if (First(n.skip_to, nodes_.size(), &empty).Intersects(n.set)) return false;
+      if (First(n.skip_to, nodes_.size(), &empty).Intersects(sets_[n.set])) return false;
     }
   }
   return true;
@@ -300,7 +310,54 @@ std::unique_ptr<SimpleRegex> SimpleRegex::Compile(std::string_view pattern, bool
   auto rx = std::unique_ptr<SimpleRegex>(new SimpleRegex());
   Parser parser(pattern, rx.get());
   if (!parser.Parse(whole) || !rx->CheckDeterministic()) return nullptr;
+  rx->FuseLiterals();
   return rx;
+}
+
+void SimpleRegex::FuseLiterals() {
+  auto single_byte = [&](const Node& n, unsigned char* byte) {
+    if (n.kind != Node::Kind::kRun || n.min != 1 || n.max != 1) return false;
+    int count = 0;
+    for (std::size_t c = 0; c < 256; ++c) {
+      if (sets_[n.set].Has(static_cast<unsigned char>(c))) {
+        *byte = static_cast<unsigned char>(c);
+        ++count;
+      }
+    }
+    return count == 1;
+  };
+  std::vector<Node> fused;
+  std::vector<Set> sets;
+  std::vector<std::uint32_t> index(nodes_.size() + 1);  // old node -> new node
+  for (std::size_t k = 0; k < nodes_.size();) {
+    index[k] = static_cast<std::uint32_t>(fused.size());
+    Node n = nodes_[k];
+    unsigned char byte = 0;
+    if (single_byte(n, &byte)) {
+      Node lit;
+      lit.kind = Node::Kind::kLiteral;
+      lit.min = static_cast<std::uint32_t>(literals_.size());
+      // Only the first node of a fused run can be a jump target: a skip lands after a kClose.
+      for (; k < nodes_.size() && single_byte(nodes_[k], &byte); ++k) {
+        literals_.push_back(static_cast<char>(byte));
+      }
+      lit.max = static_cast<std::uint32_t>(literals_.size()) - lit.min;
+      fused.push_back(lit);
+      continue;
+    }
+    if (n.kind == Node::Kind::kRun || (n.kind == Node::Kind::kOpen && n.optional)) {
+      sets.push_back(sets_[n.set]);
+      n.set = static_cast<std::uint32_t>(sets.size() - 1);
+    }
+    fused.push_back(n);
+    ++k;
+  }
+  index[nodes_.size()] = static_cast<std::uint32_t>(fused.size());
+  for (Node& n : fused) {
+    if (n.kind == Node::Kind::kOpen && n.optional) n.skip_to = index[n.skip_to];
+  }
+  nodes_ = std::move(fused);
+  sets_ = std::move(sets);
 }
 
 bool SimpleRegex::Match(std::string_view text, Group* groups) const noexcept {
@@ -316,50 +373,58 @@ bool SimpleRegex::Match(std::string_view text, Group* groups) const noexcept {
   const auto* s = reinterpret_cast<const unsigned char*>(text.data());
   const std::size_t size = text.size();
   std::size_t pos = 0;
+  const Node* const nodes = nodes_.data();
   const std::size_t count = nodes_.size();
   for (std::size_t k = 0; k < count;) {
-    const Node& n = nodes_[k];
+    const Node& n = nodes[k];
+    bool ok = true;
     switch (n.kind) {
       case Node::Kind::kRun: {
+        const Set& set = sets_[n.set];
         std::size_t limit = n.max == kUnbounded || size - pos < n.max ? size : pos + n.max;
         std::size_t start = pos;
         // Eight bytes a test while they all belong (a token's payload is tens of bytes).
         // (Bitwise, not short-circuit: the eight loads and the test have no branch between.)
-        auto in = [&](std::size_t i) { return static_cast<unsigned>(n.set.Has(s[i])); };
+        auto in = [&](std::size_t i) { return static_cast<unsigned>(set.Has(s[i])); };
         while (limit - pos >= 8 && (in(pos) & in(pos + 1) & in(pos + 2) & in(pos + 3) &
                                     in(pos + 4) & in(pos + 5) & in(pos + 6) & in(pos + 7))) {
           pos += 8;
         }
-        while (pos < limit && n.set.Has(s[pos])) ++pos;
-        if (pos - start >= n.min) {
-          ++k;
-          break;
-        }
-        // The innermost optional group open here is skipped instead; with none, no match.
-        if (depth == 0) return false;
-        const Frame& f = frames[--depth];
-        pos = f.pos;
-        for (int g = static_cast<int>(f.reset_from); g <= groups_; ++g) groups[g] = Group();
-        k = f.skip_to;
+        while (pos < limit && set.Has(s[pos])) ++pos;
+        ok = pos - start >= n.min;
+        break;
+      }
+      case Node::Kind::kLiteral: {
+        const std::size_t len = n.max;
+        ok = size - pos >= len && EqualBytes(text.data() + pos, literals_.data() + n.min, len);
+        pos += len;
         break;
       }
       case Node::Kind::kOpen:
         if (n.optional) {
-          if (pos == size || !n.set.Has(s[pos])) {
+          if (pos == size || !sets_[n.set].Has(s[pos])) {
             k = n.skip_to;
-            break;
+            continue;
           }
           frames[depth++] = {pos, n.skip_to, n.reset_from};
         }
         if (n.group != 0) groups[n.group].begin = pos;
-        ++k;
         break;
       case Node::Kind::kClose:
         if (n.optional) --depth;  // entered and matched: the choice is final (see header)
         if (n.group != 0) groups[n.group].end = pos;
-        ++k;
         break;
     }
+    if (ok) {
+      ++k;
+      continue;
+    }
+    // The innermost optional group open here is skipped instead; with none, no match.
+    if (depth == 0) return false;
+    const Frame& f = frames[--depth];
+    pos = f.pos;
+    for (int g = static_cast<int>(f.reset_from); g <= groups_; ++g) groups[g] = Group();
+    k = f.skip_to;
   }
   if (anchored_end_ && pos != size) return false;
   groups[0] = {0, pos};

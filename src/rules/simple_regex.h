@@ -16,6 +16,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -60,22 +61,32 @@ class SimpleRegex {
     }
   };
   struct Node {
-    enum class Kind : std::uint8_t { kRun, kOpen, kClose };
+    // kLiteral: consecutive single bytes, fused after parsing and compared as one string.
+    enum class Kind : std::uint8_t { kRun, kLiteral, kOpen, kClose };
     Kind kind = Kind::kRun;
     bool optional = false;  // kOpen: the group may be skipped ('?')
     std::uint8_t group = 0;  // kOpen/kClose: the capture index, 0 for (?:...)
     std::uint8_t reset_from = 0;  // optional kOpen: its first capture (cleared when skipped)
-    std::uint32_t min = 1, max = 1;  // kRun: how many bytes of `set`
+    std::uint32_t min = 1, max = 1;  // kRun: how many bytes of the set; kLiteral: min is its
+                                     // offset in literals_, max its length
     std::uint32_t skip_to = 0;       // optional kOpen: the node after its kClose
-    Set set;  // kRun: the bytes accepted; optional kOpen: the bytes the group can start with
+    std::uint32_t set = 0;  // kRun: the bytes accepted; optional kOpen: the bytes the group can
+                            // start with (an index into sets_)
   };
   class Parser;
 
+  std::uint32_t AddSet(const Set& set);
   bool CheckDeterministic();
+  // Fuses runs of single literal bytes into kLiteral nodes and drops the sets nothing reads.
+  void FuseLiterals();
   // The bytes that can come next from node `from` on, and whether the rest can match nothing.
   Set First(std::size_t from, std::size_t until, bool* can_be_empty) const noexcept;
 
+  // Small nodes, the 256-byte sets apart: a match walks the nodes and touches only the sets of
+  // the runs it reaches.
   std::vector<Node> nodes_;
+  std::vector<Set> sets_;
+  std::string literals_;
   int groups_ = 0;
   bool anchored_end_ = false;
 };
