@@ -191,6 +191,7 @@ class CELLROUTE_EXPORT Ruleset {
   struct Compiled;  // defined in src/rules
 
  private:
+  friend class RuleEvaluator;  // in src/rules: resumable evaluation for the router
   explicit Ruleset(std::shared_ptr<const Compiled> compiled) : compiled_(std::move(compiled)) {}
   std::shared_ptr<const Compiled> compiled_;
 };

@@ -13,6 +13,7 @@
 #include "common/prometheus.h"
 #include "common/text.h"
 #include "router/metrics.h"
+#include "rules/compiled.h"
 #include "table/rcu.h"
 
 namespace cellroute {
@@ -214,11 +215,14 @@ void Router::RouteWith(const Core& core, const RequestView& request, Decision* o
   const std::uint64_t start = ticket.timed ? NowNs() : 0;
   Resolver::Session session;
   core.resolver->Begin(&session);
-  core.rules.Evaluate(request, &out->outcome_);
+  // One pass over the request serves the first evaluation and every fall-through.
+  RuleEvaluator::Pass pass(request);
+  RuleEvaluator::Evaluate(core.rules, &pass, 0, &out->outcome_);
   Resolve(core, session, out);
   while (FallsThrough(*out)) {
-    core.rules.Evaluate(request, &out->outcome_,
-                        static_cast<std::size_t>(out->outcome_.rule_index()) + 1);
+    RuleEvaluator::Evaluate(core.rules, &pass,
+                            static_cast<std::size_t>(out->outcome_.rule_index()) + 1,
+                            &out->outcome_);
     Resolve(core, session, out);
     if (out->outcome_.kind() == Outcome::Kind::kNoMatch) {
       out->resolution_.fallback = Fallback::kUnknownClaim;

@@ -119,8 +119,34 @@ class RuleEvaluator {
   static void Run(const Ruleset::Compiled& compiled, const RequestView& request,
                   std::size_t first_rule, Outcome* out, std::vector<RuleTrace>* trace);
 
+  // One request's evaluation, resumable: the request-size bound, the cookie split and the
+  // index's candidates are worked out on the first call and serve every later one, so a
+  // fall-through (evaluation going on below a rule whose claim nobody owns) repeats none of
+  // them. Bound to one request, which must outlive it.
+  class Pass {
+   public:
+    explicit Pass(const RequestView& request) noexcept : request_(request) {}
+
+   private:
+    friend class RuleEvaluator;
+    const RequestView& request_;
+    bool started_ = false;
+    bool within_limits_ = false;
+    internal::CookieList cookies_;
+    std::uint64_t candidates_[internal::RuleIndex::kMaxWords];
+  };
+  // Ruleset::Evaluate for the pass's request, from `first_rule` on.
+  static void Evaluate(const Ruleset& rules, Pass* pass, std::size_t first_rule,
+                       Outcome* out) noexcept;
+
  private:
   using Span = Outcome::Span;
+  static void Start(const Ruleset::Compiled& compiled, Pass* pass, Outcome* out) noexcept;
+  // Records rule `i`'s part of a decision that ended on it with `kind`.
+  static void Finish(const internal::Rule& rule, std::size_t i, Outcome::Kind kind,
+                     Outcome* out) noexcept;
+  static void Continue(const Ruleset::Compiled& compiled, Pass* pass, std::size_t first_rule,
+                       Outcome* out) noexcept;
   static Outcome::Kind EvalRule(const Ruleset::Compiled& compiled, const internal::Rule& rule,
                                 const RequestView& request, const internal::CookieList& cookies,
                                 Outcome* out, std::string* why);

@@ -8,6 +8,7 @@
 #include "cellroute/token.h"
 #include "common/base64.h"
 #include "common/json.h"
+#include "common/text.h"
 #include "rules/compiled.h"
 #include "rules/token_decode.h"
 
@@ -109,7 +110,11 @@ bool ParseClassifyType(std::string_view name, ClassifyType* out) noexcept {
 
 const Outcome::Slot* Outcome::FindSlot(std::string_view name) const noexcept {
   for (std::size_t i = 0; i < nvars_; ++i) {
-    if (View(vars_[i].name) == name) return &vars_[i];
+    const Span s = vars_[i].name;
+    if (s.size == name.size() &&
+        internal::EqualBytes(buffer_.data() + s.offset, name.data(), name.size())) {
+      return &vars_[i];
+    }
   }
   return nullptr;
 }
@@ -134,7 +139,7 @@ void RuleEvaluator::Reset(Outcome* out) noexcept {
 
 bool RuleEvaluator::Store(Outcome* out, std::string_view text, Span* span) noexcept {
   if (text.size() > Outcome::kBufferBytes - out->used_) return false;
-  if (!text.empty()) std::memcpy(out->buffer_.data() + out->used_, text.data(), text.size());
+  internal::CopyBytes(out->buffer_.data() + out->used_, text.data(), text.size());
   span->offset = out->used_;
   span->size = static_cast<std::uint16_t>(text.size());
   out->used_ = static_cast<std::uint16_t>(out->used_ + text.size());
@@ -154,7 +159,7 @@ bool RuleEvaluator::AddVariable(Outcome* out, std::string_view ns, std::string_v
   // One bounds check above, then plain copies: "ns.field" (or "field"), then the value.
   char* at = out->buffer_.data() + out->used_;
   auto put = [&at](std::string_view text) {
-    if (!text.empty()) std::memcpy(at, text.data(), text.size());
+    internal::CopyBytes(at, text.data(), text.size());
     at += text.size();
   };
   Outcome::Slot& slot = out->vars_[out->nvars_];
@@ -555,60 +560,84 @@ bool RuleEvaluator::WithinLimits(const RequestView& request, Outcome* out) noexc
   return false;
 }
 
-void RuleEvaluator::Run(const Ruleset::Compiled& compiled, const RequestView& request,
-                        std::size_t first_rule, Outcome* out, std::vector<RuleTrace>* trace) {
-  if (!WithinLimits(request, out)) return;
-  auto finish = [&](std::size_t i, Outcome::Kind kind) {
-    const internal::Rule& rule = compiled.rules[i];
-    out->kind_ = kind;
-    out->rule_index_ = static_cast<int>(i);
-    // Ids are at most kMaxRuleIdBytes (checked at load), kept padded to that size: one
-    // fixed-size copy, which compiles to a few vector moves.
-    out->rule_id_ = rule.id_bytes;
-    out->rule_id_size_ = static_cast<std::uint8_t>(std::min(rule.id.size(), kMaxRuleIdBytes));
-    if (kind == Outcome::Kind::kRejected) {
-      out->action_ = rule.action;
-      out->type_ = rule.type;
-    }
-  };
+void RuleEvaluator::Start(const Ruleset::Compiled& compiled, Pass* pass, Outcome* out) noexcept {
+  pass->started_ = true;
+  pass->within_limits_ = WithinLimits(pass->request_, out);
+  if (!pass->within_limits_) return;
   const internal::RuleIndex& index = compiled.index;
-  internal::CookieList cookies;
-  if (index.reads_cookies()) cookies.Split(request);
-  if (trace == nullptr && index.enabled()) {
-    std::uint64_t candidates[internal::RuleIndex::kMaxWords];
-    index.Candidates(request, cookies, candidates);
-    for (std::size_t w = first_rule / 64; w < index.words(); ++w) {
-      std::uint64_t bits = candidates[w];
-      if (w == first_rule / 64) bits &= ~0ULL << (first_rule % 64);
-      while (bits != 0) {
-        std::size_t i = w * 64 + static_cast<std::size_t>(std::countr_zero(bits));
-        bits &= bits - 1;
-        Outcome::Kind kind = EvalRule(compiled, compiled.rules[i], request, cookies, out, nullptr);
-        if (kind != Outcome::Kind::kNoMatch) {
-          finish(i, kind);
-          return;
-        }
-      }
+  if (index.reads_cookies()) pass->cookies_.Split(pass->request_);
+  if (index.enabled()) index.Candidates(pass->request_, pass->cookies_, pass->candidates_);
+}
+
+void RuleEvaluator::Continue(const Ruleset::Compiled& compiled, Pass* pass,
+                             std::size_t first_rule, Outcome* out) noexcept {
+  if (!pass->started_) Start(compiled, pass, out);
+  if (!pass->within_limits_) {
+    (void)WithinLimits(pass->request_, out);  // the same rejection again
+    return;
+  }
+  const internal::RuleIndex& index = compiled.index;
+  if (!index.enabled()) {
+    for (std::size_t i = first_rule; i < compiled.rules.size(); ++i) {
+      Outcome::Kind kind =
+          EvalRule(compiled, compiled.rules[i], pass->request_, pass->cookies_, out, nullptr);
+      if (kind != Outcome::Kind::kNoMatch) return Finish(compiled.rules[i], i, kind, out);
     }
     Reset(out);
     return;
   }
-  for (std::size_t i = first_rule; i < compiled.rules.size(); ++i) {
-    const internal::Rule& rule = compiled.rules[i];
-    Outcome::Kind kind;
-    if (trace != nullptr) {
-      std::string why;
-      kind = EvalRule(compiled, rule, request, cookies, out, &why);
-      trace->push_back({rule.id, kind, std::move(why)});
-    } else {
-      kind = EvalRule(compiled, rule, request, cookies, out, nullptr);
-    }
-    if (kind != Outcome::Kind::kNoMatch) {
-      finish(i, kind);
-      return;
+  for (std::size_t w = first_rule / 64; w < index.words(); ++w) {
+    std::uint64_t bits = pass->candidates_[w];
+    if (w == first_rule / 64) bits &= ~0ULL << (first_rule % 64);
+    while (bits != 0) {
+      std::size_t i = w * 64 + static_cast<std::size_t>(std::countr_zero(bits));
+      bits &= bits - 1;
+      Outcome::Kind kind =
+          EvalRule(compiled, compiled.rules[i], pass->request_, pass->cookies_, out, nullptr);
+      if (kind != Outcome::Kind::kNoMatch) return Finish(compiled.rules[i], i, kind, out);
     }
   }
   Reset(out);
+}
+
+void RuleEvaluator::Evaluate(const Ruleset& rules, Pass* pass, std::size_t first_rule,
+                             Outcome* out) noexcept {
+  Continue(*rules.compiled_, pass, first_rule, out);
+}
+
+void RuleEvaluator::Run(const Ruleset::Compiled& compiled, const RequestView& request,
+                        std::size_t first_rule, Outcome* out, std::vector<RuleTrace>* trace) {
+  if (trace == nullptr) {
+    Pass pass(request);
+    Continue(compiled, &pass, first_rule, out);
+    return;
+  }
+  if (!WithinLimits(request, out)) return;
+  // The reference evaluation: every rule in order, no index, each with its reason.
+  internal::CookieList cookies;
+  if (compiled.index.reads_cookies()) cookies.Split(request);
+  for (std::size_t i = first_rule; i < compiled.rules.size(); ++i) {
+    const internal::Rule& rule = compiled.rules[i];
+    std::string why;
+    Outcome::Kind kind = EvalRule(compiled, rule, request, cookies, out, &why);
+    trace->push_back({rule.id, kind, std::move(why)});
+    if (kind != Outcome::Kind::kNoMatch) return Finish(rule, i, kind, out);
+  }
+  Reset(out);
+}
+
+void RuleEvaluator::Finish(const internal::Rule& rule, std::size_t i, Outcome::Kind kind,
+                           Outcome* out) noexcept {
+  out->kind_ = kind;
+  out->rule_index_ = static_cast<int>(i);
+  // Ids are at most kMaxRuleIdBytes (checked at load), kept padded to that size: one
+  // fixed-size copy, which compiles to a few vector moves.
+  out->rule_id_ = rule.id_bytes;
+  out->rule_id_size_ = static_cast<std::uint8_t>(std::min(rule.id.size(), kMaxRuleIdBytes));
+  if (kind == Outcome::Kind::kRejected) {
+    out->action_ = rule.action;
+    out->type_ = rule.type;
+  }
 }
 
 void Ruleset::Evaluate(const RequestView& request, Outcome* out,
