@@ -369,7 +369,7 @@ bool SimpleRegex::Match(std::string_view text, Group* groups) const noexcept {
   };
   Frame frames[kMaxRegexGroups + 1];
   int depth = 0;
-  for (int g = 0; g <= groups_; ++g) groups[g] = Group();
+  for (int g = 0; g <= groups_; ++g) groups[g] = {kUnset, kUnset};
   const auto* s = reinterpret_cast<const unsigned char*>(text.data());
   const std::size_t size = text.size();
   std::size_t pos = 0;
@@ -423,7 +423,7 @@ bool SimpleRegex::Match(std::string_view text, Group* groups) const noexcept {
     if (depth == 0) return false;
     const Frame& f = frames[--depth];
     pos = f.pos;
-    for (int g = static_cast<int>(f.reset_from); g <= groups_; ++g) groups[g] = Group();
+    for (int g = static_cast<int>(f.reset_from); g <= groups_; ++g) groups[g] = {kUnset, kUnset};
     k = f.skip_to;
   }
   if (anchored_end_ && pos != size) return false;

@@ -28,10 +28,12 @@ inline constexpr int kMaxRegexGroups = 20;
 class SimpleRegex {
  public:
   static constexpr std::size_t kUnset = static_cast<std::size_t>(-1);
-  // Offsets into the text; begin == kUnset for a group that did not take part.
+  // Offsets into the text; begin == kUnset for a group that did not take part. No
+  // initializers: callers keep room for the most groups a regex may have, and Match sets
+  // only the groups this one has.
   struct Group {
-    std::size_t begin = kUnset;
-    std::size_t end = kUnset;
+    std::size_t begin;
+    std::size_t end;
   };
 
   // `pattern` in RE2 syntax (named groups as (?P<name>...)). `whole`: the match must span the
