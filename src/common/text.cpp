@@ -1,10 +1,15 @@
 #include "common/text.h"
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 namespace cellroute::internal {
 
@@ -113,6 +118,34 @@ int NameTable::FindHashed(const Bucket& b, std::string_view name) const noexcept
     if (slot == 0) return -1;
     if (Equal(slot - 1, name)) return static_cast<int>(slot - 1);
   }
+}
+
+bool ContainsBytes(std::string_view text, std::string_view needle) noexcept {
+  const std::size_t n = needle.size();
+  if (n == 0 || n > text.size()) return n == 0;
+  const std::size_t last = text.size() - n;  // the last position a match can start at
+  const char* t = text.data();
+  std::size_t pos = 0;
+#ifdef __SSE2__
+  const __m128i first = _mm_set1_epi8(needle[0]), final = _mm_set1_epi8(needle[n - 1]);
+  for (; pos + 16 <= last + 1; pos += 16) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t + pos));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t + pos + n - 1));
+    auto hits = static_cast<std::uint32_t>(
+        _mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(a, first), _mm_cmpeq_epi8(b, final))));
+    for (; hits != 0; hits &= hits - 1) {
+      const std::size_t at = pos + static_cast<std::size_t>(std::countr_zero(hits));
+      if (EqualBytes(t + at, needle.data(), n)) return true;
+    }
+  }
+#endif
+  for (; pos <= last; ++pos) {
+    if (t[pos] == needle[0] && t[pos + n - 1] == needle[n - 1] &&
+        EqualBytes(t + pos, needle.data(), n)) {
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace cellroute::internal

@@ -55,7 +55,8 @@ std::string ToLower(std::string_view s);
     std::memcpy(to, from, n);
   }
 }
-[[gnu::always_inline]] inline bool EqualBytes(const char* a, const char* b, std::size_t n) noexcept {
+[[gnu::always_inline]] inline bool EqualBytes(const char* a, const char* b,
+                                              std::size_t n) noexcept {
   if (n >= 8 && n <= 16) {
     std::uint64_t a0, a1, b0, b1;
     std::memcpy(&a0, a, 8);
@@ -80,6 +81,10 @@ std::string ToLower(std::string_view s);
   }
   return std::memcmp(a, b, n) == 0;
 }
+
+// Whether `needle` (not empty) occurs in `text`: candidates found sixteen positions at a time by
+// the needle's first and last bytes, then compared.
+bool ContainsBytes(std::string_view text, std::string_view needle) noexcept;
 
 // Names looked up by the text of a request (header names, cookie names, reserved words, path
 // prefixes) on the routing path: a length filter, then a few direct comparisons, or a probe of
@@ -109,6 +114,8 @@ class NameTable {
   }
   bool Contains(std::string_view name) const noexcept { return Find(name) >= 0; }
   std::size_t size() const noexcept { return names_.size(); }
+  // The name with id `id` (lower case when ignoring case).
+  const std::string& name(std::size_t id) const noexcept { return names_[id]; }
 
  private:
   static constexpr std::size_t kLengths = 256;  // longer names are compared one by one
@@ -118,7 +125,7 @@ class NameTable {
     std::vector<std::uint32_t> slots;  // id + 1, 0 empty; when ids exceed kLinear
     std::size_t mask = 0;
   };
-  bool Equal(std::uint32_t id, std::string_view name) const noexcept {
+  [[gnu::always_inline]] bool Equal(std::uint32_t id, std::string_view name) const noexcept {
     const std::string& stored = names_[id];
     const std::size_t n = name.size();
     if (stored.size() != n) return false;

@@ -72,7 +72,7 @@ struct Router::Shared {
   std::atomic<const Core*> current{nullptr};
   char rcu_sync = 0;  // for ThreadSanitizer, as in the route table
 
-  mutable std::mutex writer;  // Reload and Metrics
+  mutable std::mutex writer;         // Reload and Metrics
   std::vector<const Core*> retired;  // waiting for a grace period
   internal::DecisionTotals carried;  // counts of the cores already freed
   std::atomic<std::uint64_t> reloads_ok{0}, reloads_failed{0};
@@ -208,8 +208,8 @@ std::uint64_t NowNs() noexcept {
 }
 }  // namespace
 
-void Router::RouteWith(const Core& core, const RequestView& request, Decision* out,
-                       bool counting, Attempt attempt) noexcept {
+void Router::RouteWith(const Core& core, const RequestView& request, Decision* out, bool counting,
+                       Attempt attempt) noexcept {
   internal::DecisionMetrics::Ticket ticket{nullptr, false};
   if (counting) ticket = core.metrics.Begin();
   const std::uint64_t start = ticket.timed ? NowNs() : 0;
@@ -231,7 +231,8 @@ void Router::RouteWith(const Core& core, const RequestView& request, Decision* o
   core.resolver->End(&session);
   if (PendingClaim(*out)) {
     if (attempt == Attempt::kFirst) return;  // decided again once the answer is in: counted then
-    if (attempt == Attempt::kLast) out->resolution_.fallback = Fallback::kUnavailable;  // out of time
+    if (attempt == Attempt::kLast)
+      out->resolution_.fallback = Fallback::kUnavailable;  // out of time
   }
   if (counting) core.metrics.Count(ticket, *out);
   if (ticket.timed) core.metrics.ObserveNs(ticket, NowNs() - start);

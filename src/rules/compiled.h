@@ -107,7 +107,7 @@ struct Ruleset::Compiled {
   std::string source;
   std::vector<internal::Rule> rules;
   internal::NameTable reserved_words;  // never the value of a first-segment path parameter
-  internal::RuleIndex index;                // which rules a request could match
+  internal::RuleIndex index;           // which rules a request could match
 };
 
 // Fills Outcomes. One evaluation routine serves Evaluate and Explain, so they cannot disagree.
@@ -148,7 +148,7 @@ class RuleEvaluator {
   static void Continue(const Ruleset::Compiled& compiled, Pass* pass, std::size_t first_rule,
                        Outcome* out) noexcept;
   static Outcome::Kind EvalRule(const Ruleset::Compiled& compiled, const internal::Rule& rule,
-                                const RequestView& request, const internal::CookieList& cookies,
+                                const RequestView& request, internal::CookieList& cookies,
                                 Outcome* out, std::string* why);
   static bool Store(Outcome* out, std::string_view text, Span* span) noexcept;
   static bool AddVariable(Outcome* out, std::string_view name, std::string_view value) noexcept;

@@ -424,9 +424,8 @@ bool RuleEvaluator::ApplyTransform(const internal::Transform& t, Outcome* out, s
 }
 
 Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const internal::Rule& rule,
-                                      const RequestView& request,
-                                      const internal::CookieList& cookies, Outcome* out,
-                                      std::string* why) {
+                                      const RequestView& request, internal::CookieList& cookies,
+                                      Outcome* out, std::string* why) {
   using internal::MatcherKind;
   Reset(out);
   bool overflow = false;
@@ -565,12 +564,12 @@ void RuleEvaluator::Start(const Ruleset::Compiled& compiled, Pass* pass, Outcome
   pass->within_limits_ = WithinLimits(pass->request_, out);
   if (!pass->within_limits_) return;
   const internal::RuleIndex& index = compiled.index;
-  if (index.reads_cookies()) pass->cookies_.Split(pass->request_);
+  if (index.reads_cookies()) pass->cookies_.Bind(pass->request_);
   if (index.enabled()) index.Candidates(pass->request_, pass->cookies_, pass->candidates_);
 }
 
-void RuleEvaluator::Continue(const Ruleset::Compiled& compiled, Pass* pass,
-                             std::size_t first_rule, Outcome* out) noexcept {
+void RuleEvaluator::Continue(const Ruleset::Compiled& compiled, Pass* pass, std::size_t first_rule,
+                             Outcome* out) noexcept {
   if (!pass->started_) Start(compiled, pass, out);
   if (!pass->within_limits_) {
     (void)WithinLimits(pass->request_, out);  // the same rejection again
@@ -615,7 +614,7 @@ void RuleEvaluator::Run(const Ruleset::Compiled& compiled, const RequestView& re
   if (!WithinLimits(request, out)) return;
   // The reference evaluation: every rule in order, no index, each with its reason.
   internal::CookieList cookies;
-  if (compiled.index.reads_cookies()) cookies.Split(request);
+  if (compiled.index.reads_cookies()) cookies.Bind(request);
   for (std::size_t i = first_rule; i < compiled.rules.size(); ++i) {
     const internal::Rule& rule = compiled.rules[i];
     std::string why;

@@ -227,7 +227,7 @@ void RuleIndex::Or(const Bits& bits, std::uint64_t* out) const noexcept {
   for (std::size_t w = 0; w < words_; ++w) out[w] |= bits[w];
 }
 
-void RuleIndex::Candidates(const RequestView& request, const CookieList& cookies,
+void RuleIndex::Candidates(const RequestView& request, CookieList& cookies,
                            std::uint64_t* out) const noexcept {
   std::copy(always_.begin(), always_.end(), out);
 
@@ -238,16 +238,37 @@ void RuleIndex::Candidates(const RequestView& request, const CookieList& cookies
     }
   }
 
-  if (cookies_.names.size() != 0 || has_any_cookie_rules_) {
+  if (cookies_.names.size() == 0 && !has_any_cookie_rules_) {
+    // No rule is anchored on a cookie.
+  } else if (cookies_.names.size() <= kMaxSearchedCookieNames) {
+    // No split: a name anywhere in a Cookie header, or among the cookies given apart, makes
+    // its rules candidates; any cookie text at all makes the regex-named rules candidates.
     bool any = false;
-    const bool by_name = cookies_.names.size() != 0;
+    for (const Header& h : request.headers) {
+      if (h.name.size() != 6 || h.value.empty() ||
+          !RequestView::EqualsIgnoreCase(h.name, "cookie")) {
+        continue;
+      }
+      any = true;
+      for (std::size_t id = 0; id < cookies_.names.size(); ++id) {
+        if (ContainsBytes(h.value, cookies_.names.name(id))) {
+          Or(cookies_.bits[id], out);
+        }
+      }
+    }
+    for (const Header& c : request.cookies) {
+      any = true;
+      int id = cookies_.names.Find(c.name);
+      if (id >= 0) Or(cookies_.bits[static_cast<std::size_t>(id)], out);
+    }
+    if (any) Or(any_cookie_rules_, out);
+  } else {
+    bool any = false;
     cookies.Any([&](std::string_view name, std::string_view) {
       any = true;
-      if (by_name) {
-        int id = cookies_.names.Find(name);
-        if (id >= 0) Or(cookies_.bits[static_cast<std::size_t>(id)], out);
-      }
-      return !by_name;  // with only regex-named rules, one cookie is enough
+      int id = cookies_.names.Find(name);
+      if (id >= 0) Or(cookies_.bits[static_cast<std::size_t>(id)], out);
+      return false;
     });
     if (any) Or(any_cookie_rules_, out);
   }

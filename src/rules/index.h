@@ -19,36 +19,23 @@ namespace cellroute::internal {
 struct Rule;
 struct Regex;
 
-// A request's cookies, split from its Cookie headers once per evaluation (the index and every
-// cookie matcher read the same split) when there are at most kMaxSplit; past that, each use
-// splits them again with RequestView::AnyCookie.
+// A request's cookies, split from its Cookie headers at most once per evaluation, on first use
+// (the index and every cookie matcher read the same split; a request that an earlier rule
+// decides is never split) when there are at most kMaxSplit; past that, each use splits them
+// again with RequestView::AnyCookie.
 class CookieList {
  public:
   static constexpr std::size_t kMaxSplit = 64;
 
-  // The same cookies as RequestView::AnyCookie, in the same order, found with a vector scan
-  // for ';' and '=' (16 bytes at a time) rather than byte by byte.
-  void Split(const RequestView& request) noexcept {
+  // The request whose cookies Any lists; nothing is split yet.
+  void Bind(const RequestView& request) noexcept {
     request_ = &request;
-    size_ = 0;
-    complete_ = true;
-    for (const Header& h : request.headers) {
-      if (h.name.size() == 6 && RequestView::EqualsIgnoreCase(h.name, "cookie") &&
-          !SplitHeader(h.value)) {
-        complete_ = false;
-        return;
-      }
-    }
-    for (const Header& c : request.cookies) {
-      if (!Push(c.name, c.value)) {
-        complete_ = false;
-        return;
-      }
-    }
+    split_ = false;
   }
-  // As RequestView::AnyCookie.
+  // As RequestView::AnyCookie (false when unbound), splitting on the first call.
   template <typename Fn>
-  bool Any(Fn&& fn) const {
+  bool Any(Fn&& fn) {
+    if (!split_) Split();
     if (!complete_) return request_ != nullptr && request_->AnyCookie(fn);
     for (std::size_t i = 0; i < size_; ++i) {
       const Cookie& c = cookies_[i];
@@ -62,7 +49,29 @@ class CookieList {
  private:
   const RequestView* request_ = nullptr;
   std::size_t size_ = 0;
+  bool split_ = false;
   bool complete_ = false;
+  // The same cookies as RequestView::AnyCookie, in the same order, found with a vector scan
+  // for ';' and '=' (16 bytes at a time) rather than byte by byte.
+  void Split() noexcept {
+    split_ = true;
+    size_ = 0;
+    complete_ = true;
+    if (request_ == nullptr) return;
+    for (const Header& h : request_->headers) {
+      if (h.name.size() == 6 && RequestView::EqualsIgnoreCase(h.name, "cookie") &&
+          !SplitHeader(h.value)) {
+        complete_ = false;
+        return;
+      }
+    }
+    for (const Header& c : request_->cookies) {
+      if (!Push(c.name, c.value)) {
+        complete_ = false;
+        return;
+      }
+    }
+  }
   bool Push(std::string_view name, std::string_view value) noexcept {
     if (size_ == kMaxSplit) return false;
     cookies_[size_++] = {name.data(), value.data(), static_cast<std::uint32_t>(name.size()),
@@ -103,7 +112,7 @@ class RuleIndex {
   bool reads_cookies() const noexcept { return reads_cookies_; }
 
   // Sets `out` (words() words) to the candidate rules for the request.
-  void Candidates(const RequestView& request, const CookieList& cookies,
+  void Candidates(const RequestView& request, CookieList& cookies,
                   std::uint64_t* out) const noexcept;
 
  private:
@@ -128,6 +137,9 @@ class RuleIndex {
   Anchors cookies_{false};
   Bits any_cookie_rules_;
   bool has_any_cookie_rules_ = false;
+  // With this few cookie names, the Cookie headers are searched for each name instead of split:
+  // a name found anywhere makes its rules candidates (the rule then reads the real pairs).
+  static constexpr std::size_t kMaxSearchedCookieNames = 4;
   // Paths: rules that need a literal prefix (from a pattern's leading literal segments or an
   // anchored regex), looked up once per distinct prefix length; and rules whose first segment
   // is a parameter (never a reserved word, never empty).

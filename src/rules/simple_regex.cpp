@@ -147,8 +147,8 @@ class SimpleRegex::Parser {
         auto u = static_cast<unsigned char>(c);
         // Escaped punctuation is itself; letters and digits name other things (\b, \A, \x41,
         // \pL, \Q, \1, ...), which are not modelled.
-        bool punct = u > 0x20 && u < 0x7f && !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-                                               (c >= 'A' && c <= 'Z'));
+        bool punct = u > 0x20 && u < 0x7f &&
+                     !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'));
         if (!punct) return false;
         *ch = u;
       }
@@ -386,8 +386,8 @@ bool SimpleRegex::Match(std::string_view text, Group* groups) const noexcept {
         // Eight bytes a test while they all belong (a token's payload is tens of bytes).
         // (Bitwise, not short-circuit: the eight loads and the test have no branch between.)
         auto in = [&](std::size_t i) { return static_cast<unsigned>(set.Has(s[i])); };
-        while (limit - pos >= 8 && (in(pos) & in(pos + 1) & in(pos + 2) & in(pos + 3) &
-                                    in(pos + 4) & in(pos + 5) & in(pos + 6) & in(pos + 7))) {
+        while (limit - pos >= 8 && (in(pos)&in(pos + 1) & in(pos + 2) & in(pos + 3) & in(pos + 4) &
+                                    in(pos + 5) & in(pos + 6) & in(pos + 7))) {
           pos += 8;
         }
         while (pos < limit && set.Has(s[pos])) ++pos;

@@ -66,9 +66,9 @@ class SimpleRegex {
     // kLiteral: consecutive single bytes, fused after parsing and compared as one string.
     enum class Kind : std::uint8_t { kRun, kLiteral, kOpen, kClose };
     Kind kind = Kind::kRun;
-    bool optional = false;  // kOpen: the group may be skipped ('?')
-    std::uint8_t group = 0;  // kOpen/kClose: the capture index, 0 for (?:...)
-    std::uint8_t reset_from = 0;  // optional kOpen: its first capture (cleared when skipped)
+    bool optional = false;           // kOpen: the group may be skipped ('?')
+    std::uint8_t group = 0;          // kOpen/kClose: the capture index, 0 for (?:...)
+    std::uint8_t reset_from = 0;     // optional kOpen: its first capture (cleared when skipped)
     std::uint32_t min = 1, max = 1;  // kRun: how many bytes of the set; kLiteral: min is its
                                      // offset in literals_, max its length
     std::uint32_t skip_to = 0;       // optional kOpen: the node after its kClose
