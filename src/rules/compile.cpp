@@ -193,7 +193,8 @@ std::unique_ptr<Regex> Compiler::CompileRegex(const json& value, const std::stri
   rx->groups = rx->re->NumberOfCapturingGroups();
   if (rx->groups > internal::kMaxRegexGroups) {
     errors_.Add(where, field + ": regex has " + std::to_string(rx->groups) +
-                           " capturing groups; at most " + std::to_string(internal::kMaxRegexGroups));
+                           " capturing groups; at most " +
+                           std::to_string(internal::kMaxRegexGroups));
     return nullptr;
   }
   for (const auto& [name, group] : rx->re->NamedCapturingGroups()) {

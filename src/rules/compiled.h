@@ -132,6 +132,7 @@ class RuleEvaluator {
     const RequestView& request_;
     bool started_ = false;
     bool within_limits_ = false;
+    bool headers_looked_at_ = false;
     internal::CookieList cookies_;
     std::uint64_t candidates_[internal::RuleIndex::kMaxWords];
   };

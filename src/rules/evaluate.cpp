@@ -590,6 +590,13 @@ void RuleEvaluator::Continue(const Ruleset::Compiled& compiled, Pass* pass, std:
     if (w == first_rule / 64) bits &= ~0ULL << (first_rule % 64);
     while (bits != 0) {
       std::size_t i = w * 64 + static_cast<std::size_t>(std::countr_zero(bits));
+      if (!pass->headers_looked_at_ && index.AnchoredOnHeader(i)) {
+        // The first header-anchored candidate: now the header names are looked up.
+        pass->headers_looked_at_ = true;
+        index.LookAtHeaders(pass->request_, pass->candidates_);
+        bits = pass->candidates_[w] & (~0ULL << (i % 64));
+        continue;
+      }
       bits &= bits - 1;
       Outcome::Kind kind =
           EvalRule(compiled, compiled.rules[i], pass->request_, pass->cookies_, out, nullptr);

@@ -178,6 +178,7 @@ void RuleIndex::Build(const std::vector<Rule>& rules, const NameTable* reserved_
   if (!enabled_) return;
   words_ = (rules.size() + 63) / 64;
   always_.assign(words_, 0);
+  header_rules_.assign(words_, 0);
   param_segment_rules_.assign(words_, 0);
   any_cookie_rules_.assign(words_, 0);
   reserved_ = reserved_words;
@@ -186,12 +187,14 @@ void RuleIndex::Build(const std::vector<Rule>& rules, const NameTable* reserved_
     const std::uint64_t bit = 1ULL << (i % 64);
     const std::size_t word = i / 64;
     Bits* anchor = nullptr;
+    bool header_anchor = false;
     // The first anchor found is used; headers and cookies come first in the preference because
     // most requests lack any given one.
     for (int pass = 0; pass < 2 && anchor == nullptr; ++pass) {
       for (const Matcher& m : rules[i].matchers) {
         if (pass == 0 && m.kind == MatcherKind::kHeader) {
           anchor = headers_.Add(m.name, words_);
+          header_anchor = true;
         } else if (pass == 0 && m.kind == MatcherKind::kCookie && !m.name_regex) {
           anchor = cookies_.Add(m.name, words_);
         } else if (pass == 0 && m.kind == MatcherKind::kCookie) {
@@ -217,6 +220,7 @@ void RuleIndex::Build(const std::vector<Rule>& rules, const NameTable* reserved_
       }
     }
     (anchor ? *anchor : always_)[word] |= bit;
+    if (header_anchor) header_rules_[word] |= bit;
   }
   headers_.names.Seal();
   cookies_.names.Seal();
@@ -227,16 +231,18 @@ void RuleIndex::Or(const Bits& bits, std::uint64_t* out) const noexcept {
   for (std::size_t w = 0; w < words_; ++w) out[w] |= bits[w];
 }
 
+void RuleIndex::LookAtHeaders(const RequestView& request, std::uint64_t* out) const noexcept {
+  for (std::size_t w = 0; w < words_; ++w) out[w] &= ~header_rules_[w];
+  for (const Header& h : request.headers) {
+    int id = headers_.names.Find(h.name);
+    if (id >= 0) Or(headers_.bits[static_cast<std::size_t>(id)], out);
+  }
+}
+
 void RuleIndex::Candidates(const RequestView& request, CookieList& cookies,
                            std::uint64_t* out) const noexcept {
   std::copy(always_.begin(), always_.end(), out);
-
-  if (headers_.names.size() != 0) {
-    for (const Header& h : request.headers) {
-      int id = headers_.names.Find(h.name);
-      if (id >= 0) Or(headers_.bits[static_cast<std::size_t>(id)], out);
-    }
-  }
+  Or(header_rules_, out);  // until LookAtHeaders
 
   if (cookies_.names.size() == 0 && !has_any_cookie_rules_) {
     // No rule is anchored on a cookie.

@@ -111,9 +111,16 @@ class RuleIndex {
   // Whether any rule reads cookies (the evaluator splits them only then).
   bool reads_cookies() const noexcept { return reads_cookies_; }
 
-  // Sets `out` (words() words) to the candidate rules for the request.
+  // Sets `out` (words() words) to the candidate rules for the request, counting every rule
+  // anchored on a header as one until LookAtHeaders: looking up every header name is the
+  // dearest part, and a request an earlier rule decides never needs it.
   void Candidates(const RequestView& request, CookieList& cookies,
                   std::uint64_t* out) const noexcept;
+  bool AnchoredOnHeader(std::size_t rule) const noexcept {
+    return header_rules_[rule / 64] >> (rule % 64) & 1;
+  }
+  // Replaces the header-anchored rules in `out` with those whose header the request has.
+  void LookAtHeaders(const RequestView& request, std::uint64_t* out) const noexcept;
 
  private:
   using Bits = std::vector<std::uint64_t>;
@@ -132,6 +139,7 @@ class RuleIndex {
   std::size_t words_ = 0;
   Bits always_;
   Anchors headers_{true};
+  Bits header_rules_;  // every rule anchored on a header
   // Exact cookie names, and rules that match cookie names by regex: those are candidates
   // whenever the request has a cookie at all, so that no regex runs before a rule needs it.
   Anchors cookies_{false};

@@ -118,7 +118,6 @@ bool ParseBase36(std::string_view text, std::uint64_t* out) noexcept {
   return true;
 }
 
-
 Result<Payload> DecodePayload(std::string_view text, std::string_view length_base36) {
   Payload payload;
   internal::TokenError error;
@@ -219,7 +218,6 @@ Result<std::string> Encode(const EncodeOptions& options) {
 
 namespace cellroute::internal {
 
-
 std::string TokenError::Message() const {
   std::string m = "token is not routable: " + std::string(what);
   if (key_size > 0) m += " '" + std::string(key.data(), key_size) + "'";
@@ -235,8 +233,8 @@ bool Fail(TokenError* error, std::string_view what, std::string_view key = {}) n
 }
 }  // namespace
 
-bool DecodeTokenPayload(std::string_view text, std::string_view length_base36,
-                        token::Payload* out, TokenError* error) noexcept {
+bool DecodeTokenPayload(std::string_view text, std::string_view length_base36, token::Payload* out,
+                        TokenError* error) noexcept {
   std::size_t b_size = text.size();
   if (!length_base36.empty()) {
     std::uint64_t n = 0;
@@ -309,6 +307,5 @@ bool DecodeToken(std::string_view token, token::Payload* out, TokenError* error)
   }
   return DecodeTokenPayload(body.substr(0, version_dot), body.substr(last_dot + 1), out, error);
 }
-
 
 }  // namespace cellroute::internal

@@ -20,8 +20,8 @@ struct TokenError {
   std::string Message() const;
 };
 
-bool DecodeTokenPayload(std::string_view text, std::string_view length_base36,
-                        token::Payload* out, TokenError* error) noexcept;
+bool DecodeTokenPayload(std::string_view text, std::string_view length_base36, token::Payload* out,
+                        TokenError* error) noexcept;
 bool DecodeToken(std::string_view token, token::Payload* out, TokenError* error) noexcept;
 
 }  // namespace cellroute::internal
