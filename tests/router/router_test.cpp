@@ -101,6 +101,17 @@ TEST_CASE("an unclaimed path falls through to the token and cookie rules") {
   d = RouteTarget(router, "/nobody-owns-this/project");
   CHECK(d.rule_id() == "fallback");
   CHECK(d.cell_id() == 1);
+  // The first evaluation stops at the namespace rule before any header name is looked up; the
+  // fall-through resumes the same pass and looks them up then.
+  d = RouteTarget(router, "/nobody-owns-this/project",
+                  {{"Private-Token", Token(2)}, {"Cookie", "_gitlab_session=cell-3-abc"}});
+  CHECK(d.rule_id() == "session_token_header_private_token");
+  CHECK(d.cell_id() == 2);
+  // A cookie name inside another cookie's value makes a candidate, never a match.
+  d = RouteTarget(router, "/nobody-owns-this/project",
+                  {{"Cookie", "note=force-cell; xforce-cell=cell-2; _gitlab_session=cell-3-abc"}});
+  CHECK(d.rule_id() == "session_cookie");
+  CHECK(d.cell_id() == 3);
 
   auto e = router.Explain([] {
     static Request r;
