@@ -97,12 +97,24 @@ void NameTable::Seal() {
 }
 
 std::uint64_t NameTable::Hash(std::string_view name) const noexcept {
-  std::uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a over the (lowered) bytes
-  for (char c : name) {
-    h ^= static_cast<unsigned char>(ignore_case_ ? AsciiLower(c) : c);
-    h *= 0x100000001b3ULL;
+  // The length and the first and last eight bytes (fewer for a short name), read as whole
+  // words: a bucket holds names of one length, which mostly differ there. With case ignored,
+  // 0x20 is OR-ed into every byte, so names equal but for case hash alike; a collision only
+  // costs a comparison.
+  const std::size_t n = name.size();
+  std::uint64_t head = 0, tail = 0;
+  if (n >= 8) {
+    std::memcpy(&head, name.data(), 8);
+    std::memcpy(&tail, name.data() + n - 8, 8);
+  } else {
+    std::memcpy(&head, name.data(), n);
   }
-  return h ^ (h >> 32);
+  if (ignore_case_) {
+    head |= 0x2020202020202020ULL;
+    tail |= 0x2020202020202020ULL;
+  }
+  std::uint64_t h = (head ^ (tail * 0x9E3779B97F4A7C15ULL) ^ n) * 0xFF51AFD7ED558CCDULL;
+  return h ^ (h >> 29);
 }
 
 int NameTable::FindLong(std::string_view name) const noexcept {
