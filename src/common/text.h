@@ -34,52 +34,44 @@ constexpr char AsciiLower(char c) noexcept {
 std::string ToLower(std::string_view s);
 
 // Copies and comparisons of the short strings routing moves (variable names, captured values,
-// literal runs of a regex), inline: up to 16 bytes as two overlapping loads, with no call into
-// the C library; longer ones go to memcpy/memcmp.
+// literal runs of a regex), inline: 4 to 16 bytes as two overlapping words (the first and the
+// last), shorter ones byte by byte, with no call into the C library; longer ones go to
+// memcpy/memcmp.
+template <typename Word>
+[[gnu::always_inline]] inline void CopyEnds(char* to, const char* from, std::size_t n) noexcept {
+  Word first, last;
+  std::memcpy(&first, from, sizeof(Word));
+  std::memcpy(&last, from + n - sizeof(Word), sizeof(Word));
+  std::memcpy(to, &first, sizeof(Word));
+  std::memcpy(to + n - sizeof(Word), &last, sizeof(Word));
+}
+template <typename Word>
+[[gnu::always_inline]] inline bool EqualEnds(const char* a, const char* b, std::size_t n) noexcept {
+  Word a0, a1, b0, b1;
+  std::memcpy(&a0, a, sizeof(Word));
+  std::memcpy(&a1, a + n - sizeof(Word), sizeof(Word));
+  std::memcpy(&b0, b, sizeof(Word));
+  std::memcpy(&b1, b + n - sizeof(Word), sizeof(Word));
+  return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+}
 [[gnu::always_inline]] inline void CopyBytes(char* to, const char* from, std::size_t n) noexcept {
-  if (n >= 8 && n <= 16) {
-    std::uint64_t a, b;
-    std::memcpy(&a, from, 8);
-    std::memcpy(&b, from + n - 8, 8);
-    std::memcpy(to, &a, 8);
-    std::memcpy(to + n - 8, &b, 8);
-  } else if (n >= 4 && n < 8) {
-    std::uint32_t a, b;
-    std::memcpy(&a, from, 4);
-    std::memcpy(&b, from + n - 4, 4);
-    std::memcpy(to, &a, 4);
-    std::memcpy(to + n - 4, &b, 4);
-  } else if (n < 4) {
-    for (std::size_t i = 0; i < n; ++i) to[i] = from[i];
-  } else {
+  if (n >= 8 && n <= 16) return CopyEnds<std::uint64_t>(to, from, n);
+  if (n >= 4 && n < 8) return CopyEnds<std::uint32_t>(to, from, n);
+  if (n > 16) {
     std::memcpy(to, from, n);
+    return;
   }
+  for (std::size_t i = 0; i < n; ++i) to[i] = from[i];
 }
 [[gnu::always_inline]] inline bool EqualBytes(const char* a, const char* b,
                                               std::size_t n) noexcept {
-  if (n >= 8 && n <= 16) {
-    std::uint64_t a0, a1, b0, b1;
-    std::memcpy(&a0, a, 8);
-    std::memcpy(&a1, a + n - 8, 8);
-    std::memcpy(&b0, b, 8);
-    std::memcpy(&b1, b + n - 8, 8);
-    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+  if (n >= 8 && n <= 16) return EqualEnds<std::uint64_t>(a, b, n);
+  if (n >= 4 && n < 8) return EqualEnds<std::uint32_t>(a, b, n);
+  if (n > 16) return std::memcmp(a, b, n) == 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (a[i] != b[i]) return false;
   }
-  if (n >= 4 && n < 8) {
-    std::uint32_t a0, a1, b0, b1;
-    std::memcpy(&a0, a, 4);
-    std::memcpy(&a1, a + n - 4, 4);
-    std::memcpy(&b0, b, 4);
-    std::memcpy(&b1, b + n - 4, 4);
-    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
-  }
-  if (n < 4) {
-    for (std::size_t i = 0; i < n; ++i) {
-      if (a[i] != b[i]) return false;
-    }
-    return true;
-  }
-  return std::memcmp(a, b, n) == 0;
+  return true;
 }
 
 // Whether `needle` (not empty) occurs in `text`: candidates found sixteen positions at a time by

@@ -1,9 +1,11 @@
 // The prefilter that makes evaluation cost track the rules that could match rather than the
 // rules there are. Each rule is filed under one "anchor": something cheap to check that the
 // rule cannot match without (a header's presence, a cookie name, a literal prefix of the path).
-// Per request, one pass over the headers, the cookies and the path's first segment collects
-// the rules whose anchors are present; only those are evaluated, in order, so first-match-wins
-// is unchanged. Rules with no usable anchor are always candidates.
+// Per request, the path's prefixes and first segment and the Cookie headers (searched for the
+// few anchored names, or split when there are many) give the rules whose anchors are present;
+// header names are looked up only when evaluation reaches a header-anchored rule (ADR 0014).
+// Only candidates are evaluated, in order, so first-match-wins is unchanged. Rules with no
+// usable anchor are always candidates.
 #pragma once
 
 #include <cstdint>
