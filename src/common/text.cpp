@@ -1,5 +1,7 @@
 #include "common/text.h"
 
+#include "common/hash.h"
+
 #include <algorithm>
 #include <bit>
 #include <cerrno>
@@ -89,9 +91,10 @@ void NameTable::Seal() {
     b.slots.assign(size, 0);
     b.mask = size - 1;
     for (std::uint32_t id : b.ids) {
-      std::size_t i = Hash(names_[id]) & b.mask;
+      const std::uint64_t h = Hash(names_[id]);
+      std::size_t i = h & b.mask;
       while (b.slots[i] != 0) i = (i + 1) & b.mask;
-      b.slots[i] = id + 1;
+      b.slots[i] = (h & kTagMask) | (std::uint64_t{id} + 1);
     }
   }
 }
@@ -102,13 +105,9 @@ std::uint64_t NameTable::Hash(std::string_view name) const noexcept {
   // 0x20 is OR-ed into every byte, so names equal but for case hash alike; a collision only
   // costs a comparison.
   const std::size_t n = name.size();
-  std::uint64_t head = 0, tail = 0;
-  if (n >= 8) {
-    std::memcpy(&head, name.data(), 8);
-    std::memcpy(&tail, name.data() + n - 8, 8);
-  } else {
-    std::memcpy(&head, name.data(), n);
-  }
+  // Whole loads: a copy of a variable length is a call to memcpy.
+  std::uint64_t head = n >= 8 ? Load64(name.data()) : Tail(name.data(), n, n);
+  std::uint64_t tail = n >= 8 ? Load64(name.data() + n - 8) : 0;
   if (ignore_case_) {
     head |= 0x2020202020202020ULL;
     tail |= 0x2020202020202020ULL;
@@ -125,10 +124,12 @@ int NameTable::FindLong(std::string_view name) const noexcept {
 }
 
 int NameTable::FindHashed(const Bucket& b, std::string_view name) const noexcept {
-  for (std::size_t i = Hash(name) & b.mask;; i = (i + 1) & b.mask) {
-    std::uint32_t slot = b.slots[i];
+  const std::uint64_t h = Hash(name);
+  for (std::size_t i = h & b.mask;; i = (i + 1) & b.mask) {
+    const std::uint64_t slot = b.slots[i];
     if (slot == 0) return -1;
-    if (Equal(slot - 1, name)) return static_cast<int>(slot - 1);
+    const auto id = static_cast<std::uint32_t>(slot) - 1;
+    if ((slot & kTagMask) == (h & kTagMask) && Equal(id, name)) return static_cast<int>(id);
   }
 }
 

@@ -112,9 +112,12 @@ class NameTable {
  private:
   static constexpr std::size_t kLengths = 256;  // longer names are compared one by one
   static constexpr std::size_t kLinear = 4;     // up to this many names of a length: compared
+  static constexpr std::uint64_t kTagMask = 0xFFFFFFFF00000000ULL;  // of a hashed slot
   struct Bucket {
     std::vector<std::uint32_t> ids;
-    std::vector<std::uint32_t> slots;  // id + 1, 0 empty; when ids exceed kLinear
+    // When ids exceed kLinear: id + 1 in the low half (0: empty), the name's hash's high half
+    // in the high half, compared before the name (every name of a bucket has its length).
+    std::vector<std::uint64_t> slots;
     std::size_t mask = 0;
   };
   [[gnu::always_inline]] bool Equal(std::uint32_t id, std::string_view name) const noexcept {
