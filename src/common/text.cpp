@@ -87,7 +87,7 @@ void NameTable::Seal() {
   for (Bucket& b : by_length_) {
     if (b.ids.size() <= kLinear) continue;
     std::size_t size = 8;
-    while (size < b.ids.size() * 2) size *= 2;
+    while (size < b.ids.size() * 4) size *= 2;  // a quarter full: a miss probes about one slot
     b.slots.assign(size, 0);
     b.mask = size - 1;
     for (std::uint32_t id : b.ids) {
