@@ -55,7 +55,8 @@ class CELLROUTE_EXPORT Topology {
   // The cells in the Topology Service's config.toml format (ParseToml reads it back).
   std::string ToToml() const;
   // 16 hex digits that name these cells, in this order: the same cells give the same hash in
-  // every process and on every machine (for metrics and status: which topology is this?).
+  // every process and on every machine running the same cellroute version (for metrics and
+  // status: which topology is this?). The function may change between versions.
   std::string ContentHash() const;
 
   const std::vector<Cell>& cells() const noexcept { return cells_; }
