@@ -172,6 +172,36 @@ def test_a_decision_outlives_its_router():
     assert d.variables == {"route": "gitlab-org"}
 
 
+def test_a_decision_held_by_the_caller_is_never_routed_into_again(router):
+    # route() reuses the Decision object it returned last once nothing else refers to it; a
+    # decision the caller keeps, or watches through a weak reference, must stay as it was.
+    import weakref
+    kept = router.route(path="/gitlab-org/gitlab")
+    other = router.route(path="/gitlab-com/www")
+    assert other is not kept
+    assert kept.variables == {"route": "gitlab-org"}
+    assert other.variables == {"route": "gitlab-com"}
+
+    # Only weakly referenced, it is let go rather than routed into: the weak reference never
+    # shows another request's decision.
+    watched = router.route(path="/gitlab-org/gitlab")
+    ref = weakref.ref(watched)
+    del watched
+    assert ref().variables == {"route": "gitlab-org"}
+    router.route(path="/gitlab-com/www")
+    assert ref() is None
+
+
+def test_a_decision_dropped_before_the_next_route_is_reused(router):
+    # What makes route() cheap: nothing allocated when the caller lets each decision go.
+    first = router.route(path="/gitlab-org/gitlab")
+    first_id = id(first)
+    del first
+    again = router.route(path="/gitlab-com/www")
+    assert id(again) == first_id
+    assert again.rule == "top_level_namespace" and again.variables == {"route": "gitlab-com"}
+
+
 def test_route_batch_owns_what_it_reads_while_the_gil_is_released(router):
     # Another thread replaces the header values while the batch routes without the GIL: each
     # decision must be one of the two values' cells, never freed memory or a third cell.
