@@ -208,6 +208,21 @@ class CellrouteTest < Minitest::Test
     assert junk.size.positive?
   end
 
+  def test_headers_named_by_symbols_route_and_leave_nothing_behind
+    # Symbol names make the extension refuse the call (TypeError) and the Ruby side convert
+    # them and call again: nothing the refused call made may be lost. 100,000 lost decisions
+    # would be over 250 MB.
+    rss = -> { File.read("/proc/self/status")[/VmRSS:\s+(\d+)/, 1].to_i * 1024 }
+    headers = { Cookie: "_gitlab_session=cell-2-0a1b2c3d" }
+    assert_equal 2, router.route(path: "/dashboard", headers: headers).cell_id
+    2_000.times { router.route(path: "/dashboard", headers: headers) }
+    GC.start
+    before = rss.call
+    100_000.times { router.route(path: "/dashboard", headers: headers) }
+    GC.start
+    assert_operator rss.call - before, :<, 100 << 20
+  end
+
   def test_empty_text_is_an_error_not_the_defaults
     %i[rules topology claims].each do |which|
       error = assert_raises(Cellroute::InvalidError) { Cellroute::Router.new(which => "") }

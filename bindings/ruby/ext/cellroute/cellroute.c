@@ -524,8 +524,13 @@ static VALUE router_route(VALUE self, VALUE method, VALUE host, VALUE path, VALU
   cr_decision *d = NULL;
   int rc;
   cr_router *r = get_router(self);
-  if (cr_decision_new(&d) != CR_OK) raise_last();
+  /* The request first: building it raises TypeError for headers that are not strings (the
+   * Ruby side then converts and calls again), and a decision made before would be lost. */
   build_request(&b, method, host, path, query, headers, cookies);
+  if (cr_decision_new(&d) != CR_OK) {
+    free_request(&b);
+    raise_last();
+  }
   rc = cr_router_route(d, r, &b.req);
   free_request(&b);
   if (rc != CR_OK) {
@@ -599,10 +604,13 @@ static VALUE router_route_wait(VALUE self, VALUE method, VALUE host, VALUE path,
   cr_request *owned;
   cr_router *r = get_router(self);
   int64_t timeout = NUM2LL(timeout_ms);
-  if (cr_decision_new(&d) != CR_OK) raise_last();
-  build_request(&b, method, host, path, query, headers, cookies);
+  build_request(&b, method, host, path, query, headers, cookies); /* may raise: before the decision */
   owned = copy_request(&b.req);
   free_request(&b);
+  if (cr_decision_new(&d) != CR_OK) {
+    xfree(owned);
+    raise_last();
+  }
   c.out = d;
   c.router = r;
   c.req = owned;
