@@ -223,6 +223,32 @@ class CellrouteTest < Minitest::Test
     assert_operator rss.call - before, :<, 100 << 20
   end
 
+  def test_refused_options_and_token_fields_leave_nothing_behind
+    # A conversion that raises half-way (a value past 64 bits, a metadata string with a NUL
+    # byte, found when the router is first used) must not lose what the extension had made:
+    # before, 5,000 such encodes lost 153 MB and 100,000 such routes 62 MB.
+    rss = -> { File.read("/proc/self/status")[/VmRSS:\s+(\d+)/, 1].to_i * 1024 }
+    fields = Array.new(2000) { ["c", 1] } + [["o", 2**70]]
+    assert_raises(RangeError) { Cellroute::Token.encode(fields) }
+    GC.start
+    before = rss.call
+    5_000.times { assert_raises(RangeError) { Cellroute::Token.encode(fields) } }
+    GC.start
+    assert_operator rss.call - before, :<, 32 << 20
+
+    r = Cellroute::Router.new(topology_service: "127.0.0.1:1", metadata: { "k" => "v\0" })
+    assert_raises(ArgumentError) { r.route(path: "/") }
+    GC.start
+    before = rss.call
+    100_000.times do
+      r.route(path: "/")
+    rescue ArgumentError
+      nil
+    end
+    GC.start
+    assert_operator rss.call - before, :<, 24 << 20
+  end
+
   def test_empty_text_is_an_error_not_the_defaults
     %i[rules topology claims].each do |which|
       error = assert_raises(Cellroute::InvalidError) { Cellroute::Router.new(which => "") }

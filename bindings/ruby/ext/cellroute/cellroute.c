@@ -312,6 +312,15 @@ static const char *opt_str(VALUE opts, const char *key, long *len) {
   return RSTRING_PTR(v);
 }
 
+/* Options being filled in, held by a hidden Ruby object while Ruby code may still raise
+ * (a string with a NUL byte, a metadata value without to_s): the GC then frees them rather than
+ * losing them. */
+static void options_free(void *p) { cr_options_free((cr_options *)p); }
+static const rb_data_type_t options_type = {
+    .wrap_struct_name = "Cellroute::Options",
+    .function = {.dmark = NULL, .dfree = options_free, .dsize = NULL},
+    .flags = RUBY_TYPED_FREE_IMMEDIATELY};
+
 /* NativeRouter.new(options_hash) */
 /* Options from the Hash Router.new and Router#reload take; raises on a bad one. */
 static cr_options *options_from_hash(VALUE opts) {
@@ -319,9 +328,11 @@ static cr_options *options_from_hash(VALUE opts) {
   const char *s;
   long len = 0;
   int rc = CR_OK;
-  VALUE metadata;
+  VALUE metadata, holder;
   Check_Type(opts, T_HASH);
+  holder = TypedData_Wrap_Struct(0, &options_type, NULL);
   if (cr_options_new(&o) != CR_OK) raise_last();
+  DATA_PTR(holder) = o;
   if ((s = opt_str(opts, "rules_path", NULL))) rc |= cr_options_set_rules_file(o, s);
   if ((s = opt_str(opts, "rules", &len))) rc |= cr_options_set_rules_text(o, s, (size_t)len);
   if ((s = opt_str(opts, "topology_path", NULL))) rc |= cr_options_set_topology_file(o, s);
@@ -344,10 +355,9 @@ static cr_options *options_from_hash(VALUE opts) {
       rc |= cr_options_add_metadata(o, StringValueCStr(k), StringValueCStr(v));
     }
   }
-  if (rc != CR_OK) {
-    cr_options_free(o);
-    raise_last();
-  }
+  if (rc != CR_OK) raise_last(); /* the holder frees them */
+  DATA_PTR(holder) = NULL;       /* the caller's now */
+  RB_GC_GUARD(holder);
   return o;
 }
 
@@ -666,11 +676,14 @@ static VALUE token_encode(VALUE mod, VALUE fields, VALUE prefix, VALUE random) {
   int64_t *values;
   char *token = NULL;
   int rc;
+  VALUE keys_buffer, values_buffer;
   Check_Type(fields, T_ARRAY);
   StringValue(prefix);
   n = RARRAY_LEN(fields);
-  keys = ALLOC_N(const char *, n > 0 ? n : 1);
-  values = ALLOC_N(int64_t, n > 0 ? n : 1);
+  /* Buffers the GC frees if a conversion below raises (a key with a NUL byte, a value past
+   * 64 bits). */
+  keys = ALLOCV_N(const char *, keys_buffer, n > 0 ? n : 1);
+  values = ALLOCV_N(int64_t, values_buffer, n > 0 ? n : 1);
   for (i = 0; i < n; ++i) {
     VALUE kv = rb_ary_entry(fields, i);
     VALUE k = rb_String(rb_ary_entry(kv, 0));
@@ -680,16 +693,12 @@ static VALUE token_encode(VALUE mod, VALUE fields, VALUE prefix, VALUE random) {
   }
   if (!NIL_P(random)) {
     StringValue(random);
-    if (RSTRING_LEN(random) != 16) {
-      xfree(keys);
-      xfree(values);
-      rb_raise(eByCode[1], "random must be 16 bytes");
-    }
+    if (RSTRING_LEN(random) != 16) rb_raise(eByCode[1], "random must be 16 bytes");
   }
   rc = cr_token_encode(&token, StringValueCStr(prefix), keys, values, (size_t)n,
                        NIL_P(random) ? NULL : (const uint8_t *)RSTRING_PTR(random));
-  xfree(keys);
-  xfree(values);
+  ALLOCV_END(keys_buffer);
+  ALLOCV_END(values_buffer);
   RB_GC_GUARD(fields);
   if (rc != CR_OK) raise_last();
   return take_string(token);
