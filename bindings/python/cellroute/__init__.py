@@ -182,7 +182,8 @@ class Router:
               headers: Pairs = None, cookies: Pairs = None,
               wait: Optional[float] = None) -> Decision:
         """Decide for one request. `path` may carry "?query". `wait`: seconds to wait for the
-        Topology Service (GIL released); None never waits."""
+        Topology Service (GIL released); None never waits. The Decision returned may be the
+        object an earlier call returned, once nothing refers to that one any more."""
         path, query = _split(path, query)
         if wait is None:
             return self._native.route(method, host, path, query, headers, cookies)
