@@ -614,7 +614,8 @@ static VALUE router_route_wait(VALUE self, VALUE method, VALUE host, VALUE path,
   cr_request *owned;
   cr_router *r = get_router(self);
   int64_t timeout = NUM2LL(timeout_ms);
-  build_request(&b, method, host, path, query, headers, cookies); /* may raise: before the decision */
+  /* May raise (see router_route): before the decision is made. */
+  build_request(&b, method, host, path, query, headers, cookies);
   owned = copy_request(&b.req);
   free_request(&b);
   if (cr_decision_new(&d) != CR_OK) {
