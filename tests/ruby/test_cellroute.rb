@@ -53,6 +53,10 @@ class CellrouteTest < Minitest::Test
     assert_equal 2, router.route(path: "/help", headers: [["Cookie", "_gitlab_session=cell-2-a"]]).cell_id
     assert_equal 3, router.route(path: "/help", headers: { Cookie: "_gitlab_session=cell-3-a" }).cell_id
     assert_raises(TypeError) { router.route(path: "/help", headers: "Cookie: x") }
+    # The query is what follows the path's first "?", unless query: is given.
+    assert_equal "gitlab-org", router.route(path: "/gitlab-org?x=1").value
+    assert_equal "acme", router.route(path: "/acme?/x", headers: { Accept: "*/*" }).value
+    refute_equal "gitlab-org", router.route(path: "/gitlab-org?x=1", query: "").value
   end
 
   def test_rejected_token
@@ -208,6 +212,28 @@ class CellrouteTest < Minitest::Test
     assert junk.size.positive?
   end
 
+  def test_decisions_made_from_collected_ones_equal_the_cli_in_every_field
+    # The extension routes into the memory of decisions the GC collected: each route here
+    # follows a collection of the one before, in two orders, and must carry nothing over
+    # (variables, reason, fallback, address) from it.
+    file = File.join(EXAMPLES, "requests.jsonl")
+    requests = File.readlines(file).reject { |l| l.strip.empty? }.map { |l| JSON.parse(l) }
+    out, status = Open3.capture2(CLI, "route", file)
+    assert status.success?
+    expected = out.lines.map { |l| JSON.parse(l).tap { |h| h.delete("line") } }
+    assert_equal requests.size, expected.size
+    order = (0...requests.size).to_a
+    [order, order.reverse, order.each_slice(2).flat_map(&:reverse)].each do |sequence|
+      sequence.each do |i|
+        r = requests[i]
+        GC.start
+        d = router.route(method: r.fetch("method", "GET"), host: r.fetch("host", ""),
+                         path: r["path"], query: r["query"], headers: r["headers"])
+        assert_equal expected[i], JSON.parse(d.to_json), "request #{i + 1}"
+      end
+    end
+  end
+
   def test_headers_named_by_symbols_route_and_leave_nothing_behind
     # Symbol names make the extension refuse the call (TypeError) and the Ruby side convert
     # them and call again: nothing the refused call made may be lost. 100,000 lost decisions
@@ -258,7 +284,9 @@ class CellrouteTest < Minitest::Test
 
   def test_wrong_types_raise_type_error
     r = Cellroute::Router.new
-    assert_raises(TypeError) { r.route(path: 123) }
+    assert_equal "path must be a String, not Integer", assert_raises(TypeError) { r.route(path: 123) }.message
+    assert_equal "query must be a String, not Symbol",
+                 assert_raises(TypeError) { r.route(path: "/", query: :q, headers: { a: "b" }) }.message
     assert_raises(TypeError) { r.route(path: "/", headers: [["a"]]) }
     assert_raises(TypeError) { r.route(path: "/", headers: "Cookie: a=b") }
     assert_raises(ArgumentError) { r.route(path: "/", wait: Float::NAN) }

@@ -120,21 +120,23 @@ module Cellroute
     end
 
     def route(method: "GET", path: "/", host: "", query: nil, headers: nil, cookies: nil, wait: nil)
-      path, query = split(path, query)
-      if wait
-        unless wait.is_a?(Numeric) && wait.to_f.finite? && wait >= 0
-          raise ArgumentError, "wait: must be a finite number of seconds >= 0"
-        end
-        wait = [wait.to_f, 86_400.0].min # a wait is bounded by the fetch's own deadline too
-        native.route_wait(method, host, path, query, pairs(headers), pairs(cookies), (wait * 1000).round)
-      else
+      unless wait
         begin
-          native.route(method, host, path, query, headers, cookies)
+          # The native side splits "path?query" when query is nil, as split does.
+          return native.route(method, host, path, query, headers, cookies)
         rescue TypeError
-          # Symbols or numbers among the headers: convert, then route.
-          native.route(method, host, path, query, pairs(headers), pairs(cookies))
+          # Symbols or numbers among the headers: convert, then route (split raises for a
+          # path or query that is not a String).
+          path, query = split(path, query)
+          return native.route(method, host, path, query, pairs(headers), pairs(cookies))
         end
       end
+      unless wait.is_a?(Numeric) && wait.to_f.finite? && wait >= 0
+        raise ArgumentError, "wait: must be a finite number of seconds >= 0"
+      end
+      wait = [wait.to_f, 86_400.0].min # a wait is bounded by the fetch's own deadline too
+      path, query = split(path, query)
+      native.route_wait(method, host, path, query, pairs(headers), pairs(cookies), (wait * 1000).round)
     end
 
     def explain(method: "GET", path: "/", host: "", query: nil, headers: nil, cookies: nil)

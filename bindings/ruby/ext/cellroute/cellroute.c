@@ -30,8 +30,33 @@ static VALUE take_string(char *s) {
 
 /* ---- Decision ---------------------------------------------------------------------------- */
 
-static void decision_free(void *p) { cr_decision_free((cr_decision *)p); }
-static size_t decision_size(const void *p) { return p ? 6 * 1024 + 3 * 2049 : 0; }
+/* Decisions whose Ruby objects were collected, kept for the next route: a decision is about
+ * 9 KiB, and making one (malloc, then zero-filling its buffers) was a fifth of a call. The
+ * list is bounded and touched only with the GVL held: the GC frees under it too. A decision
+ * taken from it is overwritten whole by the next route. */
+#define SPARE_DECISIONS 32
+static cr_decision *spare_decisions[SPARE_DECISIONS];
+static int spare_count;
+
+static int decision_take(cr_decision **out) {
+  if (spare_count > 0) {
+    *out = spare_decisions[--spare_count];
+    return CR_OK;
+  }
+  return cr_decision_new(out);
+}
+
+/* A decision that no Ruby object holds (collected, or never wrapped). */
+static void decision_give_back(cr_decision *d) {
+  if (spare_count < SPARE_DECISIONS) {
+    spare_decisions[spare_count++] = d;
+  } else {
+    cr_decision_free(d);
+  }
+}
+
+static void decision_free(void *p) { decision_give_back((cr_decision *)p); }
+static size_t decision_size(const void *p) { return p ? 9 * 1024 : 0; }
 static const rb_data_type_t decision_type = {
     .wrap_struct_name = "Cellroute::Decision",
     .function = {.dmark = NULL, .dfree = decision_free, .dsize = decision_size},
@@ -417,10 +442,15 @@ static VALUE router_metrics(VALUE self) {
 
 /* A request built from Ruby values; the strings stay referenced (and so pinned) by the
  * caller's frame for the duration of the call. */
+#define INLINE_HEADERS 16
+
 typedef struct {
   cr_request req;
   cr_header *headers;
   cr_header *cookies;
+  /* Where the headers and cookies go when they fit: most requests need no allocation. */
+  cr_header inline_headers[INLINE_HEADERS];
+  cr_header inline_cookies[INLINE_HEADERS];
   /* The Ruby values the views point into, kept on the caller's stack (volatile, so the
    * conservative GC sees them) until the request is freed. */
   volatile VALUE keep[6];
@@ -451,8 +481,9 @@ static int fill_from_hash(VALUE k, VALUE v, VALUE arg) {
   return ST_CONTINUE;
 }
 
-/* Headers from a Hash (name => value) or an Array of [name, value], of Strings. */
-static cr_header *pairs_to_headers(VALUE pairs, size_t *count, int *bad) {
+/* Headers from a Hash (name => value) or an Array of [name, value], of Strings: into buf
+ * when they fit (INLINE_HEADERS), else into an array the caller frees. */
+static cr_header *pairs_to_headers(VALUE pairs, size_t *count, int *bad, cr_header *buf) {
   long i, n;
   cr_header *out;
   *count = 0;
@@ -460,7 +491,7 @@ static cr_header *pairs_to_headers(VALUE pairs, size_t *count, int *bad) {
   if (RB_TYPE_P(pairs, T_HASH)) {
     hash_fill f;
     n = (long)RHASH_SIZE(pairs);
-    f.out = ALLOC_N(cr_header, n > 0 ? n : 1);
+    f.out = n <= INLINE_HEADERS ? buf : ALLOC_N(cr_header, n);
     f.i = 0;
     f.bad = 0;
     rb_hash_foreach(pairs, fill_from_hash, (VALUE)&f);
@@ -473,7 +504,7 @@ static cr_header *pairs_to_headers(VALUE pairs, size_t *count, int *bad) {
     return NULL;
   }
   n = RARRAY_LEN(pairs);
-  out = ALLOC_N(cr_header, n > 0 ? n : 1);
+  out = n <= INLINE_HEADERS ? buf : ALLOC_N(cr_header, n);
   for (i = 0; i < n; ++i) {
     VALUE kv = rb_ary_entry(pairs, i);
     if (!RB_TYPE_P(kv, T_ARRAY) || RARRAY_LEN(kv) != 2 ||
@@ -487,45 +518,63 @@ static cr_header *pairs_to_headers(VALUE pairs, size_t *count, int *bad) {
   return out;
 }
 
+/* Frees what pairs_to_headers allocated (nothing when the pairs fit inline). */
+static void free_request(request_box *b) {
+  if (b->headers != b->inline_headers) xfree(b->headers);
+  if (b->cookies != b->inline_cookies) xfree(b->cookies);
+}
+
+/* A nil query means "the query is in the path, after its first '?'", as the Ruby side's
+ * split does; the views then point into the one path string. */
 static void build_request(request_box *b, VALUE method, VALUE host, VALUE path, VALUE query,
                           VALUE headers, VALUE cookies) {
   cr_request init = CR_REQUEST_INIT;
   b->req = init;
+  b->headers = NULL;
+  b->cookies = NULL;
   b->keep[0] = method;
   b->keep[1] = host;
   b->keep[2] = path;
   b->keep[3] = query;
   b->keep[4] = headers;
   b->keep[5] = cookies;
+  if (!RB_TYPE_P(path, T_STRING)) {
+    rb_raise(rb_eTypeError, "path must be a String, not %" PRIsVALUE, rb_obj_class(path));
+  }
+  if (!NIL_P(query) && !RB_TYPE_P(query, T_STRING)) {
+    rb_raise(rb_eTypeError, "query must be a String, not %" PRIsVALUE, rb_obj_class(query));
+  }
   StringValue(method);
   StringValue(host);
-  StringValue(path);
-  StringValue(query);
   b->req.method = RSTRING_PTR(method);
   b->req.method_len = (size_t)RSTRING_LEN(method);
   b->req.host = RSTRING_PTR(host);
   b->req.host_len = (size_t)RSTRING_LEN(host);
   b->req.path = RSTRING_PTR(path);
   b->req.path_len = (size_t)RSTRING_LEN(path);
-  b->req.query = RSTRING_PTR(query);
-  b->req.query_len = (size_t)RSTRING_LEN(query);
+  if (NIL_P(query)) {
+    const char *mark = memchr(b->req.path, '?', b->req.path_len);
+    b->req.query = "";
+    if (mark != NULL) {
+      b->req.query = mark + 1;
+      b->req.query_len = b->req.path_len - (size_t)(mark + 1 - b->req.path);
+      b->req.path_len = (size_t)(mark - b->req.path);
+    }
+  } else {
+    b->req.query = RSTRING_PTR(query);
+    b->req.query_len = (size_t)RSTRING_LEN(query);
+  }
   {
     int bad = 0;
-    b->headers = pairs_to_headers(headers, &b->req.header_count, &bad);
-    b->cookies = pairs_to_headers(cookies, &b->req.cookie_count, &bad);
+    b->headers = pairs_to_headers(headers, &b->req.header_count, &bad, b->inline_headers);
+    b->cookies = pairs_to_headers(cookies, &b->req.cookie_count, &bad, b->inline_cookies);
     if (bad) {
-      xfree(b->headers);
-      xfree(b->cookies);
+      free_request(b);
       rb_raise(rb_eTypeError, "headers and cookies must be a Hash or [name, value] pairs of Strings");
     }
   }
   b->req.headers = b->headers;
   b->req.cookies = b->cookies;
-}
-
-static void free_request(request_box *b) {
-  xfree(b->headers);
-  xfree(b->cookies);
 }
 
 static VALUE router_route(VALUE self, VALUE method, VALUE host, VALUE path, VALUE query,
@@ -534,20 +583,23 @@ static VALUE router_route(VALUE self, VALUE method, VALUE host, VALUE path, VALU
   cr_decision *d = NULL;
   int rc;
   cr_router *r = get_router(self);
-  /* The request first: building it raises TypeError for headers that are not strings (the
-   * Ruby side then converts and calls again), and a decision made before would be lost. */
+  /* What may raise comes first, before anything is made that the GC would not free: the
+   * object (empty until routed into), then the request (TypeError for headers that are not
+   * Strings; the Ruby side then converts and calls again). */
+  VALUE obj = wrap_decision(NULL);
   build_request(&b, method, host, path, query, headers, cookies);
-  if (cr_decision_new(&d) != CR_OK) {
+  if (decision_take(&d) != CR_OK) {
     free_request(&b);
     raise_last();
   }
   rc = cr_router_route(d, r, &b.req);
   free_request(&b);
   if (rc != CR_OK) {
-    cr_decision_free(d);
+    decision_give_back(d);
     raise_last();
   }
-  return wrap_decision(d);
+  DATA_PTR(obj) = d;
+  return obj;
 }
 
 typedef struct {
@@ -615,10 +667,11 @@ static VALUE router_route_wait(VALUE self, VALUE method, VALUE host, VALUE path,
   cr_router *r = get_router(self);
   int64_t timeout = NUM2LL(timeout_ms);
   /* May raise (see router_route): before the decision is made. */
+  VALUE obj = wrap_decision(NULL); /* may raise, as may the request: before anything is made */
   build_request(&b, method, host, path, query, headers, cookies);
   owned = copy_request(&b.req);
   free_request(&b);
-  if (cr_decision_new(&d) != CR_OK) {
+  if (decision_take(&d) != CR_OK) {
     xfree(owned);
     raise_last();
   }
@@ -630,10 +683,11 @@ static VALUE router_route_wait(VALUE self, VALUE method, VALUE host, VALUE path,
   rb_thread_call_without_gvl(route_wait_nogvl, &c, RUBY_UBF_IO, NULL);
   xfree(owned);
   if (c.rc != CR_OK) {
-    cr_decision_free(d);
+    decision_give_back(d);
     raise_last();
   }
-  return wrap_decision(d);
+  DATA_PTR(obj) = d;
+  return obj;
 }
 
 static VALUE router_explain(VALUE self, VALUE method, VALUE host, VALUE path, VALUE query,
