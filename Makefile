@@ -45,6 +45,7 @@ bench: build
 	  --benchmark_report_aggregates_only=true --benchmark_out=$(BUILD)/bench.json \
 	  --benchmark_out_format=json
 	@scripts/bench-ratios $(BUILD)/bench.json $(BUILD)/bench-bindings.txt
+	@scripts/bench-instructions $(BUILD)/benchmarks/cellroute_bench
 
 # Python and Ruby per-call cost on the request RouteOne times in C and C++.
 N ?= 20000
@@ -57,6 +58,7 @@ bench-short: build
 	@CELLROUTE_BENCH_SHORT=1 $(BUILD)/benchmarks/cellroute_bench --benchmark_min_time=0.05 \
 	  --benchmark_out=$(BUILD)/bench-short.json --benchmark_out_format=json >/dev/null
 	@scripts/bench-ratios $(BUILD)/bench-short.json $(BUILD)/bench-bindings.txt
+	@scripts/bench-instructions $(BUILD)/benchmarks/cellroute_bench
 
 # wrk against Debian's nginx routing the request mix: plain `map` configuration, the module on
 # files, the module with the dev Topology Service (docs/performance.md). About 5 minutes.

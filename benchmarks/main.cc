@@ -3,16 +3,30 @@
 // into the table of ratios against the baselines.
 #include <benchmark/benchmark.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 namespace cellroute::bench {
 void RegisterRuleBenchmarks(bool short_mode);
 void RegisterTableBenchmarks(bool short_mode);
 void RegisterBindingBenchmarks();
+// `count` classifications of the request mix by "cellroute", "handwritten" or "baseline" (RE2)
+// with `rules` rules (0: the default set); returns the sum of the rules chosen.
+long ClassifyOnly(std::string_view what, int rules, std::size_t count);
 }  // namespace cellroute::bench
 
 int main(int argc, char** argv) {
+  // --classify-only WHAT RULES COUNT: no benchmark, only the classifications, for
+  // scripts/bench-instructions to count under callgrind (run with COUNT and with 0).
+  if (argc == 5 && std::strcmp(argv[1], "--classify-only") == 0) {
+    std::string_view what = argv[2];
+    if (what != "cellroute" && what != "handwritten" && what != "baseline") return 2;
+    std::printf("%ld\n", cellroute::bench::ClassifyOnly(what, std::atoi(argv[3]),
+                                                        std::strtoull(argv[4], nullptr, 10)));
+    return 0;
+  }
   const char* env = std::getenv("CELLROUTE_BENCH_SHORT");
   bool short_mode = env != nullptr && std::strcmp(env, "0") != 0;
   cellroute::bench::RegisterRuleBenchmarks(short_mode);
