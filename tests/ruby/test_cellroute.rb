@@ -275,6 +275,28 @@ class CellrouteTest < Minitest::Test
     assert_operator rss.call - before, :<, 24 << 20
   end
 
+  def test_options_convert_with_to_str_and_file_names_refuse_nul_bytes
+    text = Class.new do
+      def initialize(s) = @s = s
+      def to_str = @s.dup # a new String each time, referred to by nothing else
+    end
+    files = %w[rules.json topology.toml claims.json].map { |f| File.read(File.join(EXAMPLES, f)) }
+    GC.stress = true
+    begin
+      r = Cellroute::Router.new(rules: text.new(files[0]), topology: text.new(files[1]),
+                                claims: text.new(files[2]))
+      cell = r.route(path: "/gitlab-org/gitlab").cell_id
+    ensure
+      GC.stress = false
+    end
+    assert_equal 2, cell
+    # A NUL byte would cut the name short and open another file: refused instead.
+    error = assert_raises(ArgumentError) do
+      Cellroute::Router.new(rules_path: File.join(EXAMPLES, "rules.json") + "\0.bak")
+    end
+    assert_match(/null byte/, error.message)
+  end
+
   def test_empty_text_is_an_error_not_the_defaults
     %i[rules topology claims].each do |which|
       error = assert_raises(Cellroute::InvalidError) { Cellroute::Router.new(which => "") }

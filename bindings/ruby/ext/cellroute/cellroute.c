@@ -329,11 +329,17 @@ static cr_router *get_router(VALUE self) {
   return b->router;
 }
 
-static const char *opt_str(VALUE opts, const char *key, long *len) {
+/* The option `key` as a String (converted with to_str), or NULL when absent. The String is
+ * stored in *keep, which the caller keeps on its stack (volatile, so the conservative GC sees
+ * it) until it has read the bytes: a converted value is a new object nothing else refers to.
+ * Without len, the bytes are a C string: one with a NUL byte raises ArgumentError. */
+static const char *opt_str(VALUE opts, const char *key, long *len, volatile VALUE *keep) {
   VALUE v = rb_hash_aref(opts, ID2SYM(rb_intern(key)));
   if (NIL_P(v)) return NULL;
   StringValue(v);
-  if (len) *len = RSTRING_LEN(v);
+  *keep = v;
+  if (!len) return StringValueCStr(v);
+  *len = RSTRING_LEN(v);
   return RSTRING_PTR(v);
 }
 
@@ -354,21 +360,37 @@ static cr_options *options_from_hash(VALUE opts) {
   long len = 0;
   int rc = CR_OK;
   VALUE metadata, holder;
+  volatile VALUE keep[4] = {Qnil, Qnil, Qnil, Qnil};
   Check_Type(opts, T_HASH);
   holder = TypedData_Wrap_Struct(0, &options_type, NULL);
   if (cr_options_new(&o) != CR_OK) raise_last();
   DATA_PTR(holder) = o;
-  if ((s = opt_str(opts, "rules_path", NULL))) rc |= cr_options_set_rules_file(o, s);
-  if ((s = opt_str(opts, "rules", &len))) rc |= cr_options_set_rules_text(o, s, (size_t)len);
-  if ((s = opt_str(opts, "topology_path", NULL))) rc |= cr_options_set_topology_file(o, s);
-  if ((s = opt_str(opts, "topology", &len))) rc |= cr_options_set_topology_text(o, s, (size_t)len);
-  if ((s = opt_str(opts, "claims_path", NULL))) rc |= cr_options_set_claims_file(o, s);
-  if ((s = opt_str(opts, "claims", &len))) rc |= cr_options_set_claims_text(o, s, (size_t)len);
-  if ((s = opt_str(opts, "topology_service", NULL))) rc |= cr_options_set_topology_service(o, s);
-  if ((s = opt_str(opts, "snapshot_path", NULL))) rc |= cr_options_set_snapshot_path(o, s);
-  if ((s = opt_str(opts, "tls_ca", NULL))) {
-    rc |= cr_options_set_tls(o, s, opt_str(opts, "tls_cert", NULL), opt_str(opts, "tls_key", NULL),
-                             opt_str(opts, "tls_server_name", NULL));
+  if ((s = opt_str(opts, "rules_path", NULL, &keep[0]))) rc |= cr_options_set_rules_file(o, s);
+  if ((s = opt_str(opts, "rules", &len, &keep[0]))) {
+    rc |= cr_options_set_rules_text(o, s, (size_t)len);
+  }
+  if ((s = opt_str(opts, "topology_path", NULL, &keep[0]))) {
+    rc |= cr_options_set_topology_file(o, s);
+  }
+  if ((s = opt_str(opts, "topology", &len, &keep[0]))) {
+    rc |= cr_options_set_topology_text(o, s, (size_t)len);
+  }
+  if ((s = opt_str(opts, "claims_path", NULL, &keep[0]))) rc |= cr_options_set_claims_file(o, s);
+  if ((s = opt_str(opts, "claims", &len, &keep[0]))) {
+    rc |= cr_options_set_claims_text(o, s, (size_t)len);
+  }
+  if ((s = opt_str(opts, "topology_service", NULL, &keep[0]))) {
+    rc |= cr_options_set_topology_service(o, s);
+  }
+  if ((s = opt_str(opts, "snapshot_path", NULL, &keep[0]))) {
+    rc |= cr_options_set_snapshot_path(o, s);
+  }
+  if ((s = opt_str(opts, "tls_ca", NULL, &keep[0]))) {
+    /* Four strings read by one call: each kept in a slot of its own until then. */
+    const char *cert = opt_str(opts, "tls_cert", NULL, &keep[1]);
+    const char *key = opt_str(opts, "tls_key", NULL, &keep[2]);
+    const char *name = opt_str(opts, "tls_server_name", NULL, &keep[3]);
+    rc |= cr_options_set_tls(o, s, cert, key, name);
   }
   metadata = rb_hash_aref(opts, ID2SYM(rb_intern("metadata")));
   if (!NIL_P(metadata)) {
