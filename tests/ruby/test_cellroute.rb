@@ -234,6 +234,22 @@ class CellrouteTest < Minitest::Test
     end
   end
 
+  def test_long_header_and_cookie_lists_route_as_short_ones
+    # Up to 16 headers (and 16 cookies) are listed on the stack, more in a temporary buffer.
+    headers = (1..40).to_h { |i| ["X-Extra-#{i}", "v#{i}"] }.merge("Cookie" => "_gitlab_session=cell-3-ab")
+    cookies = (1..30).map { |i| ["extra_#{i}", "v"] }
+    GC.stress = true
+    begin
+      routed = [router.route(path: "/dashboard", headers: headers, cookies: cookies),
+                router.route(path: "/dashboard", headers: headers.to_a, cookies: cookies.to_h),
+                router.route(path: "/dashboard", headers: headers.to_a.reverse, wait: 1)]
+    ensure
+      GC.stress = false
+    end
+    assert_equal [3, 3, 3], routed.map(&:cell_id)
+    assert_equal 3, router.route(path: "/dashboard", cookies: cookies + [["force-cell", "cell-3"]]).cell_id
+  end
+
   def test_headers_named_by_symbols_route_and_leave_nothing_behind
     # Symbol names make the extension refuse the call (TypeError) and the Ruby side convert
     # them and call again: nothing the refused call made may be lost. 100,000 lost decisions

@@ -473,6 +473,8 @@ typedef struct {
   /* Where the headers and cookies go when they fit: most requests need no allocation. */
   cr_header inline_headers[INLINE_HEADERS];
   cr_header inline_cookies[INLINE_HEADERS];
+  /* Longer lists: Ruby temporary buffers, which the GC frees if a later step raises. */
+  volatile VALUE spill[2];
   /* The Ruby values the views point into, kept on the caller's stack (volatile, so the
    * conservative GC sees them) until the request is freed. */
   volatile VALUE keep[6];
@@ -503,9 +505,16 @@ static int fill_from_hash(VALUE k, VALUE v, VALUE arg) {
   return ST_CONTINUE;
 }
 
-/* Headers from a Hash (name => value) or an Array of [name, value], of Strings: into buf
- * when they fit (INLINE_HEADERS), else into an array the caller frees. */
-static cr_header *pairs_to_headers(VALUE pairs, size_t *count, int *bad, cr_header *buf) {
+/* A place for n headers: buf when they fit (INLINE_HEADERS), else a Ruby temporary buffer
+ * held by *spill (freed by free_request, or by the GC when something raises first). */
+static cr_header *header_space(long n, cr_header *buf, volatile VALUE *spill) {
+  if (n <= INLINE_HEADERS) return buf;
+  return (cr_header *)rb_alloc_tmp_buffer(spill, n * (long)sizeof(cr_header));
+}
+
+/* Headers from a Hash (name => value) or an Array of [name, value], of Strings. */
+static cr_header *pairs_to_headers(VALUE pairs, size_t *count, int *bad, cr_header *buf,
+                                   volatile VALUE *spill) {
   long i, n;
   cr_header *out;
   *count = 0;
@@ -513,7 +522,7 @@ static cr_header *pairs_to_headers(VALUE pairs, size_t *count, int *bad, cr_head
   if (RB_TYPE_P(pairs, T_HASH)) {
     hash_fill f;
     n = (long)RHASH_SIZE(pairs);
-    f.out = n <= INLINE_HEADERS ? buf : ALLOC_N(cr_header, n);
+    f.out = header_space(n, buf, spill);
     f.i = 0;
     f.bad = 0;
     rb_hash_foreach(pairs, fill_from_hash, (VALUE)&f);
@@ -526,7 +535,7 @@ static cr_header *pairs_to_headers(VALUE pairs, size_t *count, int *bad, cr_head
     return NULL;
   }
   n = RARRAY_LEN(pairs);
-  out = n <= INLINE_HEADERS ? buf : ALLOC_N(cr_header, n);
+  out = header_space(n, buf, spill);
   for (i = 0; i < n; ++i) {
     VALUE kv = rb_ary_entry(pairs, i);
     if (!RB_TYPE_P(kv, T_ARRAY) || RARRAY_LEN(kv) != 2 ||
@@ -540,10 +549,10 @@ static cr_header *pairs_to_headers(VALUE pairs, size_t *count, int *bad, cr_head
   return out;
 }
 
-/* Frees what pairs_to_headers allocated (nothing when the pairs fit inline). */
+/* Frees what pairs_to_headers took (nothing when the pairs fit inline). */
 static void free_request(request_box *b) {
-  if (b->headers != b->inline_headers) xfree(b->headers);
-  if (b->cookies != b->inline_cookies) xfree(b->cookies);
+  rb_free_tmp_buffer(&b->spill[0]);
+  rb_free_tmp_buffer(&b->spill[1]);
 }
 
 /* A nil query means "the query is in the path, after its first '?'", as the Ruby side's
@@ -554,6 +563,7 @@ static void build_request(request_box *b, VALUE method, VALUE host, VALUE path, 
   b->req = init;
   b->headers = NULL;
   b->cookies = NULL;
+  b->spill[0] = b->spill[1] = 0;
   b->keep[0] = method;
   b->keep[1] = host;
   b->keep[2] = path;
@@ -588,8 +598,10 @@ static void build_request(request_box *b, VALUE method, VALUE host, VALUE path, 
   }
   {
     int bad = 0;
-    b->headers = pairs_to_headers(headers, &b->req.header_count, &bad, b->inline_headers);
-    b->cookies = pairs_to_headers(cookies, &b->req.cookie_count, &bad, b->inline_cookies);
+    b->headers =
+        pairs_to_headers(headers, &b->req.header_count, &bad, b->inline_headers, &b->spill[0]);
+    b->cookies =
+        pairs_to_headers(cookies, &b->req.cookie_count, &bad, b->inline_cookies, &b->spill[1]);
     if (bad) {
       free_request(b);
       rb_raise(rb_eTypeError, "headers and cookies must be a Hash or [name, value] pairs of Strings");
