@@ -24,17 +24,9 @@ module Cellroute
   # The library's version (include/cellroute/version.h, the one place it is written).
   VERSION = NATIVE_VERSION
 
-  # Counts forks this process descends from, so a router notices it is in a child without a
-  # getpid() system call per request (Process._fork is the hook every fork goes through).
-  @fork_generation = 0
-  class << self
-    attr_reader :fork_generation
-
-    def forked!
-      @fork_generation += 1
-    end
-  end
-
+  # Cellroute.fork_generation counts the forks this process descends from (the extension
+  # keeps it), so a router notices it is in a child without a getpid() system call per
+  # request; Process._fork is the hook every fork goes through, and it calls forked!.
   module ForkHook
     def _fork
       pid = super
@@ -122,8 +114,10 @@ module Cellroute
     def route(method: "GET", path: "/", host: "", query: nil, headers: nil, cookies: nil, wait: nil)
       unless wait
         begin
-          # The native side splits "path?query" when query is nil, as split does.
-          return native.route(method, host, path, query, headers, cookies)
+          # The native side splits "path?query" when query is nil, as split does. It answers
+          # nil until the router exists in this process (first use, or first in a forked child).
+          d = @native&.route(method, host, path, query, headers, cookies)
+          return d || native.route(method, host, path, query, headers, cookies)
         rescue TypeError
           # Symbols or numbers among the headers: convert, then route (split raises for a
           # path or query that is not a String).

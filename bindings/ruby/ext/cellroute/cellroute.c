@@ -294,9 +294,23 @@ static VALUE queue_after_fork(VALUE self) {
 
 /* ---- Router ------------------------------------------------------------------------------ */
 
+/* Forks this process descends from (Cellroute.forked!, called by the Process._fork hook in
+ * cellroute.rb, counts them): a router notices it is in a child with one comparison, without
+ * a getpid() system call per request. Read and written with the GVL held. */
+static unsigned long fork_generation;
+
+static VALUE cellroute_fork_generation(VALUE self) { return ULONG2NUM(fork_generation); }
+static VALUE cellroute_forked(VALUE self) {
+  ++fork_generation;
+  return Qnil;
+}
+
 typedef struct {
   cr_router *router;
   event_queue *events; /* a reference, or NULL */
+  /* The fork generation the router was made or taken over in (after_fork): route answers
+   * nil elsewhere, and the Ruby side takes the router over first. */
+  unsigned long generation;
 } router_box;
 
 static void router_free(void *p) {
@@ -319,6 +333,7 @@ static VALUE router_alloc(VALUE klass) {
   VALUE obj = TypedData_Make_Struct(klass, router_box, &router_type, b);
   b->router = NULL;
   b->events = NULL;
+  b->generation = fork_generation;
   return obj;
 }
 
@@ -423,6 +438,7 @@ static VALUE router_initialize(VALUE self, VALUE opts, VALUE events) {
   rc = cr_router_new(&b->router, o);
   cr_options_free(o);
   if (rc != CR_OK) raise_last();
+  b->generation = fork_generation;
   if (q) {
     pthread_mutex_lock(&q->mu);
     q->refs++;
@@ -611,12 +627,15 @@ static void build_request(request_box *b, VALUE method, VALUE host, VALUE path, 
   b->req.cookies = b->cookies;
 }
 
+/* nil when the router was made before a fork and not yet taken over in this process
+ * (NativeRouter#after_fork): the Ruby side does that, then routes again. */
 static VALUE router_route(VALUE self, VALUE method, VALUE host, VALUE path, VALUE query,
                           VALUE headers, VALUE cookies) {
   request_box b;
   cr_decision *d = NULL;
   int rc;
   cr_router *r = get_router(self);
+  if (((router_box *)DATA_PTR(self))->generation != fork_generation) return Qnil;
   /* What may raise comes first, before anything is made that the GC would not free: the
    * object (empty until routed into), then the request (TypeError for headers that are not
    * Strings; the Ruby side then converts and calls again). */
@@ -743,7 +762,10 @@ static VALUE router_status(VALUE self) {
 }
 
 static VALUE router_after_fork(VALUE self) {
+  router_box *b;
   if (cr_router_after_fork(get_router(self)) != CR_OK) raise_last();
+  TypedData_Get_Struct(self, router_box, &router_type, b);
+  b->generation = fork_generation;
   return Qnil;
 }
 
@@ -839,6 +861,8 @@ void Init_cellroute(void) {
   rb_define_method(cDecision, "to_json", decision_to_json, 0);
 
   mToken = rb_define_module_under(mCellroute, "Token");
+  rb_define_singleton_method(mCellroute, "fork_generation", cellroute_fork_generation, 0);
+  rb_define_singleton_method(mCellroute, "forked!", cellroute_forked, 0);
   rb_define_singleton_method(mToken, "_decode", token_decode, 1);
   rb_define_singleton_method(mToken, "_encode", token_encode, 3);
 }
