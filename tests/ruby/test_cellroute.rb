@@ -398,6 +398,28 @@ class CellrouteTest < Minitest::Test
     assert_script_prints("ok", PUMA_CYCLES)
   end
 
+  # A child's first call is a plain route (no wait:, no status): the extension itself must
+  # notice the fork and have the router taken over, or the request waits on the parent's
+  # client, which does not exist here (it answered :pending before it was taken over).
+  FIRST_CALL_IN_CHILD = <<~'RUBY'
+    require "cellroute"
+    r = Cellroute::Router.new(topology_service: ARGV[0])
+    abort "parent" unless r.route(path: "/gitlab-org/x", wait: 2).cell_id == 2
+    rd, wr = IO.pipe
+    pid = fork do
+      d = r.route(path: "/acme/y")
+      wr.write("#{d.cell_id} #{d.fallback.inspect} #{r.status["state"]}")
+      exit!(0)
+    end
+    wr.close
+    puts rd.read
+    Process.wait(pid)
+  RUBY
+
+  def test_a_plain_route_is_the_first_call_in_a_forked_child
+    assert_script_prints("1 :unavailable frozen", FIRST_CALL_IN_CHILD)
+  end
+
   RULES = '[{"id": "%s", "action": "classify", "classify": {"type": "CELL_ID", "value": "5"}}]'
   TOPOLOGY = "[[cells]]\nid = 1\naddress = \"legacy:1\"\n[[cells]]\nid = 5\naddress = \"%s:5\"\n"
 
