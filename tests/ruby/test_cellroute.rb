@@ -420,6 +420,21 @@ class CellrouteTest < Minitest::Test
     assert_script_prints("1 :unavailable frozen", FIRST_CALL_IN_CHILD)
   end
 
+  # Process.daemon forks without Process._fork: the daemon must take the router over too (it
+  # answered :pending, with the status "syncing" of a client that does not exist there).
+  AFTER_DAEMON = <<~'RUBY'
+    require "cellroute"
+    r = Cellroute::Router.new(topology_service: ARGV[0])
+    abort "parent" unless r.route(path: "/gitlab-org/x", wait: 2).cell_id == 2
+    Process.daemon(true, true) # keeps stdout: the test reads what the daemon prints
+    d = r.route(path: "/acme/y")
+    puts "#{d.cell_id} #{d.fallback.inspect} #{r.status["state"]}"
+  RUBY
+
+  def test_a_daemonized_process_takes_the_router_over
+    assert_script_prints("1 :unavailable frozen", AFTER_DAEMON)
+  end
+
   RULES = '[{"id": "%s", "action": "classify", "classify": {"type": "CELL_ID", "value": "5"}}]'
   TOPOLOGY = "[[cells]]\nid = 1\naddress = \"legacy:1\"\n[[cells]]\nid = 5\naddress = \"%s:5\"\n"
 

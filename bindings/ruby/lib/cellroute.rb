@@ -25,16 +25,8 @@ module Cellroute
   VERSION = NATIVE_VERSION
 
   # Cellroute.fork_generation counts the forks this process descends from (the extension
-  # keeps it), so a router notices it is in a child without a getpid() system call per
-  # request; Process._fork is the hook every fork goes through, and it calls forked!.
-  module ForkHook
-    def _fork
-      pid = super
-      Cellroute.forked! if pid.zero?
-      pid
-    end
-  end
-  Process.singleton_class.prepend(ForkHook)
+  # counts every fork()), so a router notices it is in a child without a getpid() system call
+  # per request.
 
   # Error classes, one per code of the C API, are defined by the native extension:
   # Error, InvalidError, NotFoundError, UnavailableError, TimeoutError, InternalError.

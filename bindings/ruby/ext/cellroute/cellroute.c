@@ -294,16 +294,14 @@ static VALUE queue_after_fork(VALUE self) {
 
 /* ---- Router ------------------------------------------------------------------------------ */
 
-/* Forks this process descends from (Cellroute.forked!, called by the Process._fork hook in
- * cellroute.rb, counts them): a router notices it is in a child with one comparison, without
- * a getpid() system call per request. Read and written with the GVL held. */
+/* Forks this process descends from: a router notices it is in a child with one comparison,
+ * without a getpid() system call per request. Counted by a pthread_atfork handler, so every
+ * fork() counts, Process.daemon's and a C extension's included (Process._fork sees only
+ * Ruby's fork and popen); the child runs it alone, before any other code. */
 static unsigned long fork_generation;
 
+static void count_fork(void) { ++fork_generation; }
 static VALUE cellroute_fork_generation(VALUE self) { return ULONG2NUM(fork_generation); }
-static VALUE cellroute_forked(VALUE self) {
-  ++fork_generation;
-  return Qnil;
-}
 
 typedef struct {
   cr_router *router;
@@ -862,7 +860,7 @@ void Init_cellroute(void) {
 
   mToken = rb_define_module_under(mCellroute, "Token");
   rb_define_singleton_method(mCellroute, "fork_generation", cellroute_fork_generation, 0);
-  rb_define_singleton_method(mCellroute, "forked!", cellroute_forked, 0);
+  pthread_atfork(NULL, NULL, count_fork);
   rb_define_singleton_method(mToken, "_decode", token_decode, 1);
   rb_define_singleton_method(mToken, "_encode", token_encode, 3);
 }
