@@ -331,16 +331,18 @@ static VALUE router_alloc(VALUE klass) {
   VALUE obj = TypedData_Make_Struct(klass, router_box, &router_type, b);
   b->router = NULL;
   b->events = NULL;
-  b->generation = fork_generation;
+  b->generation = 0; /* set with the router (initialize); never read before */
   return obj;
 }
 
-static cr_router *get_router(VALUE self) {
+static router_box *get_box(VALUE self) {
   router_box *b;
   TypedData_Get_Struct(self, router_box, &router_type, b);
   if (b->router == NULL) rb_raise(eError, "router is not initialized");
-  return b->router;
+  return b;
 }
+
+static cr_router *get_router(VALUE self) { return get_box(self)->router; }
 
 /* The option `key` as a String (converted with to_str), or NULL when absent. The String is
  * stored in *keep, which the caller keeps on its stack (volatile, so the conservative GC sees
@@ -632,8 +634,9 @@ static VALUE router_route(VALUE self, VALUE method, VALUE host, VALUE path, VALU
   request_box b;
   cr_decision *d = NULL;
   int rc;
-  cr_router *r = get_router(self);
-  if (((router_box *)DATA_PTR(self))->generation != fork_generation) return Qnil;
+  router_box *box = get_box(self);
+  cr_router *r = box->router;
+  if (box->generation != fork_generation) return Qnil;
   /* What may raise comes first, before anything is made that the GC would not free: the
    * object (empty until routed into), then the request (TypeError for headers that are not
    * Strings; the Ruby side then converts and calls again). */
@@ -717,8 +720,8 @@ static VALUE router_route_wait(VALUE self, VALUE method, VALUE host, VALUE path,
   cr_request *owned;
   cr_router *r = get_router(self);
   int64_t timeout = NUM2LL(timeout_ms);
-  /* May raise (see router_route): before the decision is made. */
-  VALUE obj = wrap_decision(NULL); /* may raise, as may the request: before anything is made */
+  /* What may raise comes first, as in router_route. */
+  VALUE obj = wrap_decision(NULL);
   build_request(&b, method, host, path, query, headers, cookies);
   owned = copy_request(&b.req);
   free_request(&b);
@@ -760,9 +763,8 @@ static VALUE router_status(VALUE self) {
 }
 
 static VALUE router_after_fork(VALUE self) {
-  router_box *b;
-  if (cr_router_after_fork(get_router(self)) != CR_OK) raise_last();
-  TypedData_Get_Struct(self, router_box, &router_type, b);
+  router_box *b = get_box(self);
+  if (cr_router_after_fork(b->router) != CR_OK) raise_last();
   b->generation = fork_generation;
   return Qnil;
 }
