@@ -19,6 +19,14 @@ namespace {
 // parsed would be.
 constexpr std::size_t kDistinctRequests = 512;
 
+// The views the classifiers read, of requests that outlive them.
+std::vector<RequestView> Views(const std::vector<Request>& requests) {
+  std::vector<RequestView> views;
+  views.reserve(requests.size());
+  for (const auto& r : requests) views.push_back(r.view());
+  return views;
+}
+
 class BaselineClassifier {
  public:
   explicit BaselineClassifier(const std::string& rules_json) {
@@ -366,8 +374,7 @@ Fixture& FixtureFor(int rules) {
 
 void BM_Classify_cellroute(benchmark::State& state) {
   Fixture& f = FixtureFor(static_cast<int>(state.range(0)));
-  std::vector<RequestView> views;
-  for (const auto& r : f.requests) views.push_back(r.view());
+  std::vector<RequestView> views = Views(f.requests);
   Outcome out;
   std::size_t i = 0;
   for (auto _ : state) {
@@ -382,8 +389,7 @@ void BM_Classify_handwritten(benchmark::State& state) {
   Fixture& f = FixtureFor(0);
   static bool checked = (f.CheckHandwritten(), true);
   (void)checked;
-  std::vector<RequestView> views;
-  for (const auto& r : f.requests) views.push_back(r.view());
+  std::vector<RequestView> views = Views(f.requests);
   HandwrittenClassifier::Result out;
   std::size_t i = 0;
   for (auto _ : state) {
@@ -395,8 +401,7 @@ void BM_Classify_handwritten(benchmark::State& state) {
 
 void BM_Classify_baseline(benchmark::State& state) {
   Fixture& f = FixtureFor(static_cast<int>(state.range(0)));
-  std::vector<RequestView> views;
-  for (const auto& r : f.requests) views.push_back(r.view());
+  std::vector<RequestView> views = Views(f.requests);
   std::size_t i = 0;
   for (auto _ : state) {
     benchmark::DoNotOptimize(f.baseline.Classify(views[i++ % kDistinctRequests]));
@@ -411,8 +416,7 @@ void BM_Route_cellroute(benchmark::State& state) {
   Router router = Router::FromDefaults().value();
   router.SetCounting(state.range(0) != 0);
   auto requests = RequestMix(kDistinctRequests);
-  std::vector<RequestView> views;
-  for (const auto& r : requests) views.push_back(r.view());
+  std::vector<RequestView> views = Views(requests);
   Decision d;
   std::size_t i = 0;
   for (auto _ : state) {
@@ -427,8 +431,7 @@ void BM_Route_cellroute(benchmark::State& state) {
 long ClassifyOnly(std::string_view what, int rules, std::size_t count) {
   Fixture& f = FixtureFor(what == "handwritten" ? 0 : rules);
   if (what == "handwritten") f.CheckHandwritten();
-  std::vector<RequestView> views;
-  for (const auto& r : f.requests) views.push_back(r.view());
+  std::vector<RequestView> views = Views(f.requests);
   long sum = 0;  // of the rules chosen: printed, so that no classification can be left out
   // One loop per classifier, as in the benchmarks: nothing but the classification is counted.
   if (what == "cellroute") {

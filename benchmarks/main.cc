@@ -22,7 +22,10 @@ int main(int argc, char** argv) {
   // scripts/bench-instructions to count under callgrind (run with COUNT and with 0).
   if (argc == 5 && std::strcmp(argv[1], "--classify-only") == 0) {
     std::string_view what = argv[2];
-    if (what != "cellroute" && what != "handwritten" && what != "baseline") return 2;
+    if (what != "cellroute" && what != "handwritten" && what != "baseline") {
+      std::fprintf(stderr, "--classify-only: WHAT is cellroute, handwritten or baseline\n");
+      return 2;
+    }
     std::printf("%ld\n", cellroute::bench::ClassifyOnly(what, std::atoi(argv[3]),
                                                         std::strtoull(argv[4], nullptr, 10)));
     return 0;
