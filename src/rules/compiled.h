@@ -158,8 +158,10 @@ class RuleEvaluator {
   enum class Render { kOk, kMissing, kFull };
   static Render RenderTemplate(Outcome* out, const internal::Template& t, Span* span,
                                std::string_view* missing) noexcept;
+  // Records rx's named captures as variables when it matches `text`: searched anywhere in it,
+  // or matching all of it when `whole` (cookie names).
   static bool MatchRegex(const internal::Regex& rx, std::string_view text, Outcome* out,
-                         bool* overflow) noexcept;
+                         bool* overflow, bool whole = false) noexcept;
   static bool MatchPath(const Ruleset::Compiled& compiled, const internal::Matcher& m,
                         std::string_view path, Outcome* out, bool* overflow, std::string* why);
   static bool ApplyTransform(const internal::Transform& t, Outcome* out, std::string* why);

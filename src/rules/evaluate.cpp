@@ -210,7 +210,7 @@ RuleEvaluator::Render RuleEvaluator::RenderTemplate(Outcome* out, const internal
 }
 
 bool RuleEvaluator::MatchRegex(const internal::Regex& rx, std::string_view text, Outcome* out,
-                               bool* overflow) noexcept {
+                               bool* overflow, bool whole) noexcept {
   // Each matcher reports its groups its own way; a group that did not take part adds nothing.
   auto add = [&](const internal::Regex::Capture& c, std::string_view value) {
     if (AddVariable(out, c.name, value)) return true;
@@ -231,8 +231,8 @@ bool RuleEvaluator::MatchRegex(const internal::Regex& rx, std::string_view text,
   }
   if (text.substr(0, rx.prefix.size()) != rx.prefix) return false;
   re2::StringPiece sub[kMaxSubmatches];
-  if (!rx.re->Match(re2::StringPiece(text.data(), text.size()), 0, text.size(), RE2::UNANCHORED,
-                    sub, rx.groups + 1)) {
+  if (!rx.re->Match(re2::StringPiece(text.data(), text.size()), 0, text.size(),
+                    whole ? RE2::ANCHOR_BOTH : RE2::UNANCHORED, sub, rx.groups + 1)) {
     return false;
   }
   for (const auto& c : rx.captures) {
@@ -456,12 +456,23 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
         break;
       case MatcherKind::kCookie: {
         bool name_seen = false;
+        const internal::Regex* name_rx = m.name_regex.get();
         found = cookies.Any([&](std::string_view name, std::string_view value) {
-          bool name_ok =
-              m.name_regex ? internal::MatchWholeName(*m.name_regex, name) : name == m.name;
+          // A regex name's named captures are variables too, produced before the value's.
+          const std::uint8_t nvars_before = out->nvars_;
+          const std::uint16_t used_before = out->used_;
+          bool name_ok = name_rx == nullptr ? name == m.name
+                         : name_rx->captures.empty()
+                             ? internal::MatchWholeName(*name_rx, name)
+                             : MatchRegex(*name_rx, name, out, &overflow, /*whole=*/true);
           if (!name_ok) return false;
           name_seen = true;
-          return value_rx == nullptr || MatchRegex(*value_rx, value, out, &overflow);
+          if (value_rx == nullptr || MatchRegex(*value_rx, value, out, &overflow)) return true;
+          if (!overflow) {  // this cookie's name captures go; the next cookie may match
+            out->nvars_ = nvars_before;
+            out->used_ = used_before;
+          }
+          return false;
         });
         if (!found && why) {
           *why = m.description +

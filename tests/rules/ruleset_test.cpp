@@ -95,6 +95,47 @@ TEST_CASE("cookie rules with JavaScript named captures") {
   }
 }
 
+TEST_CASE("a cookie name's named captures are variables") {
+  // Every named capture becomes a variable, the regex_name's included (before the value's).
+  auto rules = MustParse(R"J([
+    {"id": "by_name", "match": {"type": "cookie", "regex_name": "cell_(?<cell>cell-\\d+)"},
+     "action": "classify", "classify": {"type": "SESSION_PREFIX", "value": "${cell}"}},
+    {"id": "session", "match": {"type": "cookie", "regex_name": "_gitlab_session_(?<suffix>[0-9a-f]+)",
+                                "regex_value": "^(?<cell_name>cell-\\d+)-"},
+     "action": "classify", "classify": {"type": "SESSION_PREFIX", "value": "${cell_name}/${suffix}"}}
+  ])J");
+  Request a;
+  a.AddHeader("cookie", "x=1; cell_cell-12=on");
+  auto o = Evaluate(rules, a);
+  REQUIRE(o.matched());
+  CHECK(o.rule_id() == "by_name");
+  CHECK(o.value() == "cell-12");
+
+  SECTION("the name must still match as a whole") {
+    Request t;
+    t.AddHeader("cookie", "cell_cell-12x=on; xcell_cell-3=on");
+    CHECK_FALSE(Evaluate(rules, t).matched());
+  }
+  SECTION("a cookie whose value fails leaves none of its name's captures") {
+    Request t;
+    t.AddHeader("cookie", "_gitlab_session_aa=garbage; _gitlab_session_bb=cell-4-x");
+    auto s = Evaluate(rules, t);
+    REQUIRE(s.matched());
+    CHECK(s.rule_id() == "session");
+    CHECK(s.value() == "cell-4/bb");
+    REQUIRE(s.variable_count() == 2);
+    CHECK(s.variable(0).name == "suffix");
+    CHECK(s.variable(0).value == "bb");
+    CHECK(s.variable(1).name == "cell_name");
+    CHECK(s.variable(1).value == "cell-4");
+  }
+  SECTION("explain agrees") {
+    auto e = rules.Explain(a.view());
+    CHECK(e.outcome.value() == "cell-12");
+    CHECK(Var(e.outcome, "cell") == "cell-12");
+  }
+}
+
 TEST_CASE("routable token rule decodes the cell id") {
   auto rules = MustParse(kTokenRule);
   Request r;
