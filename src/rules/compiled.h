@@ -133,7 +133,7 @@ class RuleEvaluator {
     bool started_ = false;
     bool within_limits_ = false;
     bool headers_looked_at_ = false;
-    internal::CookieList cookies_;
+    internal::RequestScan scan_;
     std::uint64_t candidates_[internal::RuleIndex::kMaxWords];
   };
   // Ruleset::Evaluate for the pass's request, from `first_rule` on.
@@ -149,7 +149,7 @@ class RuleEvaluator {
   static void Continue(const Ruleset::Compiled& compiled, Pass* pass, std::size_t first_rule,
                        Outcome* out) noexcept;
   static Outcome::Kind EvalRule(const Ruleset::Compiled& compiled, const internal::Rule& rule,
-                                const RequestView& request, internal::CookieList& cookies,
+                                const RequestView& request, internal::RequestScan& scan,
                                 Outcome* out, std::string* why);
   static bool Store(Outcome* out, std::string_view text, Span* span) noexcept;
   static bool AddVariable(Outcome* out, std::string_view name, std::string_view value) noexcept;
@@ -163,7 +163,8 @@ class RuleEvaluator {
   static bool MatchRegex(const internal::Regex& rx, std::string_view text, Outcome* out,
                          bool* overflow, bool whole = false) noexcept;
   static bool MatchPath(const Ruleset::Compiled& compiled, const internal::Matcher& m,
-                        std::string_view path, Outcome* out, bool* overflow, std::string* why);
+                        std::string_view path, internal::RequestScan& scan, Outcome* out,
+                        bool* overflow, std::string* why);
   static bool ApplyTransform(const internal::Transform& t, Outcome* out, std::string* why);
   static void Reset(Outcome* out) noexcept;
   // False (and `out` rejected, saying which bound) past kMaxRequestFields or kMaxRequestBytes.

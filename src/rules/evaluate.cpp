@@ -253,8 +253,8 @@ bool internal::MatchWholeName(const Regex& rx, std::string_view name) noexcept {
 }
 
 bool RuleEvaluator::MatchPath(const Ruleset::Compiled& compiled, const internal::Matcher& m,
-                              std::string_view path, Outcome* out, bool* overflow,
-                              std::string* why) {
+                              std::string_view path, internal::RequestScan& scan, Outcome* out,
+                              bool* overflow, std::string* why) {
   using Kind = internal::PathSegment::Kind;
   if (path.empty() || path[0] != '/') {
     if (why) *why = "path '" + std::string(path) + "' does not start with '/'";
@@ -291,7 +291,7 @@ bool RuleEvaluator::MatchPath(const Ruleset::Compiled& compiled, const internal:
     } else {
       if (part.empty())
         return fail([&] { return std::string("path segment for :" + seg.text + " is empty"); });
-      if (i == 0 && compiled.reserved_words.Contains(part)) {
+      if (i == 0 && scan.Reserved(compiled.reserved_words, part)) {
         return fail([&] {
           return std::string("path segment '" + std::string(part) + "' is a reserved word");
         });
@@ -424,7 +424,7 @@ bool RuleEvaluator::ApplyTransform(const internal::Transform& t, Outcome* out, s
 }
 
 Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const internal::Rule& rule,
-                                      const RequestView& request, internal::CookieList& cookies,
+                                      const RequestView& request, internal::RequestScan& scan,
                                       Outcome* out, std::string* why) {
   using internal::MatcherKind;
   Reset(out);
@@ -457,7 +457,7 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
       case MatcherKind::kCookie: {
         bool name_seen = false;
         const internal::Regex* name_rx = m.name_regex.get();
-        found = cookies.Any([&](std::string_view name, std::string_view value) {
+        found = scan.cookies().Any([&](std::string_view name, std::string_view value) {
           // A regex name's named captures are variables too, produced before the value's.
           const std::uint8_t nvars_before = out->nvars_;
           const std::uint16_t used_before = out->used_;
@@ -482,7 +482,7 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
       }
       case MatcherKind::kPath:
         if (!m.pattern.empty() || !m.pattern_source.empty()) {
-          found = MatchPath(compiled, m, request.path, out, &overflow, why);
+          found = MatchPath(compiled, m, request.path, scan, out, &overflow, why);
           if (!found && why && why->empty()) *why = m.description + " does not match";
         } else {
           found = MatchRegex(*value_rx, request.path, out, &overflow);
@@ -575,8 +575,8 @@ void RuleEvaluator::Start(const Ruleset::Compiled& compiled, Pass* pass, Outcome
   pass->within_limits_ = WithinLimits(pass->request_, out);
   if (!pass->within_limits_) return;
   const internal::RuleIndex& index = compiled.index;
-  if (index.reads_cookies()) pass->cookies_.Bind(pass->request_);
-  if (index.enabled()) index.Candidates(pass->request_, pass->cookies_, pass->candidates_);
+  pass->scan_.Bind(pass->request_, index.reads_cookies());
+  if (index.enabled()) index.Candidates(pass->request_, pass->scan_, pass->candidates_);
 }
 
 void RuleEvaluator::Continue(const Ruleset::Compiled& compiled, Pass* pass, std::size_t first_rule,
@@ -590,7 +590,7 @@ void RuleEvaluator::Continue(const Ruleset::Compiled& compiled, Pass* pass, std:
   if (!index.enabled()) {
     for (std::size_t i = first_rule; i < compiled.rules.size(); ++i) {
       Outcome::Kind kind =
-          EvalRule(compiled, compiled.rules[i], pass->request_, pass->cookies_, out, nullptr);
+          EvalRule(compiled, compiled.rules[i], pass->request_, pass->scan_, out, nullptr);
       if (kind != Outcome::Kind::kNoMatch) return Finish(compiled.rules[i], i, kind, out);
     }
     Reset(out);
@@ -610,7 +610,7 @@ void RuleEvaluator::Continue(const Ruleset::Compiled& compiled, Pass* pass, std:
       }
       bits &= bits - 1;
       Outcome::Kind kind =
-          EvalRule(compiled, compiled.rules[i], pass->request_, pass->cookies_, out, nullptr);
+          EvalRule(compiled, compiled.rules[i], pass->request_, pass->scan_, out, nullptr);
       if (kind != Outcome::Kind::kNoMatch) return Finish(compiled.rules[i], i, kind, out);
     }
   }
@@ -631,12 +631,12 @@ void RuleEvaluator::Run(const Ruleset::Compiled& compiled, const RequestView& re
   }
   if (!WithinLimits(request, out)) return;
   // The reference evaluation: every rule in order, no index, each with its reason.
-  internal::CookieList cookies;
-  if (compiled.index.reads_cookies()) cookies.Bind(request);
+  internal::RequestScan scan;
+  scan.Bind(request, compiled.index.reads_cookies());
   for (std::size_t i = first_rule; i < compiled.rules.size(); ++i) {
     const internal::Rule& rule = compiled.rules[i];
     std::string why;
-    Outcome::Kind kind = EvalRule(compiled, rule, request, cookies, out, &why);
+    Outcome::Kind kind = EvalRule(compiled, rule, request, scan, out, &why);
     trace->push_back({rule.id, kind, std::move(why)});
     if (kind != Outcome::Kind::kNoMatch) return Finish(rule, i, kind, out);
   }

@@ -239,7 +239,7 @@ void RuleIndex::LookAtHeaders(const RequestView& request, std::uint64_t* out) co
   }
 }
 
-void RuleIndex::Candidates(const RequestView& request, CookieList& cookies,
+void RuleIndex::Candidates(const RequestView& request, RequestScan& scan,
                            std::uint64_t* out) const noexcept {
   std::copy(always_.begin(), always_.end(), out);
   Or(header_rules_, out);  // until LookAtHeaders
@@ -270,7 +270,7 @@ void RuleIndex::Candidates(const RequestView& request, CookieList& cookies,
     if (any) Or(any_cookie_rules_, out);
   } else {
     bool any = false;
-    cookies.Any([&](std::string_view name, std::string_view) {
+    scan.cookies().Any([&](std::string_view name, std::string_view) {
       any = true;
       int id = cookies_.names.Find(name);
       if (id >= 0) Or(cookies_.bits[static_cast<std::size_t>(id)], out);
@@ -287,7 +287,9 @@ void RuleIndex::Candidates(const RequestView& request, CookieList& cookies,
   }
   bool complete = false;
   std::string_view segment = FirstSegment(path, &complete);
-  if (complete && !segment.empty() && !reserved_->Contains(segment)) Or(param_segment_rules_, out);
+  if (complete && !segment.empty() && !scan.Reserved(*reserved_, segment)) {
+    Or(param_segment_rules_, out);
+  }
 }
 
 }  // namespace cellroute::internal

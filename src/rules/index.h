@@ -100,6 +100,36 @@ class CookieList {
   Cookie cookies_[kMaxSplit];
 };
 
+// What one evaluation works out about its request at most once, for the index and the matchers
+// alike: the cookies, split on first use, and whether the path's first segment is a reserved
+// word. Bound to one request, which must outlive it.
+class RequestScan {
+ public:
+  // `cookies`: whether anything will list the cookies (else they are never split).
+  void Bind(const RequestView& request, bool cookies) noexcept {
+    reserved_for_ = nullptr;
+    if (cookies) cookies_.Bind(request);
+  }
+  CookieList& cookies() noexcept { return cookies_; }
+  // words.Contains(segment), remembered for the one view of the request's text last asked
+  // about (the path's first segment, which the index and the path matchers both ask about).
+  // `words` is the same on every call: the ruleset's reserved words.
+  bool Reserved(const NameTable& words, std::string_view segment) noexcept {
+    if (segment.data() != reserved_for_ || segment.size() != reserved_size_) {
+      reserved_for_ = segment.data();
+      reserved_size_ = segment.size();
+      reserved_ = words.Contains(segment);
+    }
+    return reserved_;
+  }
+
+ private:
+  const char* reserved_for_ = nullptr;
+  std::size_t reserved_size_ = 0;
+  bool reserved_ = false;
+  CookieList cookies_;
+};
+
 class RuleIndex {
  public:
   // Rulesets larger than this are evaluated rule by rule, without the index.
@@ -116,7 +146,7 @@ class RuleIndex {
   // Sets `out` (words() words) to the candidate rules for the request, counting every rule
   // anchored on a header as one until LookAtHeaders: looking up every header name is the
   // dearest part, and a request an earlier rule decides never needs it.
-  void Candidates(const RequestView& request, CookieList& cookies,
+  void Candidates(const RequestView& request, RequestScan& scan,
                   std::uint64_t* out) const noexcept;
   bool AnchoredOnHeader(std::size_t rule) const noexcept {
     return header_rules_[rule / 64] >> (rule % 64) & 1;
