@@ -122,6 +122,8 @@ class Compiler {
 
  private:
   void CompileRule(const json& r, std::size_t index, bool is_default);
+  // Sets each template variable's Template::Part::hint.
+  static void HintVariables(Rule* rule);
   bool CheckKeys(const json& obj, std::initializer_list<std::string_view> allowed,
                  const std::string& where);
   std::unique_ptr<Regex> CompileRegex(const json& value, const std::string& where,
@@ -613,7 +615,55 @@ void Compiler::CompileRule(const json& r, std::size_t index, bool is_default) {
       }
     }
   }
-  if (errors_.size() == errors_before) compiled_->rules.push_back(std::move(rule));
+  if (errors_.size() == errors_before) {
+    HintVariables(&rule);
+    compiled_->rules.push_back(std::move(rule));
+  }
+}
+
+void Compiler::HintVariables(Rule* rule) {
+  // The order evaluation records variables in: each matcher's captures (a cookie's name before
+  // its value) or path parameters, in matcher order; then a token's fields, sorted by key.
+  // Capture and parameter names are produced once per rule (a load error otherwise), and so
+  // is each field of a token (its decoder refuses a key twice); base64 transforms may repeat
+  // a key, so their fields get no hint.
+  std::vector<std::string_view> order;
+  for (const Matcher& m : rule->matchers) {
+    if (m.name_regex) {
+      for (const auto& c : m.name_regex->captures) order.push_back(c.name);
+    }
+    for (const PathSegment& seg : m.pattern) {
+      if (seg.kind == PathSegment::Kind::kParam) order.push_back(seg.text);
+    }
+    if (m.value_regex) {
+      for (const auto& c : m.value_regex->captures) order.push_back(c.name);
+    }
+  }
+  const internal::Transform& t = rule->transform;
+  const bool token =
+      t.kind == TransformKind::kRoutableTokenPayload || t.kind == TransformKind::kRoutableToken;
+  auto hint = [&](Template* tmpl) {
+    for (auto& part : tmpl->parts) {
+      if (!part.variable) continue;
+      std::size_t at = std::find(order.begin(), order.end(), part.text) - order.begin();
+      std::string_view name = part.text;
+      if (at == order.size() && token && name.size() > t.output.size() + 1 &&
+          name.substr(0, t.output.size()) == t.output && name[t.output.size()] == '.') {
+        // kTokenFields is sorted: a field's place is the count of the fields before it.
+        auto field = kTokenFields.find(std::string(name.substr(t.output.size() + 1)));
+        if (field != kTokenFields.end()) {
+          at = order.size() + static_cast<std::size_t>(
+                                  std::distance(kTokenFields.begin(), field));
+        }
+      }
+      if (at < Outcome::kMaxVariables) part.hint = static_cast<std::uint8_t>(at);
+    }
+  };
+  hint(&rule->transform.input);
+  hint(&rule->transform.length);
+  for (Template& v : rule->validate_exist) hint(&v);
+  hint(&rule->value);
+  hint(&rule->proxy_address);
 }
 
 Status Compiler::Run(std::shared_ptr<Ruleset::Compiled>* out) {

@@ -64,6 +64,12 @@ struct Template {
   struct Part {
     bool variable = false;
     std::string text;  // literal text or variable name
+    // Where the variable is expected among those the rule recorded: its place when every
+    // variable before it was produced (kNoHint when that cannot be known). A hint is checked
+    // against the name and only saves the search; only variables whose name the rule produces
+    // once get one.
+    std::uint8_t hint = kNoHint;
+    static constexpr std::uint8_t kNoHint = 0xFF;
   };
   std::vector<Part> parts;
   std::string source;
@@ -152,6 +158,9 @@ class RuleEvaluator {
                                 const RequestView& request, internal::RequestScan& scan,
                                 Outcome* out, std::string* why);
   static bool Store(Outcome* out, std::string_view text, Span* span) noexcept;
+  // The variable a template part names (Outcome::FindSlot, its hint tried first), or null.
+  static const Outcome::Slot* Lookup(const Outcome& out,
+                                     const internal::Template::Part& part) noexcept;
   static bool AddVariable(Outcome* out, std::string_view name, std::string_view value) noexcept;
   static bool AddVariable(Outcome* out, std::string_view ns, std::string_view field,
                           std::string_view value) noexcept;

@@ -119,6 +119,20 @@ const Outcome::Slot* Outcome::FindSlot(std::string_view name) const noexcept {
   return nullptr;
 }
 
+const Outcome::Slot* RuleEvaluator::Lookup(const Outcome& out,
+                                           const internal::Template::Part& part) noexcept {
+  const std::string_view name = part.text;
+  if (part.hint < out.nvars_) {
+    const Outcome::Slot& slot = out.vars_[part.hint];
+    // A hinted name is produced at most once per rule: found there, it is the only one.
+    if (slot.name.size == name.size() &&
+        internal::EqualBytes(out.buffer_.data() + slot.name.offset, name.data(), name.size())) {
+      return &slot;
+    }
+  }
+  return out.FindSlot(name);
+}
+
 bool Outcome::Find(std::string_view name, std::string_view* out) const noexcept {
   const Slot* slot = FindSlot(name);
   if (slot != nullptr) *out = View(slot->value);
@@ -182,7 +196,7 @@ RuleEvaluator::Render RuleEvaluator::RenderTemplate(Outcome* out, const internal
                                                     std::string_view* missing) noexcept {
   if (t.parts.size() == 1 && t.parts[0].variable) {
     // "${name}" alone is the variable's value, already in the buffer: no copy.
-    const Outcome::Slot* slot = out->FindSlot(t.parts[0].text);
+    const Outcome::Slot* slot = Lookup(*out, t.parts[0]);
     if (slot == nullptr) {
       *missing = t.parts[0].text;
       return Render::kMissing;
@@ -193,10 +207,14 @@ RuleEvaluator::Render RuleEvaluator::RenderTemplate(Outcome* out, const internal
   std::uint16_t start = out->used_;
   for (const auto& part : t.parts) {
     std::string_view text = part.text;
-    if (part.variable && !out->Find(part.text, &text)) {
-      out->used_ = start;
-      *missing = part.text;
-      return Render::kMissing;
+    if (part.variable) {
+      const Outcome::Slot* slot = Lookup(*out, part);
+      if (slot == nullptr) {
+        out->used_ = start;
+        *missing = part.text;
+        return Render::kMissing;
+      }
+      text = out->View(slot->value);
     }
     Span ignored;
     if (!Store(out, text, &ignored)) {

@@ -358,6 +358,43 @@ TEST_CASE("templates interpolate several variables and literals") {
   CHECK(Evaluate(rules, t).value() == "cell-3");
 }
 
+TEST_CASE("a variable is found wherever the groups before it left it") {
+  // Templates look first where a variable lands when everything before it was produced; an
+  // optional group that did not take part, or a token without a field, moves it.
+  auto rules = MustParse(R"J([
+    {"id": "two", "match": [
+       {"type": "header", "name": "x-a", "regex_value": "^(?:(?<a>[a-z]+)-)?(?<n>\\d+)$"},
+       {"type": "header", "name": "x-b", "regex_value": "^(?<b>[a-z]+)(?:-(?<c>[a-z]+))?$"}],
+     "action": "classify", "classify": {"type": "SESSION_PREFIX", "value": "${b}:${n}"}},
+    {"id": "token", "match": {"type": "header", "name": "x-token",
+       "regex_value": "^(?:(?<kind>[A-Z]+):)?(?<t>.+)$"},
+     "transform": {"type": "routable-token", "input": "${t}", "output": "f"},
+     "action": "classify", "classify": {"type": "SESSION_PREFIX", "value": "${f.o}/${f.u}"}}
+  ])J");
+  for (const char* a : {"x-7", "7"}) {
+    for (const char* b : {"y-z", "y"}) {
+      Request r;
+      r.AddHeader("x-a", a);
+      r.AddHeader("x-b", b);
+      auto o = Evaluate(rules, r);
+      INFO(a << " " << b);
+      REQUIRE(o.matched());
+      CHECK(o.value() == "y:7");
+    }
+  }
+  for (const char* kind : {"GL:", ""}) {
+    Request r;
+    r.AddHeader("x-token", kind + Token("glrt-", {{"o", 5}, {"u", 9}}));
+    auto o = Evaluate(rules, r);
+    INFO(kind);
+    REQUIRE(o.matched());
+    CHECK(o.value() == "5/9");
+    Request c;
+    c.AddHeader("x-token", kind + Token("glrt-", {{"c", 2}, {"g", 3}, {"o", 5}, {"u", 9}}));
+    CHECK(Evaluate(rules, c).value() == "5/9");
+  }
+}
+
 TEST_CASE("hostile input is handled, never a crash or an overflow") {
   auto rules = MustParse(R"J([
     {"id": "greedy", "match": {"type": "header", "name": "x-big", "regex_value": "^(?<all>.*)$"},
