@@ -451,6 +451,7 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
                     Outcome::Rejection why_class = Outcome::Rejection::kValueTooLong) {
     out->used_ = 0;
     out->nvars_ = 0;
+    out->value_ = out->proxy_ = {};  // a rejected request has neither (nor what they held)
     out->rejection_ = why_class;
     if (!Store(out, reason.substr(0, 512), &out->reason_)) out->reason_ = {};
     if (why) *why = std::string(reason);

@@ -418,6 +418,18 @@ TEST_CASE("hostile input is handled, never a crash or an overflow") {
   u.AddHeader("x-big", "short");
   CHECK(Evaluate(rules, u).value() == "shortshort");
 
+  // A proxy address rendered past its bound is refused, and the outcome shows no address.
+  auto px = MustParse(R"J([{"id": "p", "match": {"type": "header", "name": "x-to",
+                                                  "regex_value": "^(?<to>.*)$"},
+                           "action": "proxy", "proxy": {"address": "${to}.internal:80"}}])J");
+  Request far;
+  far.AddHeader("x-to", std::string(300, 'h'));
+  auto refused = Evaluate(px, far);
+  CHECK(refused.kind() == Outcome::Kind::kRejected);
+  CHECK(refused.reason() == "proxy address is longer than 255 bytes");
+  CHECK(refused.proxy_address().empty());
+  CHECK(refused.value().empty());
+
   // Pathological regex inputs run in linear time with RE2.
   auto re = MustParse(R"J([{"id": "r", "match": {"type": "path", "regex_value": "^(a+)+$"},
                           "action": "classify", "classify": {"type": "FIRST_CELL"}}])J");
