@@ -120,6 +120,14 @@ class CELLROUTE_EXPORT Outcome {
   std::string_view reason() const noexcept { return View(reason_); }
   Rejection rejection() const noexcept { return rejection_; }
 
+  // Whether evaluating into this outcome records the variables of the rule that decided
+  // (variable_count, variable, Find). On unless turned off, and kept across evaluations. Off,
+  // the outcome shows no variables and deciding costs less: captures are not copied and a
+  // token's fields are printed only when a template reads them. The decision is the same
+  // either way, its bounds and rejections included. Explain always records.
+  void RecordVariables(bool on) noexcept { record_variables_ = on; }
+  bool records_variables() const noexcept { return record_variables_; }
+
   std::size_t variable_count() const noexcept { return nvars_; }
   Variable variable(std::size_t i) const noexcept {
     return {View(vars_[i].name), View(vars_[i].value)};
@@ -149,6 +157,7 @@ class CELLROUTE_EXPORT Outcome {
   std::uint16_t used_ = 0;
   std::uint8_t nvars_ = 0;
   std::uint8_t rule_id_size_ = 0;
+  bool record_variables_ = true;
   Rejection rejection_ = Rejection::kNone;
   // A copy, not a view into the Ruleset: an Outcome outlives the ruleset that made it.
   std::array<char, kMaxRuleIdBytes> rule_id_;

@@ -67,7 +67,8 @@ const char* const kDefaultReservedWords[] = {"-",
                                              "v2"};
 
 // The fields a routable token can carry.
-const std::set<std::string> kTokenFields = {"c", "o", "g", "p", "u", "t"};
+const std::set<std::string> kTokenFields(std::begin(internal::kTokenFieldNames),
+                                         std::end(internal::kTokenFieldNames));
 
 bool IsIdentifier(std::string_view s) {
   if (s.empty()) return false;
@@ -122,7 +123,8 @@ class Compiler {
 
  private:
   void CompileRule(const json& r, std::size_t index, bool is_default);
-  // Sets each template variable's Template::Part::hint.
+  // Sets the ids of the rule's captures and parameters, what each template variable reads
+  // (Template::Part: hint, capture, field) and Rule::lean_variables.
   static void HintVariables(Rule* rule);
   bool CheckKeys(const json& obj, std::initializer_list<std::string_view> allowed,
                  const std::string& where);
@@ -626,36 +628,42 @@ void Compiler::HintVariables(Rule* rule) {
   // its value) or path parameters, in matcher order; then a token's fields, sorted by key.
   // Capture and parameter names are produced once per rule (a load error otherwise), and so
   // is each field of a token (its decoder refuses a key twice); base64 transforms may repeat
-  // a key, so their fields get no hint.
+  // a key, so their fields get no hint. A capture's or parameter's place is also its id.
   std::vector<std::string_view> order;
-  for (const Matcher& m : rule->matchers) {
+  auto place = [&order](std::string_view name, std::uint8_t* id) {
+    *id = static_cast<std::uint8_t>(std::min<std::size_t>(order.size(), 0xFF));
+    order.push_back(name);
+  };
+  for (Matcher& m : rule->matchers) {
     if (m.name_regex) {
-      for (const auto& c : m.name_regex->captures) order.push_back(c.name);
+      for (auto& c : m.name_regex->captures) place(c.name, &c.id);
     }
-    for (const PathSegment& seg : m.pattern) {
-      if (seg.kind == PathSegment::Kind::kParam) order.push_back(seg.text);
+    for (PathSegment& seg : m.pattern) {
+      if (seg.kind == PathSegment::Kind::kParam) place(seg.text, &seg.id);
     }
     if (m.value_regex) {
-      for (const auto& c : m.value_regex->captures) order.push_back(c.name);
+      for (auto& c : m.value_regex->captures) place(c.name, &c.id);
     }
   }
   const internal::Transform& t = rule->transform;
   const bool token =
       t.kind == TransformKind::kRoutableTokenPayload || t.kind == TransformKind::kRoutableToken;
+  rule->lean_variables =
+      order.size() <= Outcome::kMaxVariables && (t.kind == TransformKind::kNone || token);
   auto hint = [&](Template* tmpl) {
     for (auto& part : tmpl->parts) {
       if (!part.variable) continue;
       std::size_t at = std::find(order.begin(), order.end(), part.text) - order.begin();
       std::string_view name = part.text;
-      if (at == order.size() && token && name.size() > t.output.size() + 1 &&
-          name.substr(0, t.output.size()) == t.output && name[t.output.size()] == '.') {
-        // kTokenFields is sorted: a field's place is the count of the fields before it.
-        auto field = kTokenFields.find(std::string(name.substr(t.output.size() + 1)));
-        if (field != kTokenFields.end()) {
-          at = order.size() + static_cast<std::size_t>(
-                                  std::distance(kTokenFields.begin(), field));
-        }
+      if (at < order.size()) {
+        part.capture = static_cast<std::int8_t>(std::min<std::size_t>(at, 0x7F));
+      } else if (token && name.size() > t.output.size() + 1 &&
+                 name.substr(0, t.output.size()) == t.output && name[t.output.size()] == '.') {
+        part.field =
+            static_cast<std::int8_t>(internal::TokenFieldRank(name.substr(t.output.size() + 1)));
+        if (part.field >= 0) at = order.size() + static_cast<std::size_t>(part.field);
       }
+      if (part.capture < 0 && part.field < 0) rule->lean_variables = false;
       if (at < Outcome::kMaxVariables) part.hint = static_cast<std::uint8_t>(at);
     }
   };

@@ -4,6 +4,7 @@
 #include <re2/re2.h>
 
 #include <array>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -24,6 +25,7 @@ struct Regex {
   struct Capture {
     int group = 0;  // 1-based RE2 group index
     std::string name;
+    std::uint8_t id = 0;  // the variable's place among its rule's (Rule::lean_variables)
   };
   std::string source;  // as written in the ruleset
   std::unique_ptr<RE2> re;
@@ -47,8 +49,40 @@ enum class MatcherKind { kHeader, kCookie, kPath, kMethod, kHost, kQuery };
 struct PathSegment {
   enum class Kind { kLiteral, kParam, kRest };
   Kind kind = Kind::kLiteral;
-  std::string text;  // the literal, or the parameter's name
+  std::string text;     // the literal, or the parameter's name
+  std::uint8_t id = 0;  // a parameter's place among its rule's variables (as Regex::Capture)
 };
+
+// The fields a token transform produces (token.h's routing keys), sorted: a field's rank is its
+// place here.
+inline constexpr std::string_view kTokenFieldNames[] = {"c", "g", "o", "p", "t", "u"};
+inline constexpr int kTokenFieldCount = 6;
+// The rank of a token field's key, or -1 for a key not listed above (all are one letter).
+constexpr int TokenFieldRank(std::string_view key) noexcept {
+  if (key.size() != 1) return -1;
+  switch (key[0]) {
+    case 'c':
+      return 0;
+    case 'g':
+      return 1;
+    case 'o':
+      return 2;
+    case 'p':
+      return 3;
+    case 't':
+      return 4;
+    case 'u':
+      return 5;
+    default:
+      return -1;
+  }
+}
+static_assert([] {
+  for (int i = 0; i < kTokenFieldCount; ++i) {
+    if (TokenFieldRank(kTokenFieldNames[i]) != i) return false;
+  }
+  return true;
+}());
 
 struct Matcher {
   MatcherKind kind = MatcherKind::kHeader;
@@ -70,6 +104,10 @@ struct Template {
     // once get one.
     std::uint8_t hint = kNoHint;
     static constexpr std::uint8_t kNoHint = 0xFF;
+    // For an outcome that does not record variables (Rule::lean_variables): the capture or
+    // parameter read (its id), or the token field read (its rank); -1 when neither.
+    std::int8_t capture = -1;
+    std::int8_t field = -1;
   };
   std::vector<Part> parts;
   std::string source;
@@ -103,6 +141,11 @@ struct Rule {
   ClassifyType type = ClassifyType::kNone;
   Template value;
   Template proxy_address;
+  // Whether an outcome that does not record variables can evaluate this rule without them:
+  // every variable a template reads is a capture or parameter (at most 32) or a token's field.
+  // Otherwise (the base64 transforms' fields have any names) the rule records its variables
+  // and the outcome hides them once decided.
+  bool lean_variables = false;
 };
 
 }  // namespace cellroute::internal
@@ -157,24 +200,30 @@ class RuleEvaluator {
   static Outcome::Kind EvalRule(const Ruleset::Compiled& compiled, const internal::Rule& rule,
                                 const RequestView& request, internal::RequestScan& scan,
                                 Outcome* out, std::string* why);
-  static bool Store(Outcome* out, std::string_view text, Span* span) noexcept;
+  // Copies `text` into the outcome's buffer, short of its last `reserved` bytes; false when it
+  // does not fit.
+  static bool Store(Outcome* out, std::string_view text, Span* span,
+                    std::size_t reserved = 0) noexcept;
   // The variable a template part names (Outcome::FindSlot, its hint tried first), or null.
   static const Outcome::Slot* Lookup(const Outcome& out,
                                      const internal::Template::Part& part) noexcept;
+  class Variables;  // the variables of the rule being evaluated (evaluate.cpp)
   static bool AddVariable(Outcome* out, std::string_view name, std::string_view value) noexcept;
   static bool AddVariable(Outcome* out, std::string_view ns, std::string_view field,
                           std::string_view value) noexcept;
   enum class Render { kOk, kMissing, kFull };
-  static Render RenderTemplate(Outcome* out, const internal::Template& t, Span* span,
-                               std::string_view* missing) noexcept;
+  // Renders `t` into the outcome's buffer (`span`; a variable alone is placed there, copied
+  // at most once) or as a view (`text`; a variable alone is not copied at all).
+  static Render RenderTemplate(Variables& vars, const internal::Template& t, Span* span,
+                               std::string_view* text, std::string_view* missing) noexcept;
   // Records rx's named captures as variables when it matches `text`: searched anywhere in it,
   // or matching all of it when `whole` (cookie names).
-  static bool MatchRegex(const internal::Regex& rx, std::string_view text, Outcome* out,
+  static bool MatchRegex(const internal::Regex& rx, std::string_view text, Variables& vars,
                          bool* overflow, bool whole = false) noexcept;
   static bool MatchPath(const Ruleset::Compiled& compiled, const internal::Matcher& m,
-                        std::string_view path, internal::RequestScan& scan, Outcome* out,
+                        std::string_view path, internal::RequestScan& scan, Variables& vars,
                         bool* overflow, std::string* why);
-  static bool ApplyTransform(const internal::Transform& t, Outcome* out, std::string* why);
+  static bool ApplyTransform(const internal::Transform& t, Variables& vars, std::string* why);
   static void Reset(Outcome* out) noexcept;
   // False (and `out` rejected, saying which bound) past kMaxRequestFields or kMaxRequestBytes.
   static bool WithinLimits(const RequestView& request, Outcome* out) noexcept;

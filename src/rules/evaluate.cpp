@@ -151,8 +151,9 @@ void RuleEvaluator::Reset(Outcome* out) noexcept {
   out->rejection_ = Outcome::Rejection::kNone;
 }
 
-bool RuleEvaluator::Store(Outcome* out, std::string_view text, Span* span) noexcept {
-  if (text.size() > Outcome::kBufferBytes - out->used_) return false;
+bool RuleEvaluator::Store(Outcome* out, std::string_view text, Span* span,
+                          std::size_t reserved) noexcept {
+  if (text.size() > Outcome::kBufferBytes - out->used_ - reserved) return false;
   internal::CopyBytes(out->buffer_.data() + out->used_, text.data(), text.size());
   span->offset = out->used_;
   span->size = static_cast<std::uint16_t>(text.size());
@@ -191,47 +192,220 @@ bool RuleEvaluator::AddVariable(Outcome* out, std::string_view ns, std::string_v
   return true;
 }
 
-RuleEvaluator::Render RuleEvaluator::RenderTemplate(Outcome* out, const internal::Template& t,
-                                                    Span* span,
+namespace {
+// The bytes std::to_chars writes for `v`: log10 from the bit width (1233 / 4096 is just over
+// log10(2)), one less when below that power of ten.
+std::size_t DecimalSize(std::int64_t v) noexcept {
+  static constexpr std::uint64_t kPowers[] = {1ULL,
+                                              10ULL,
+                                              100ULL,
+                                              1000ULL,
+                                              10000ULL,
+                                              100000ULL,
+                                              1000000ULL,
+                                              10000000ULL,
+                                              100000000ULL,
+                                              1000000000ULL,
+                                              10000000000ULL,
+                                              100000000000ULL,
+                                              1000000000000ULL,
+                                              10000000000000ULL,
+                                              100000000000000ULL,
+                                              1000000000000000ULL,
+                                              10000000000000000ULL,
+                                              100000000000000000ULL,
+                                              1000000000000000000ULL,
+                                              10000000000000000000ULL};
+  const std::uint64_t u =
+      (v < 0 ? 0 - static_cast<std::uint64_t>(v) : static_cast<std::uint64_t>(v)) | 1;
+  const auto t = static_cast<std::size_t>(std::bit_width(u) * 1233 >> 12);
+  return (v < 0 ? 1 : 0) + t + 1 - (u < kPowers[t] ? 1 : 0);
+}
+
+[[gnu::always_inline]] inline std::string_view PrintDecimal(std::int64_t v,
+                                                            char (&digits)[24]) noexcept {
+  auto end = std::to_chars(digits, digits + sizeof digits, v).ptr;
+  return {digits, static_cast<std::size_t>(end - digits)};
+}
+}  // namespace
+
+// The variables of the rule being evaluated: what its templates read and, when the outcome
+// records them (Outcome::RecordVariables), what the decision shows. Recorded, each is copied
+// into the outcome as it is produced (AddVariable) and found again by name. Not recorded (a
+// rule with Rule::lean_variables), a capture is kept as a view of the request's text under its
+// id and a token's field as a number under its rank, both found without a name; the bytes that
+// recording would have used are counted all the same, so that both ways reach the same
+// decision: the same bounds, the same rejections. One per rule evaluated, on the stack.
+class RuleEvaluator::Variables {
+ public:
+  Variables(Outcome* out, const internal::Rule& rule) noexcept
+      : out_(out), lean_(!out->record_variables_ && rule.lean_variables) {}
+  Outcome* out() const noexcept { return out_; }
+
+  // What a matcher that fails part-way goes back to.
+  struct Mark {
+    std::uint8_t nvars, count;
+    std::uint16_t used, unrecorded;
+    std::uint32_t captured;
+  };
+  Mark Here() const noexcept { return {out_->nvars_, count_, out_->used_, unrecorded_, captured_}; }
+  void Back(Mark m) noexcept {
+    out_->nvars_ = m.nvars;
+    out_->used_ = m.used;
+    count_ = m.count;
+    unrecorded_ = m.unrecorded;
+    captured_ = m.captured;
+  }
+  void Clear() noexcept { Back({0, 0, 0, 0, 0}); }
+
+  // A named capture or path parameter: false past kMaxVariables or the buffer.
+  bool Capture(std::string_view name, std::uint8_t id, std::string_view value) noexcept {
+    if (!lean_) return AddVariable(out_, name, value);
+    if (!Count(name.size() + value.size())) return false;
+    captures_[id] = {value.data(), value.size()};
+    captured_ |= std::uint32_t{1} << id;
+    return true;
+  }
+  // Every field of a decoded token, as `ns.key`: false past kMaxVariables or the buffer.
+  bool Fields(std::string_view ns, const token::Payload& payload) noexcept {
+    for (const auto& f : payload.fields()) {
+      if (!lean_) {
+        char digits[24];
+        if (!AddVariable(out_, ns, f.key(), PrintDecimal(f.value, digits))) return false;
+        continue;
+      }
+      if (!Count(ns.size() + 1 + f.key().size() + DecimalSize(f.value))) return false;
+      int rank = internal::TokenFieldRank(f.key());
+      if (rank >= 0) {
+        fields_[rank] = f.value;
+        have_fields_ |= static_cast<std::uint8_t>(1u << rank);
+      }
+    }
+    return true;
+  }
+
+  // A variable as a template reads it.
+  struct Value {
+    std::string_view text;  // unless numeric
+    bool numeric = false;
+    std::int64_t number = 0;
+    const Outcome::Slot* slot = nullptr;  // recorded: where it is
+  };
+  // The variable a template part names; false when the rule did not produce it.
+  bool Find(const internal::Template::Part& part, Value* v) const noexcept {
+    if (!lean_) {
+      v->slot = Lookup(*out_, part);
+      if (v->slot == nullptr) return false;
+      v->text = out_->View(v->slot->value);
+      return true;
+    }
+    if (part.capture >= 0) {
+      if (!(captured_ >> part.capture & 1)) return false;
+      const Bytes& b = captures_[part.capture];
+      v->text = std::string_view(b.data, b.size);
+      return true;
+    }
+    if (part.field < 0 || !(have_fields_ >> part.field & 1)) return false;
+    v->numeric = true;
+    v->number = fields_[part.field];
+    return true;
+  }
+
+  // Copies `text` into the outcome (short of the bytes counted for it, unrecorded).
+  bool Store(std::string_view text, Span* span) noexcept {
+    return RuleEvaluator::Store(out_, text, span, unrecorded_);
+  }
+  // Puts a variable's value into the outcome as the whole of a template: recorded, it is there
+  // already; otherwise it is copied (a number printed), into bytes counted for it already.
+  void Place(const Value& v, Span* span) noexcept {
+    if (v.slot != nullptr) {
+      *span = v.slot->value;
+      return;
+    }
+    char digits[24];
+    std::string_view text = v.numeric ? PrintDecimal(v.number, digits) : v.text;
+    unrecorded_ = static_cast<std::uint16_t>(unrecorded_ - text.size());
+    (void)Store(text, span);
+  }
+  // A variable's text, a number printed into `digits`.
+  static std::string_view Text(const Value& v, char (&digits)[24]) noexcept {
+    return v.numeric ? PrintDecimal(v.number, digits) : v.text;
+  }
+
+ private:
+  // One more variable of `bytes` (name and value), counted as recording would have stored it.
+  bool Count(std::size_t bytes) noexcept {
+    if (count_ == Outcome::kMaxVariables ||
+        bytes > Outcome::kBufferBytes - out_->used_ - unrecorded_) {
+      return false;
+    }
+    ++count_;
+    unrecorded_ = static_cast<std::uint16_t>(unrecorded_ + bytes);
+    return true;
+  }
+  // A view without a constructor: captures_ is never cleared (only bits of captured_ are read),
+  // and 32 string_views would be zeroed for every rule evaluated.
+  struct Bytes {
+    const char* data;
+    std::size_t size;
+  };
+
+  Outcome* out_;
+  const bool lean_;
+  std::uint8_t count_ = 0;        // lean: variables produced
+  std::uint8_t have_fields_ = 0;  // lean: bit r: the token field of rank r
+  std::uint16_t unrecorded_ = 0;  // lean: bytes recording would have stored
+  std::uint32_t captured_ = 0;    // lean: bit id: captures_[id] is set
+  Bytes captures_[Outcome::kMaxVariables];
+  std::int64_t fields_[internal::kTokenFieldCount];
+};
+
+RuleEvaluator::Render RuleEvaluator::RenderTemplate(Variables& vars, const internal::Template& t,
+                                                    Span* span, std::string_view* text,
                                                     std::string_view* missing) noexcept {
   if (t.parts.size() == 1 && t.parts[0].variable) {
-    // "${name}" alone is the variable's value, already in the buffer: no copy.
-    const Outcome::Slot* slot = Lookup(*out, t.parts[0]);
-    if (slot == nullptr) {
+    Variables::Value v;
+    if (!vars.Find(t.parts[0], &v)) {
       *missing = t.parts[0].text;
       return Render::kMissing;
     }
-    *span = slot->value;
+    if (span != nullptr) vars.Place(v, span);
+    // A view is asked for by a transform's input (a capture, never a number) and by
+    // validate.exist (which reads nothing).
+    if (text != nullptr) *text = v.numeric ? std::string_view() : v.text;
     return Render::kOk;
   }
-  std::uint16_t start = out->used_;
+  Outcome* out = vars.out();
+  const std::uint16_t start = out->used_;
   for (const auto& part : t.parts) {
-    std::string_view text = part.text;
+    std::string_view piece = part.text;
+    char digits[24];
     if (part.variable) {
-      const Outcome::Slot* slot = Lookup(*out, part);
-      if (slot == nullptr) {
+      Variables::Value v;
+      if (!vars.Find(part, &v)) {
         out->used_ = start;
         *missing = part.text;
         return Render::kMissing;
       }
-      text = out->View(slot->value);
+      piece = Variables::Text(v, digits);
     }
     Span ignored;
-    if (!Store(out, text, &ignored)) {
+    if (!vars.Store(piece, &ignored)) {
       out->used_ = start;
       return Render::kFull;
     }
   }
-  span->offset = start;
-  span->size = static_cast<std::uint16_t>(out->used_ - start);
+  const Span whole{start, static_cast<std::uint16_t>(out->used_ - start)};
+  if (span != nullptr) *span = whole;
+  if (text != nullptr) *text = out->View(whole);
   return Render::kOk;
 }
 
-bool RuleEvaluator::MatchRegex(const internal::Regex& rx, std::string_view text, Outcome* out,
+bool RuleEvaluator::MatchRegex(const internal::Regex& rx, std::string_view text, Variables& vars,
                                bool* overflow, bool whole) noexcept {
   // Each matcher reports its groups its own way; a group that did not take part adds nothing.
   auto add = [&](const internal::Regex::Capture& c, std::string_view value) {
-    if (AddVariable(out, c.name, value)) return true;
+    if (vars.Capture(c.name, c.id, value)) return true;
     *overflow = true;
     return false;
   };
@@ -271,7 +445,7 @@ bool internal::MatchWholeName(const Regex& rx, std::string_view name) noexcept {
 }
 
 bool RuleEvaluator::MatchPath(const Ruleset::Compiled& compiled, const internal::Matcher& m,
-                              std::string_view path, internal::RequestScan& scan, Outcome* out,
+                              std::string_view path, internal::RequestScan& scan, Variables& vars,
                               bool* overflow, std::string* why) {
   using Kind = internal::PathSegment::Kind;
   if (path.empty() || path[0] != '/') {
@@ -279,12 +453,10 @@ bool RuleEvaluator::MatchPath(const Ruleset::Compiled& compiled, const internal:
     return false;
   }
   std::string_view rest = path.substr(1);
-  std::uint8_t nvars_before = out->nvars_;
-  std::uint16_t used_before = out->used_;
+  const Variables::Mark before = vars.Here();
   // The reason is built only when explaining: the routing path must not allocate.
   auto fail = [&](auto&& reason) {
-    out->nvars_ = nvars_before;
-    out->used_ = used_before;
+    vars.Back(before);
     if (why) *why = reason();
     return false;
   };
@@ -314,7 +486,7 @@ bool RuleEvaluator::MatchPath(const Ruleset::Compiled& compiled, const internal:
           return std::string("path segment '" + std::string(part) + "' is a reserved word");
         });
       }
-      if (!AddVariable(out, seg.text, part)) {
+      if (!vars.Capture(seg.text, seg.id, part)) {
         *overflow = true;
         return fail([&] { return std::string("captured values exceed the outcome buffer"); });
       }
@@ -329,23 +501,20 @@ bool RuleEvaluator::MatchPath(const Ruleset::Compiled& compiled, const internal:
   return true;
 }
 
-bool RuleEvaluator::ApplyTransform(const internal::Transform& t, Outcome* out, std::string* why) {
+bool RuleEvaluator::ApplyTransform(const internal::Transform& t, Variables& vars,
+                                   std::string* why) {
   using internal::TransformKind;
-  Span input_span, length_span;
-  std::string_view missing;
-  if (RenderTemplate(out, t.input, &input_span, &missing) != Render::kOk) {
+  Outcome* out = vars.out();
+  std::string_view input, length, missing;
+  if (RenderTemplate(vars, t.input, nullptr, &input, &missing) != Render::kOk) {
     if (why) *why = "transform input is absent or too long";
     return false;
   }
-  std::string_view length;
-  if (t.length.present) {
-    if (RenderTemplate(out, t.length, &length_span, &missing) != Render::kOk) {
-      if (why) *why = "transform length is absent or too long";
-      return false;
-    }
-    length = out->View(length_span);
+  if (t.length.present &&
+      RenderTemplate(vars, t.length, nullptr, &length, &missing) != Render::kOk) {
+    if (why) *why = "transform length is absent or too long";
+    return false;
   }
-  std::string_view input = out->View(input_span);
 
   try {
     switch (t.kind) {
@@ -362,14 +531,9 @@ bool RuleEvaluator::ApplyTransform(const internal::Transform& t, Outcome* out, s
           if (why) *why = "malformed routable token: " + error.Message();
           return false;
         }
-        for (const auto& f : payload.fields()) {
-          char digits[24];
-          auto end = std::to_chars(digits, digits + sizeof digits, f.value).ptr;
-          if (!AddVariable(out, t.output, f.key(),
-                           std::string_view(digits, static_cast<std::size_t>(end - digits)))) {
-            if (why) *why = "too many decoded fields";
-            return false;
-          }
+        if (!vars.Fields(t.output, payload)) {
+          if (why) *why = "too many decoded fields";
+          return false;
         }
         return true;
       }
@@ -446,11 +610,11 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
                                       Outcome* out, std::string* why) {
   using internal::MatcherKind;
   Reset(out);
+  Variables vars(out, rule);
   bool overflow = false;
   auto reject = [&](std::string_view reason,
                     Outcome::Rejection why_class = Outcome::Rejection::kValueTooLong) {
-    out->used_ = 0;
-    out->nvars_ = 0;
+    vars.Clear();
     out->value_ = out->proxy_ = {};  // a rejected request has neither (nor what they held)
     out->rejection_ = why_class;
     if (!Store(out, reason.substr(0, 512), &out->reason_)) out->reason_ = {};
@@ -464,7 +628,7 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
     switch (m.kind) {
       case MatcherKind::kHeader:
         found = request.AnyHeader(m.name, [&](std::string_view value) {
-          return value_rx == nullptr || MatchRegex(*value_rx, value, out, &overflow);
+          return value_rx == nullptr || MatchRegex(*value_rx, value, vars, &overflow);
         });
         if (!found && why) {
           std::string_view ignored;
@@ -478,19 +642,15 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
         const internal::Regex* name_rx = m.name_regex.get();
         found = scan.cookies().Any([&](std::string_view name, std::string_view value) {
           // A regex name's named captures are variables too, produced before the value's.
-          const std::uint8_t nvars_before = out->nvars_;
-          const std::uint16_t used_before = out->used_;
+          const Variables::Mark before = vars.Here();
           bool name_ok = name_rx == nullptr ? name == m.name
                          : name_rx->captures.empty()
                              ? internal::MatchWholeName(*name_rx, name)
-                             : MatchRegex(*name_rx, name, out, &overflow, /*whole=*/true);
+                             : MatchRegex(*name_rx, name, vars, &overflow, /*whole=*/true);
           if (!name_ok) return false;
           name_seen = true;
-          if (value_rx == nullptr || MatchRegex(*value_rx, value, out, &overflow)) return true;
-          if (!overflow) {  // this cookie's name captures go; the next cookie may match
-            out->nvars_ = nvars_before;
-            out->used_ = used_before;
-          }
+          if (value_rx == nullptr || MatchRegex(*value_rx, value, vars, &overflow)) return true;
+          if (!overflow) vars.Back(before);  // its name's captures go; the next cookie may match
           return false;
         });
         if (!found && why) {
@@ -501,10 +661,10 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
       }
       case MatcherKind::kPath:
         if (!m.pattern.empty() || !m.pattern_source.empty()) {
-          found = MatchPath(compiled, m, request.path, scan, out, &overflow, why);
+          found = MatchPath(compiled, m, request.path, scan, vars, &overflow, why);
           if (!found && why && why->empty()) *why = m.description + " does not match";
         } else {
-          found = MatchRegex(*value_rx, request.path, out, &overflow);
+          found = MatchRegex(*value_rx, request.path, vars, &overflow);
           if (!found && why) {
             *why = "path '" + std::string(request.path) + "' does not match /" + value_rx->source +
                    "/";
@@ -517,7 +677,7 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
         std::string_view field = m.kind == MatcherKind::kMethod ? request.method
                                  : m.kind == MatcherKind::kHost ? request.host
                                                                 : request.query;
-        found = MatchRegex(*value_rx, field, out, &overflow);
+        found = MatchRegex(*value_rx, field, vars, &overflow);
         if (!found && why) {
           *why = m.description + " '" + std::string(field) + "' does not match /" +
                  value_rx->source + "/";
@@ -532,7 +692,7 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
 
   if (rule.transform.kind != internal::TransformKind::kNone) {
     std::string reason;
-    if (!ApplyTransform(rule.transform, out, why ? &reason : nullptr)) {
+    if (!ApplyTransform(rule.transform, vars, why ? &reason : nullptr)) {
       // The message is built only when explaining; a proxy still learns which rule refused.
       return reject(why ? std::string_view(reason) : TransformFailure(rule.transform.kind),
                     Outcome::Rejection::kInvalidInput);
@@ -541,8 +701,8 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
 
   std::string_view missing;
   for (const auto& t : rule.validate_exist) {
-    Span ignored;
-    Render r = RenderTemplate(out, t, &ignored, &missing);
+    std::string_view ignored;
+    Render r = RenderTemplate(vars, t, nullptr, &ignored, &missing);
     if (r == Render::kMissing) {
       if (why) *why = "validate: ${" + std::string(missing) + "} is absent";
       return Outcome::Kind::kNoMatch;
@@ -553,7 +713,7 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
   const internal::Template* result =
       rule.action == Action::kClassify ? &rule.value : &rule.proxy_address;
   Span* target = rule.action == Action::kClassify ? &out->value_ : &out->proxy_;
-  Render r = RenderTemplate(out, *result, target, &missing);
+  Render r = RenderTemplate(vars, *result, target, nullptr, &missing);
   if (r == Render::kMissing) {
     if (why) *why = "${" + std::string(missing) + "} is absent";
     return Outcome::Kind::kNoMatch;
@@ -565,6 +725,9 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
 
   out->action_ = rule.action;
   out->type_ = rule.type;
+  // A rule that had to record its variables (base64 fields) shows none to an outcome that
+  // does not record them.
+  if (!out->record_variables_) out->nvars_ = 0;
   if (why) *why = "matched";
   return Outcome::Kind::kMatched;
 }

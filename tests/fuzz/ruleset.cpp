@@ -1,5 +1,6 @@
 // Ruleset JSON: any bytes load or fail with a message; a ruleset that loads evaluates any
-// request without crashing, and indexed evaluation agrees with the reference (Explain).
+// request without crashing, and indexed evaluation agrees with the reference (Explain), with
+// an outcome that records variables and one that does not.
 #include <cellroute/rules.h>
 
 #include "fuzz.h"
@@ -21,6 +22,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(fast.kind() == reference.outcome.kind());
     FUZZ_CHECK(fast.rule_id() == reference.outcome.rule_id());
     FUZZ_CHECK(fast.value() == reference.outcome.value());
+    cellroute::Outcome lean;
+    lean.RecordVariables(false);
+    rules->Evaluate(r.view(), &lean);
+    FUZZ_CHECK(lean.kind() == fast.kind());
+    FUZZ_CHECK(lean.rule_id() == fast.rule_id());
+    FUZZ_CHECK(lean.value() == fast.value());
+    FUZZ_CHECK(lean.proxy_address() == fast.proxy_address());
+    FUZZ_CHECK(lean.reason() == fast.reason());
+    FUZZ_CHECK(lean.variable_count() == 0);
   }
   return 0;
 }
