@@ -12,8 +12,9 @@ namespace cellroute::bench {
 void RegisterRuleBenchmarks(bool short_mode);
 void RegisterTableBenchmarks(bool short_mode);
 void RegisterBindingBenchmarks();
-// `count` classifications of the request mix by "cellroute", "handwritten" or "baseline" (RE2)
-// with `rules` rules (0: the default set); returns the sum of the rules chosen.
+// `count` classifications of the request mix by "cellroute" (its outcome not recording
+// variables, as the C API routes), "cellroute-variables" (recording them), "handwritten" or
+// "baseline" (RE2) with `rules` rules (0: the default set); returns the sum of the rules chosen.
 long ClassifyOnly(std::string_view what, int rules, std::size_t count);
 }  // namespace cellroute::bench
 
@@ -22,8 +23,11 @@ int main(int argc, char** argv) {
   // scripts/bench-instructions to count under callgrind (run with COUNT and with 0).
   if (argc == 5 && std::strcmp(argv[1], "--classify-only") == 0) {
     std::string_view what = argv[2];
-    if (what != "cellroute" && what != "handwritten" && what != "baseline") {
-      std::fprintf(stderr, "--classify-only: WHAT is cellroute, handwritten or baseline\n");
+    if (what != "cellroute" && what != "cellroute-variables" && what != "handwritten" &&
+        what != "baseline") {
+      std::fprintf(stderr,
+                   "--classify-only: WHAT is cellroute, cellroute-variables, handwritten or "
+                   "baseline\n");
       return 2;
     }
     std::printf("%ld\n", cellroute::bench::ClassifyOnly(what, std::atoi(argv[3]),

@@ -403,6 +403,14 @@ int cr_decision_new(cr_decision** out) {
 
 void cr_decision_free(cr_decision* d) { delete d; }
 
+int cr_decision_record_variables(cr_decision* decision, int record) {
+  return Guard([&] {
+    if (decision == nullptr) return Null("decision");
+    decision->d.RecordVariables(record != 0);
+    return Ok();
+  });
+}
+
 int cr_router_route(cr_decision* out, const cr_router* router, const cr_request* request) {
   return Guard([&] {
     if (out == nullptr || router == nullptr) return Null("out or router");
@@ -417,9 +425,9 @@ int cr_router_route_wait(cr_decision* out, const cr_router* router, const cr_req
   return Guard([&] {
     if (out == nullptr || router == nullptr) return Null("out or router");
     if (int rc = CheckRequest(request); rc != CR_OK) return rc;
-    out->d =
-        router->built.router.RouteWait(ToView(request, &t_scratch.headers, &t_scratch.cookies),
-                                       std::chrono::milliseconds(std::max<int64_t>(timeout_ms, 0)));
+    router->built.router.RouteWait(ToView(request, &t_scratch.headers, &t_scratch.cookies),
+                                   std::chrono::milliseconds(std::max<int64_t>(timeout_ms, 0)),
+                                   &out->d);
     return Ok();
   });
 }

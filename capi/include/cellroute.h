@@ -219,8 +219,12 @@ CR_API const char *cr_decision_source(const cr_decision *decision);
 CR_API const char *cr_decision_fallback(const cr_decision *decision);
 CR_API const char *cr_decision_reason(const cr_decision *decision);   /* why rejected */
 CR_API int64_t cr_decision_age_ms(const cr_decision *decision);
-/* The whole decision as JSON (variables included). */
+/* The whole decision as JSON (variables included, when recorded). */
 CR_API int cr_decision_json(char **out, const cr_decision *decision);
+/* Whether routing into `decision` records the deciding rule's variables (shown only by
+ * cr_decision_json): 1 (the default) or 0. A caller that never shows them passes 0, and its
+ * routes cost less; the decision is the same either way. */
+CR_API int cr_decision_record_variables(cr_decision *decision, int record);
 
 /* ---- routable tokens ------------------------------------------------------------------- */
 

@@ -144,6 +144,9 @@ class CELLROUTE_EXPORT Decision {
  public:
   const Outcome& outcome() const noexcept { return outcome_; }
   const Resolution& resolution() const noexcept { return resolution_; }
+  // Whether routing into this decision records the rule's variables (Outcome::RecordVariables):
+  // on unless turned off. A proxy that never shows them turns it off and routes faster.
+  void RecordVariables(bool on) noexcept { outcome_.RecordVariables(on); }
 
   bool rejected() const noexcept { return outcome_.kind() == Outcome::Kind::kRejected; }
   std::string_view rule_id() const noexcept { return outcome_.rule_id(); }
@@ -187,6 +190,8 @@ class CELLROUTE_EXPORT Router {
   void Route(const RequestView& request, Decision* out) const noexcept;
   // For Rails and tooling: waits up to `deadline` for a pending answer, then decides.
   Decision RouteWait(const RequestView& request, std::chrono::milliseconds deadline) const;
+  void RouteWait(const RequestView& request, std::chrono::milliseconds deadline,
+                 Decision* out) const;
   // For event loops: `done` runs with the decision, at once when nothing is pending, else on
   // a resolver thread when the answer arrives. The request is copied.
   void RouteAsync(const RequestView& request, std::function<void(const Decision&)> done) const;

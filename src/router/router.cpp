@@ -254,11 +254,16 @@ bool Router::PendingClaim(const Decision& d) noexcept {
 
 Decision Router::RouteWait(const RequestView& request, std::chrono::milliseconds deadline) const {
   Decision d;
-  RouteAttempt(request, &d, Attempt::kFirst);
-  if (!PendingClaim(d)) return d;
-  resolver()->Wait(d.type(), d.value(), deadline);
-  RouteAttempt(request, &d, Attempt::kLast);
+  RouteWait(request, deadline, &d);
   return d;
+}
+
+void Router::RouteWait(const RequestView& request, std::chrono::milliseconds deadline,
+                       Decision* out) const {
+  RouteAttempt(request, out, Attempt::kFirst);
+  if (!PendingClaim(*out)) return;
+  resolver()->Wait(out->type(), out->value(), deadline);
+  RouteAttempt(request, out, Attempt::kLast);
 }
 
 void Router::RouteAsync(const RequestView& request,

@@ -123,6 +123,25 @@ int main(void) {
     CHECK(cr_decision_json(&json, d) == CR_OK);
     CHECK(strstr(json, "\"route\":\"gitlab-org\"") != NULL);
     cr_string_free(json);
+    /* Not recording the variables: the same decision, and none shown. */
+    CHECK(cr_decision_record_variables(NULL, 0) == CR_EINVALID);
+    CHECK(cr_decision_record_variables(d, 0) == CR_OK);
+    CHECK(cr_router_route(d, router, &r) == CR_OK);
+    CHECK(strcmp(cr_decision_value(d), "gitlab-org") == 0);
+    CHECK(cr_decision_cell_id(d) == 2);
+    CHECK(cr_decision_json(&json, d) == CR_OK);
+    CHECK(strstr(json, "\"variables\":{}") != NULL);
+    CHECK(strstr(json, "\"value\":\"gitlab-org\"") != NULL);
+    cr_string_free(json);
+    CHECK(cr_router_route_wait(d, router, &r, 10) == CR_OK); /* kept by route_wait too */
+    CHECK(cr_decision_json(&json, d) == CR_OK);
+    CHECK(strstr(json, "\"variables\":{}") != NULL);
+    cr_string_free(json);
+    CHECK(cr_decision_record_variables(d, 1) == CR_OK);
+    CHECK(cr_router_route(d, router, &r) == CR_OK);
+    CHECK(cr_decision_json(&json, d) == CR_OK);
+    CHECK(strstr(json, "\"route\":\"gitlab-org\"") != NULL);
+    cr_string_free(json);
   }
   {
     cr_header h[2];
