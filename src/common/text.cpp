@@ -55,17 +55,19 @@ std::string ToLower(std::string_view s) {
   return out;
 }
 
+std::string FoldMask(std::string_view lower) {
+  std::string fold(lower.size(), '\0');
+  for (std::size_t i = 0; i < lower.size(); ++i) {
+    if (lower[i] >= 'a' && lower[i] <= 'z') fold[i] = 0x20;
+  }
+  return fold;
+}
+
 std::size_t NameTable::Add(std::string_view name) {
   std::string key = ignore_case_ ? ToLower(name) : std::string(name);
   auto [it, inserted] = ids_.try_emplace(key, static_cast<std::uint32_t>(names_.size()));
   if (inserted) {
-    if (ignore_case_) {
-      std::string fold(key.size(), '\0');
-      for (std::size_t i = 0; i < key.size(); ++i) {
-        if (key[i] >= 'a' && key[i] <= 'z') fold[i] = 0x20;
-      }
-      folds_.push_back(std::move(fold));
-    }
+    if (ignore_case_) folds_.push_back(FoldMask(key));
     names_.push_back(std::move(key));
   }
   return it->second;

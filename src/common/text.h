@@ -74,6 +74,50 @@ template <typename Word>
   return true;
 }
 
+// The fold mask of a lower-case name: 0x20 where it has a letter, 0 elsewhere.
+std::string FoldMask(std::string_view lower);
+
+// Whether `name` equals `lower` (lower case, with its FoldMask `fold`; all of name's size)
+// ignoring ASCII case, eight bytes a test: OR-ing in 0x20 where the stored byte is a letter
+// lowers exactly the bytes that may differ in case, and leaves every other byte to compare as
+// it is.
+[[gnu::always_inline]] inline bool EqualFolded(const char* lower, const char* fold,
+                                               std::string_view name) noexcept {
+  const std::size_t n = name.size();
+  auto eight = [&](std::size_t i) {
+    std::uint64_t t, f, l;
+    std::memcpy(&t, name.data() + i, 8);
+    std::memcpy(&f, fold + i, 8);
+    std::memcpy(&l, lower + i, 8);
+    return (t | f) == l;
+  };
+  if (n >= 8) {
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      if (!eight(i)) return false;
+    }
+    return i == n || eight(n - 8);
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if ((name[i] | fold[i]) != lower[i]) return false;
+  }
+  return true;
+}
+
+// A name compared ignoring ASCII case (a header name a matcher looks for).
+class FoldedName {
+ public:
+  FoldedName() = default;
+  explicit FoldedName(std::string_view name) : lower_(ToLower(name)), fold_(FoldMask(lower_)) {}
+  const std::string& lower() const noexcept { return lower_; }
+  bool Equals(std::string_view name) const noexcept {
+    return name.size() == lower_.size() && EqualFolded(lower_.data(), fold_.data(), name);
+  }
+
+ private:
+  std::string lower_, fold_;
+};
+
 // Whether `needle` (not empty) occurs in `text`: candidates found sixteen positions at a time by
 // the needle's first and last bytes, then compared.
 bool ContainsBytes(std::string_view text, std::string_view needle) noexcept;
@@ -125,27 +169,7 @@ class NameTable {
     const std::size_t n = name.size();
     if (stored.size() != n) return false;
     if (!ignore_case_) return EqualBytes(stored.data(), name.data(), n);
-    // Eight bytes a test: OR-ing in 0x20 where the stored byte is a letter lowers exactly
-    // the bytes that may differ in case, and leaves every other byte to compare as it is.
-    const char* fold = folds_[id].data();
-    auto eight = [&](std::size_t i) {
-      std::uint64_t t, f, l;
-      std::memcpy(&t, name.data() + i, 8);
-      std::memcpy(&f, fold + i, 8);
-      std::memcpy(&l, stored.data() + i, 8);
-      return (t | f) == l;
-    };
-    if (n >= 8) {
-      std::size_t i = 0;
-      for (; i + 8 <= n; i += 8) {
-        if (!eight(i)) return false;
-      }
-      return i == n || eight(n - 8);
-    }
-    for (std::size_t i = 0; i < n; ++i) {
-      if ((name[i] | fold[i]) != stored[i]) return false;
-    }
-    return true;
+    return EqualFolded(stored.data(), folds_[id].data(), name);
   }
   std::uint64_t Hash(std::string_view name) const noexcept;
   int FindHashed(const Bucket& b, std::string_view name) const noexcept;

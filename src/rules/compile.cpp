@@ -394,7 +394,10 @@ void Compiler::CompileMatcher(const json& mj, const std::string& where, const st
       return;
     }
     m.name = mj["name"].get<std::string>();
-    if (m.kind == MatcherKind::kHeader) m.name = internal::ToLower(m.name);
+    if (m.kind == MatcherKind::kHeader) {
+      m.header = internal::FoldedName(m.name);
+      m.name = m.header.lower();
+    }
     m.description += " '" + m.name + "'";
   }
   if (has_regex_name) {

@@ -87,6 +87,7 @@ static_assert([] {
 struct Matcher {
   MatcherKind kind = MatcherKind::kHeader;
   std::string name;                    // header name (lower case) or exact cookie name
+  FoldedName header;                   // the header name, compared ignoring case
   std::unique_ptr<Regex> name_regex;   // cookie regex_name (whole name must match)
   std::unique_ptr<Regex> value_regex;  // regex_value (searched anywhere, as JavaScript does)
   std::vector<PathSegment> pattern;    // path segment pattern, when given

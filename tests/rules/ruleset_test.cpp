@@ -31,6 +31,12 @@ const char* kTokenRule = R"J([{
   "classify": {"type": "CELL_ID", "value": "${decoded.c}"}
 }, {"id": "fallback", "action": "proxy"}])J";
 
+// A ruleset whose one rule matches the header `name` being present.
+std::string json_rule(const std::string& name) {
+  return R"J([{"id": "h", "match": {"type": "header", "name": ")J" + name +
+         R"J("}, "action": "classify", "classify": {"type": "FIRST_CELL"}}])J";
+}
+
 }  // namespace
 
 TEST_CASE("first match wins, in order") {
@@ -392,6 +398,40 @@ TEST_CASE("a variable is found wherever the groups before it left it") {
     Request c;
     c.AddHeader("x-token", kind + Token("glrt-", {{"c", 2}, {"g", 3}, {"o", 5}, {"u", 9}}));
     CHECK(Evaluate(rules, c).value() == "5/9");
+  }
+}
+
+TEST_CASE("header names match ignoring ASCII case, and nothing else") {
+  // Names shorter than, as long as and longer than the eight bytes compared at a time.
+  for (std::string name : {"a", "x-b@", "abcdefgh", "private-token", "x-long-header-name_0[9]"}) {
+    auto rules = MustParse(json_rule(name));
+    auto matches = [&](const std::string& sent) {
+      Request r;
+      r.AddHeader("x-other", "1");
+      r.AddHeader(sent, "v");
+      return Evaluate(rules, r).matched();
+    };
+    INFO(name);
+    CHECK(matches(name));
+    std::string upper = name, mixed = name;
+    for (std::size_t i = 0; i < name.size(); ++i) {
+      upper[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(name[i])));
+      if (i % 2 == 0) mixed[i] = upper[i];
+    }
+    CHECK(matches(upper));
+    CHECK(matches(mixed));
+    for (std::size_t i = 0; i < name.size(); ++i) {
+      // Any other byte at any place: one bit off (0x20 included, where no letter is), or none.
+      for (char flip : {'\x01', '\x20', '\x40'}) {
+        std::string other = name;
+        other[i] = static_cast<char>(other[i] ^ flip);
+        bool same_letter = std::tolower(static_cast<unsigned char>(other[i])) ==
+                           static_cast<unsigned char>(name[i]);
+        if (!same_letter) CHECK_FALSE(matches(other));
+      }
+    }
+    CHECK_FALSE(matches(name + "x"));
+    CHECK_FALSE(matches(name.substr(1)));
   }
 }
 
