@@ -67,8 +67,11 @@ const char* const kDefaultReservedWords[] = {"-",
                                              "v2"};
 
 // The fields a routable token can carry.
-const std::set<std::string> kTokenFields(std::begin(internal::kTokenFieldNames),
-                                         std::end(internal::kTokenFieldNames));
+const std::set<std::string> kTokenFields = [] {
+  std::set<std::string> keys;
+  for (char key : token::kRoutingKeys) keys.insert(std::string(1, key));
+  return keys;
+}();
 
 bool IsIdentifier(std::string_view s) {
   if (s.empty()) return false;
@@ -124,8 +127,8 @@ class Compiler {
  private:
   void CompileRule(const json& r, std::size_t index, bool is_default);
   // Sets the ids of the rule's captures and parameters, what each template variable reads
-  // (Template::Part: hint, capture, field) and Rule::lean_variables.
-  static void HintVariables(Rule* rule);
+  // (Template::Part: capture, field), Rule::produced and Rule::lean_variables.
+  static void ResolveVariables(Rule* rule);
   bool CheckKeys(const json& obj, std::initializer_list<std::string_view> allowed,
                  const std::string& where);
   std::unique_ptr<Regex> CompileRegex(const json& value, const std::string& where,
@@ -621,20 +624,20 @@ void Compiler::CompileRule(const json& r, std::size_t index, bool is_default) {
     }
   }
   if (errors_.size() == errors_before) {
-    HintVariables(&rule);
+    ResolveVariables(&rule);
     compiled_->rules.push_back(std::move(rule));
   }
 }
 
-void Compiler::HintVariables(Rule* rule) {
-  // The order evaluation records variables in: each matcher's captures (a cookie's name before
-  // its value) or path parameters, in matcher order; then a token's fields, sorted by key.
-  // Capture and parameter names are produced once per rule (a load error otherwise), and so
-  // is each field of a token (its decoder refuses a key twice); base64 transforms may repeat
-  // a key, so their fields get no hint. A capture's or parameter's place is also its id.
+void Compiler::ResolveVariables(Rule* rule) {
+  // The order evaluation produces variables in: each matcher's captures (a cookie's name before
+  // its value) or path parameters, in matcher order; then a token's fields, sorted by key. A
+  // capture's or parameter's place is its id. Names are produced once per rule (a load error
+  // otherwise), and so is each field of a token (its decoder refuses a key twice); the base64
+  // transforms' fields are named by the data, so a template cannot know them in advance.
   std::vector<std::string_view> order;
-  auto place = [&order](std::string_view name, std::uint8_t* id) {
-    *id = static_cast<std::uint8_t>(std::min<std::size_t>(order.size(), 0xFF));
+  auto place = [&order](std::string_view name, int* id) {
+    *id = static_cast<int>(order.size());
     order.push_back(name);
   };
   for (Matcher& m : rule->matchers) {
@@ -648,33 +651,31 @@ void Compiler::HintVariables(Rule* rule) {
       for (auto& c : m.value_regex->captures) place(c.name, &c.id);
     }
   }
+  rule->produced = static_cast<int>(order.size());
   const internal::Transform& t = rule->transform;
   const bool token =
       t.kind == TransformKind::kRoutableTokenPayload || t.kind == TransformKind::kRoutableToken;
   rule->lean_variables =
       order.size() <= Outcome::kMaxVariables && (t.kind == TransformKind::kNone || token);
-  auto hint = [&](Template* tmpl) {
+  auto resolve = [&](Template* tmpl) {
     for (auto& part : tmpl->parts) {
       if (!part.variable) continue;
-      std::size_t at = std::find(order.begin(), order.end(), part.text) - order.begin();
-      std::string_view name = part.text;
-      if (at < order.size()) {
-        part.capture = static_cast<std::int8_t>(std::min<std::size_t>(at, 0x7F));
+      const std::string_view name = part.text;
+      const auto at = std::find(order.begin(), order.end(), name);
+      if (at != order.end()) {
+        part.capture = static_cast<int>(at - order.begin());
       } else if (token && name.size() > t.output.size() + 1 &&
                  name.substr(0, t.output.size()) == t.output && name[t.output.size()] == '.') {
-        part.field =
-            static_cast<std::int8_t>(internal::TokenFieldRank(name.substr(t.output.size() + 1)));
-        if (part.field >= 0) at = order.size() + static_cast<std::size_t>(part.field);
+        part.field = internal::TokenFieldRank(name.substr(t.output.size() + 1));
       }
       if (part.capture < 0 && part.field < 0) rule->lean_variables = false;
-      if (at < Outcome::kMaxVariables) part.hint = static_cast<std::uint8_t>(at);
     }
   };
-  hint(&rule->transform.input);
-  hint(&rule->transform.length);
-  for (Template& v : rule->validate_exist) hint(&v);
-  hint(&rule->value);
-  hint(&rule->proxy_address);
+  resolve(&rule->transform.input);
+  resolve(&rule->transform.length);
+  for (Template& v : rule->validate_exist) resolve(&v);
+  resolve(&rule->value);
+  resolve(&rule->proxy_address);
 }
 
 Status Compiler::Run(std::shared_ptr<Ruleset::Compiled>* out) {

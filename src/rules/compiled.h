@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cellroute/rules.h"
+#include "cellroute/token.h"
 #include "common/text.h"
 #include "rules/index.h"
 #include "rules/simple_regex.h"
@@ -25,7 +26,7 @@ struct Regex {
   struct Capture {
     int group = 0;  // 1-based RE2 group index
     std::string name;
-    std::uint8_t id = 0;  // the variable's place among its rule's (Rule::lean_variables)
+    int id = 0;  // the variable's place among those its rule produces (Rule::produced)
   };
   std::string source;  // as written in the ruleset
   std::unique_ptr<RE2> re;
@@ -49,40 +50,25 @@ enum class MatcherKind { kHeader, kCookie, kPath, kMethod, kHost, kQuery };
 struct PathSegment {
   enum class Kind { kLiteral, kParam, kRest };
   Kind kind = Kind::kLiteral;
-  std::string text;     // the literal, or the parameter's name
-  std::uint8_t id = 0;  // a parameter's place among its rule's variables (as Regex::Capture)
+  std::string text;  // the literal, or the parameter's name
+  int id = 0;        // a parameter's place among its rule's variables (as Regex::Capture)
 };
 
-// The fields a token transform produces (token.h's routing keys), sorted: a field's rank is its
-// place here.
-inline constexpr std::string_view kTokenFieldNames[] = {"c", "g", "o", "p", "t", "u"};
-inline constexpr int kTokenFieldCount = 6;
-// The rank of a token field's key, or -1 for a key not listed above (all are one letter).
+// The fields a token transform produces are token::kRoutingKeys, one letter each, sorted: a
+// field's rank is its key's place there.
+inline constexpr int kTokenFieldCount = static_cast<int>(token::kRoutingKeys.size());
+inline constexpr auto kTokenFieldRanks = [] {
+  std::array<std::int8_t, 256> ranks{};
+  ranks.fill(-1);
+  for (std::size_t i = 0; i < token::kRoutingKeys.size(); ++i) {
+    ranks[static_cast<unsigned char>(token::kRoutingKeys[i])] = static_cast<std::int8_t>(i);
+  }
+  return ranks;
+}();
+// The rank of a token field's key, or -1 for any other key.
 constexpr int TokenFieldRank(std::string_view key) noexcept {
-  if (key.size() != 1) return -1;
-  switch (key[0]) {
-    case 'c':
-      return 0;
-    case 'g':
-      return 1;
-    case 'o':
-      return 2;
-    case 'p':
-      return 3;
-    case 't':
-      return 4;
-    case 'u':
-      return 5;
-    default:
-      return -1;
-  }
+  return key.size() == 1 ? kTokenFieldRanks[static_cast<unsigned char>(key[0])] : -1;
 }
-static_assert([] {
-  for (int i = 0; i < kTokenFieldCount; ++i) {
-    if (TokenFieldRank(kTokenFieldNames[i]) != i) return false;
-  }
-  return true;
-}());
 
 struct Matcher {
   MatcherKind kind = MatcherKind::kHeader;
@@ -99,16 +85,13 @@ struct Template {
   struct Part {
     bool variable = false;
     std::string text;  // literal text or variable name
-    // Where the variable is expected among those the rule recorded: its place when every
-    // variable before it was produced (kNoHint when that cannot be known). A hint is checked
-    // against the name and only saves the search; only variables whose name the rule produces
-    // once get one.
-    std::uint8_t hint = kNoHint;
-    static constexpr std::uint8_t kNoHint = 0xFF;
-    // For an outcome that does not record variables (Rule::lean_variables): the capture or
-    // parameter read (its id), or the token field read (its rank); -1 when neither.
-    std::int8_t capture = -1;
-    std::int8_t field = -1;
+    // What the variable is, when the load can tell: a capture or path parameter (its id), or
+    // a token's field (its rank); -1 when neither. Each is produced at most once per rule, so
+    // it is found by these alone without recording, and recorded where every variable before
+    // it was produced (Rule::produced + rank for a field) unless an optional group did not
+    // take part: evaluation looks there first, checks the name, and searches only on a miss.
+    int capture = -1;
+    int field = -1;
   };
   std::vector<Part> parts;
   std::string source;
@@ -142,6 +125,8 @@ struct Rule {
   ClassifyType type = ClassifyType::kNone;
   Template value;
   Template proxy_address;
+  // The captures and path parameters the rule can produce (their ids are 0 to produced - 1).
+  int produced = 0;
   // Whether an outcome that does not record variables can evaluate this rule without them:
   // every variable a template reads is a capture or parameter (at most 32) or a token's field.
   // Otherwise (the base64 transforms' fields have any names) the rule records its variables
@@ -205,9 +190,6 @@ class RuleEvaluator {
   // does not fit.
   static bool Store(Outcome* out, std::string_view text, Span* span,
                     std::size_t reserved = 0) noexcept;
-  // The variable a template part names (Outcome::FindSlot, its hint tried first), or null.
-  static const Outcome::Slot* Lookup(const Outcome& out,
-                                     const internal::Template::Part& part) noexcept;
   class Variables;  // the variables of the rule being evaluated (evaluate.cpp)
   static bool AddVariable(Outcome* out, std::string_view name, std::string_view value) noexcept;
   static bool AddVariable(Outcome* out, std::string_view ns, std::string_view field,

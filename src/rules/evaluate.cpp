@@ -119,20 +119,6 @@ const Outcome::Slot* Outcome::FindSlot(std::string_view name) const noexcept {
   return nullptr;
 }
 
-const Outcome::Slot* RuleEvaluator::Lookup(const Outcome& out,
-                                           const internal::Template::Part& part) noexcept {
-  const std::string_view name = part.text;
-  if (part.hint < out.nvars_) {
-    const Outcome::Slot& slot = out.vars_[part.hint];
-    // A hinted name is produced at most once per rule: found there, it is the only one.
-    if (slot.name.size == name.size() &&
-        internal::EqualBytes(out.buffer_.data() + slot.name.offset, name.data(), name.size())) {
-      return &slot;
-    }
-  }
-  return out.FindSlot(name);
-}
-
 bool Outcome::Find(std::string_view name, std::string_view* out) const noexcept {
   const Slot* slot = FindSlot(name);
   if (slot != nullptr) *out = View(slot->value);
@@ -239,7 +225,7 @@ std::size_t DecimalSize(std::int64_t v) noexcept {
 class RuleEvaluator::Variables {
  public:
   Variables(Outcome* out, const internal::Rule& rule) noexcept
-      : out_(out), lean_(!out->record_variables_ && rule.lean_variables) {}
+      : out_(out), lean_(!out->record_variables_ && rule.lean_variables), rule_(rule) {}
   Outcome* out() const noexcept { return out_; }
 
   // What a matcher that fails part-way goes back to.
@@ -259,7 +245,7 @@ class RuleEvaluator::Variables {
   void Clear() noexcept { Back({0, 0, 0, 0, 0}); }
 
   // A named capture or path parameter: false past kMaxVariables or the buffer.
-  bool Capture(std::string_view name, std::uint8_t id, std::string_view value) noexcept {
+  bool Capture(std::string_view name, int id, std::string_view value) noexcept {
     if (!lean_) return AddVariable(out_, name, value);
     if (!Count(name.size() + value.size())) return false;
     captures_[id] = {value.data(), value.size()};
@@ -292,9 +278,9 @@ class RuleEvaluator::Variables {
     const Outcome::Slot* slot = nullptr;  // recorded: where it is
   };
   // The variable a template part names; false when the rule did not produce it.
-  bool Find(const internal::Template::Part& part, Value* v) const noexcept {
+  [[gnu::always_inline]] bool Find(const internal::Template::Part& part, Value* v) const noexcept {
     if (!lean_) {
-      v->slot = Lookup(*out_, part);
+      v->slot = Recorded(part);
       if (v->slot == nullptr) return false;
       v->text = out_->View(v->slot->value);
       return true;
@@ -333,6 +319,23 @@ class RuleEvaluator::Variables {
   }
 
  private:
+  // The recorded variable a template part names: first where it lands when everything before
+  // it was produced (Template::Part), then by name (Outcome::FindSlot, the first of that name;
+  // a name a part resolves is produced at most once, so a hit there is the only one).
+  const Outcome::Slot* Recorded(const internal::Template::Part& part) const noexcept {
+    const std::string_view name = part.text;
+    const int at = part.capture >= 0 ? part.capture
+                   : part.field >= 0 ? rule_.produced + part.field
+                                     : -1;
+    if (at >= 0 && at < out_->nvars_) {
+      const Outcome::Slot& slot = out_->vars_[at];
+      if (slot.name.size == name.size() &&
+          internal::EqualBytes(out_->buffer_.data() + slot.name.offset, name.data(), name.size())) {
+        return &slot;
+      }
+    }
+    return out_->FindSlot(name);
+  }
   // One more variable of `bytes` (name and value), counted as recording would have stored it.
   bool Count(std::size_t bytes) noexcept {
     if (count_ == Outcome::kMaxVariables ||
@@ -352,6 +355,7 @@ class RuleEvaluator::Variables {
 
   Outcome* out_;
   const bool lean_;
+  const internal::Rule& rule_;
   std::uint8_t count_ = 0;        // lean: variables produced
   std::uint8_t have_fields_ = 0;  // lean: bit r: the token field of rank r
   std::uint16_t unrecorded_ = 0;  // lean: bytes recording would have stored
@@ -410,6 +414,8 @@ bool RuleEvaluator::MatchRegex(const internal::Regex& rx, std::string_view text,
     return false;
   };
   if (rx.simple) {
+    // Compiled whole for a cookie name, anchored at the start otherwise (compile.cpp): it
+    // matches as `whole` asks.
     internal::SimpleRegex::Group sub[kMaxSubmatches];
     if (!rx.simple->Match(text, sub)) return false;
     for (const auto& c : rx.captures) {
