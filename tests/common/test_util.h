@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "common/outcome_text.h"
+
 namespace cellroute::testing {
 
 // The events a callback received, on which threads, and a way to wait for them.
@@ -79,6 +81,20 @@ inline Outcome Evaluate(const Ruleset& rules, const Request& request) {
   rules.Evaluate(request.view(), &out);
   return out;
 }
+
+// Seeded choices for the tests that generate their input: one seed, the same inputs.
+class Dice {
+ public:
+  explicit Dice(std::uint64_t seed) : rng_(seed) {}
+  template <typename T>
+  const T& Pick(const std::vector<T>& v) {
+    return v[rng_() % v.size()];
+  }
+  bool Coin(int percent) { return static_cast<int>(rng_() % 100) < percent; }
+
+ protected:
+  std::mt19937_64 rng_;
+};
 
 // Up to max_size - 1 characters drawn from `alphabet`.
 inline std::string RandomText(std::mt19937_64& rng, std::string_view alphabet,

@@ -14,15 +14,9 @@ using json = nlohmann::json;
 
 namespace {
 
-class Generator {
+class Generator : public cellroute::testing::Dice {
  public:
-  explicit Generator(std::uint64_t seed) : rng_(seed) {}
-
-  template <typename T>
-  const T& Pick(const std::vector<T>& v) {
-    return v[rng_() % v.size()];
-  }
-  bool Coin(int percent) { return static_cast<int>(rng_() % 100) < percent; }
+  using Dice::Dice;
 
   json Matcher() {
     switch (rng_() % 9) {
@@ -96,7 +90,6 @@ class Generator {
   }
 
  private:
-  std::mt19937_64 rng_;
   std::vector<std::string> headers_ = {"runner-token", "private-token", "authorization", "x-a",
                                        "x-feature-flag-long-name"};
   std::vector<std::string> cookies_ = {"force-cell", "_gitlab_session", "pref"};
