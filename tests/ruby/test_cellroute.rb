@@ -173,10 +173,10 @@ class CellrouteTest < Minitest::Test
 
   # Runs a script in a Ruby process of its own (this test's load path, the dev service's
   # address as its argument) and checks what it prints.
-  def assert_script_prints(expected, script)
+  def assert_script_prints(expected, script, *args)
     with_service do |address|
       out, err, status = Open3.capture3(RbConfig.ruby, *$LOAD_PATH.flat_map { |p| ["-I", p] },
-                                        "-e", script, address)
+                                        "-e", script, address, *args)
       assert status.success?, err
       assert_equal expected, out.strip
     end
@@ -400,39 +400,38 @@ class CellrouteTest < Minitest::Test
 
   # A child's first call is a plain route (no wait:, no status): the extension itself must
   # notice the fork and have the router taken over, or the request waits on the parent's
-  # client, which does not exist here (it answered :pending before it was taken over).
+  # client, which does not exist there (it answered :pending, with the status "syncing").
+  # ARGV[1] says how the child comes to be: fork, or Process.daemon, which forks without
+  # Process._fork.
   FIRST_CALL_IN_CHILD = <<~'RUBY'
     require "cellroute"
     r = Cellroute::Router.new(topology_service: ARGV[0])
     abort "parent" unless r.route(path: "/gitlab-org/x", wait: 2).cell_id == 2
-    rd, wr = IO.pipe
-    pid = fork do
+    first_call = lambda do
       d = r.route(path: "/acme/y")
-      wr.write("#{d.cell_id} #{d.fallback.inspect} #{r.status["state"]}")
-      exit!(0)
+      "#{d.cell_id} #{d.fallback.inspect} #{r.status["state"]}"
     end
-    wr.close
-    puts rd.read
-    Process.wait(pid)
+    if ARGV[1] == "daemon"
+      Process.daemon(true, true) # keeps stdout: the test reads what the daemon prints
+      puts first_call.call
+    else
+      rd, wr = IO.pipe
+      pid = fork do
+        wr.write(first_call.call)
+        exit!(0)
+      end
+      wr.close
+      puts rd.read
+      Process.wait(pid)
+    end
   RUBY
 
   def test_a_plain_route_is_the_first_call_in_a_forked_child
-    assert_script_prints("1 :unavailable frozen", FIRST_CALL_IN_CHILD)
+    assert_script_prints("1 :unavailable frozen", FIRST_CALL_IN_CHILD, "fork")
   end
 
-  # Process.daemon forks without Process._fork: the daemon must take the router over too (it
-  # answered :pending, with the status "syncing" of a client that does not exist there).
-  AFTER_DAEMON = <<~'RUBY'
-    require "cellroute"
-    r = Cellroute::Router.new(topology_service: ARGV[0])
-    abort "parent" unless r.route(path: "/gitlab-org/x", wait: 2).cell_id == 2
-    Process.daemon(true, true) # keeps stdout: the test reads what the daemon prints
-    d = r.route(path: "/acme/y")
-    puts "#{d.cell_id} #{d.fallback.inspect} #{r.status["state"]}"
-  RUBY
-
   def test_a_daemonized_process_takes_the_router_over
-    assert_script_prints("1 :unavailable frozen", AFTER_DAEMON)
+    assert_script_prints("1 :unavailable frozen", FIRST_CALL_IN_CHILD, "daemon")
   end
 
   RULES = '[{"id": "%s", "action": "classify", "classify": {"type": "CELL_ID", "value": "5"}}]'
