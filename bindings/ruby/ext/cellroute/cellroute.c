@@ -862,7 +862,10 @@ void Init_cellroute(void) {
 
   mToken = rb_define_module_under(mCellroute, "Token");
   rb_define_singleton_method(mCellroute, "fork_generation", cellroute_fork_generation, 0);
-  pthread_atfork(NULL, NULL, count_fork);
+  /* Without it a forked child would route through its parent's client: refuse to load. */
+  if (pthread_atfork(NULL, NULL, count_fork) != 0) {
+    rb_raise(eError, "cellroute: cannot register its fork handler (out of memory)");
+  }
   rb_define_singleton_method(mToken, "_decode", token_decode, 1);
   rb_define_singleton_method(mToken, "_encode", token_encode, 3);
 }
