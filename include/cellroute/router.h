@@ -190,6 +190,7 @@ class CELLROUTE_EXPORT Router {
   void Route(const RequestView& request, Decision* out) const noexcept;
   // For Rails and tooling: waits up to `deadline` for a pending answer, then decides.
   Decision RouteWait(const RequestView& request, std::chrono::milliseconds deadline) const;
+  // The same, into `out` (which keeps its RecordVariables setting, as Route's does).
   void RouteWait(const RequestView& request, std::chrono::milliseconds deadline,
                  Decision* out) const;
   // For event loops: `done` runs with the decision, at once when nothing is pending, else on
