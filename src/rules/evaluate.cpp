@@ -139,6 +139,7 @@ void RuleEvaluator::Reset(Outcome* out) noexcept {
 
 bool RuleEvaluator::Store(Outcome* out, std::string_view text, Span* span,
                           std::size_t reserved) noexcept {
+  // Callers keep used_ + reserved within the buffer (Variables::Count, Place).
   if (text.size() > Outcome::kBufferBytes - out->used_ - reserved) return false;
   internal::CopyBytes(out->buffer_.data() + out->used_, text.data(), text.size());
   span->offset = out->used_;
@@ -310,7 +311,11 @@ class RuleEvaluator::Variables {
     }
     char digits[24];
     std::string_view text = v.numeric ? PrintDecimal(v.number, digits) : v.text;
-    unrecorded_ = static_cast<std::uint16_t>(unrecorded_ - text.size());
+    // Counted already, so it fits. Were the count ever short, the bytes reserved drop to none
+    // (Store's bound cannot wrap) and a value that does not fit is left out (the span stays
+    // empty, as Reset left it), never written past the buffer.
+    unrecorded_ =
+        static_cast<std::uint16_t>(unrecorded_ - std::min<std::size_t>(unrecorded_, text.size()));
     (void)Store(text, span);
   }
   // A variable's text, a number printed into `digits`.
