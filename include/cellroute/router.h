@@ -103,6 +103,9 @@ class CELLROUTE_EXPORT Resolver {
  public:
   struct Session {
     alignas(16) unsigned char storage[48];
+    // Set by the Router: it is inside cellroute's RCU read-side section from Begin to End, so
+    // a resolver over a RouteTable may read it with a RouteTable::Reader::InSection.
+    bool in_read_section = false;
   };
 
   virtual ~Resolver();

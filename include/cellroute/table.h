@@ -85,6 +85,12 @@ class CELLROUTE_EXPORT RouteTable {
   class CELLROUTE_EXPORT Reader {
    public:
     explicit Reader(const RouteTable& table) noexcept;
+    // A Reader for a caller already inside a read-side section of cellroute's (another
+    // Reader, of any table, or the router's while it routes a request): the same snapshot and
+    // lookups, without entering a section of its own, which costs a few thread-local accesses.
+    // That section must outlive this Reader.
+    struct InSection {};
+    Reader(const RouteTable& table, InSection) noexcept;
     ~Reader();
     Reader(const Reader&) = delete;
     Reader& operator=(const Reader&) = delete;
@@ -97,6 +103,7 @@ class CELLROUTE_EXPORT RouteTable {
    private:
     const RouteTable& table_;
     const void* snapshot_;
+    bool own_section_;
   };
 
   // Changes applied together: readers see all of them or none.

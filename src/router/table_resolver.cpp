@@ -65,7 +65,13 @@ class TableResolver final : public Resolver {
     }
   }
 
-  void Begin(Session* session) const noexcept override { new (session->storage) Reader(*table_); }
+  void Begin(Session* session) const noexcept override {
+    if (session->in_read_section) {
+      new (session->storage) Reader(*table_, Reader::InSection{});
+    } else {
+      new (session->storage) Reader(*table_);
+    }
+  }
   void End(Session* session) const noexcept override { reader(*session).~Reader(); }
 
   void Resolve(Session& session, ClassifyType type, std::string_view value,

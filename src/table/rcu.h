@@ -52,6 +52,15 @@ inline void RcuReadUnlock(void* sync [[maybe_unused]]) noexcept {
   urcu_bp_read_unlock();
 }
 
+// Where a reader that borrowed an enclosing read-side section (RouteTable::Reader::InSection)
+// ends: the enclosing section keeps the memory alive, but a grace period is waited for on each
+// table's own annotation, so the reads made through this table are released on it too.
+inline void RcuBorrowedSectionEnd(void* sync [[maybe_unused]]) noexcept {
+#ifdef CELLROUTE_TSAN
+  __tsan_release(sync);
+#endif
+}
+
 // Whether this thread is inside a read-side section (of any table: grace periods are global).
 inline bool RcuReadOngoing() noexcept { return urcu_bp_read_ongoing() != 0; }
 

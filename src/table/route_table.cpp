@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cassert>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -584,12 +585,24 @@ std::int64_t RouteTable::NowMs() const noexcept { return state_->Now(); }
 
 // --- readers ----------------------------------------------------------------------------------
 
-RouteTable::Reader::Reader(const RouteTable& table) noexcept : table_(table) {
+RouteTable::Reader::Reader(const RouteTable& table) noexcept : table_(table), own_section_(true) {
   internal::RcuReadLock();
   snapshot_ = table.state_->current.load(std::memory_order_acquire);
 }
 
-RouteTable::Reader::~Reader() { internal::RcuReadUnlock(&table_.state_->rcu_sync); }
+RouteTable::Reader::Reader(const RouteTable& table, InSection) noexcept
+    : table_(table), own_section_(false) {
+  assert(internal::RcuReadOngoing());
+  snapshot_ = table.state_->current.load(std::memory_order_acquire);
+}
+
+RouteTable::Reader::~Reader() {
+  if (own_section_) {
+    internal::RcuReadUnlock(&table_.state_->rcu_sync);
+  } else {
+    internal::RcuBorrowedSectionEnd(&table_.state_->rcu_sync);
+  }
+}
 
 std::uint64_t RouteTable::Reader::version() const noexcept {
   return static_cast<const Snapshot*>(snapshot_)->version;

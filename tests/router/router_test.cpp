@@ -316,3 +316,56 @@ TEST_CASE("the router resolves claims through a route table and reports the age"
   CHECK(d.cell_id() == 1);
   CHECK(d.fallback() == Fallback::kUnknownCell);
 }
+
+TEST_CASE("routes read a route table that a writer churns and reclaims, each from one version") {
+  // The router reads the table inside its own read-side section (no second one per request):
+  // a writer that moves claims between cells, replaces the cell list and frees what it
+  // retired never frees what a request in flight reads (ASan, TSan), and every decision comes
+  // from one version: each version moves every group to one cell, whose address names it.
+  auto table = std::make_shared<cellroute::RouteTable>();
+  auto cells = [](int version) {
+    std::vector<cellroute::Cell> list{{1, "legacy:1", "", {}}};
+    for (int id = 2; id <= 4; ++id) {
+      list.push_back({id, "cell-" + std::to_string(id) + "-v" + std::to_string(version), "", {}});
+    }
+    return cellroute::Topology::FromCells(list, "t").value();
+  };
+  auto publish = [&](int version) {
+    cellroute::RouteTable::Batch b;
+    b.SetTopology(cells(version));
+    for (int g = 0; g < 64; ++g) {
+      b.Put(ClassifyType::kClaimRoute, "group-" + std::to_string(g), 2 + version % 3);
+    }
+    table->Apply(std::move(b));
+  };
+  publish(0);
+  auto rules = cellroute::Ruleset::Parse(cellroute::defaults::RulesJson(), "defaults").value();
+  auto router = Router::Create(rules, cellroute::MakeTableResolver(table)).value();
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> wrong{0}, routed{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 2; ++t) {
+    readers.emplace_back([&, t] {
+      for (int i = t; !stop.load(std::memory_order_relaxed); ++i) {
+        Decision d = RouteTarget(router, "/group-" + std::to_string(i % 64) + "/x");
+        std::string want = "cell-" + std::to_string(d.cell_id()) + "-v";
+        std::string_view address = d.address();
+        int version = std::atoi(std::string(address.substr(want.size())).c_str());
+        if (d.source() != Source::kClaims || address.substr(0, want.size()) != want ||
+            d.cell_id() != 2 + version % 3) {
+          ++wrong;
+        }
+        ++routed;
+      }
+    });
+  }
+  for (int version = 1; version <= 1000; ++version) {
+    publish(version);
+    if (version % 10 == 0) table->Reclaim();
+  }
+  stop = true;
+  for (auto& th : readers) th.join();
+  CHECK(wrong.load() == 0);
+  CHECK(routed.load() > 0);
+}
