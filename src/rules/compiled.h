@@ -209,7 +209,7 @@ class RuleEvaluator {
   static bool ApplyTransform(const internal::Transform& t, Variables& vars, std::string* why);
   static void Reset(Outcome* out) noexcept;
   // False (and `out` rejected, saying which bound) past kMaxRequestFields or kMaxRequestBytes.
-  static bool WithinLimits(const RequestView& request, Outcome* out) noexcept;
+  static bool WithinLimits(const internal::RequestScan& scan, Outcome* out) noexcept;
 };
 
 }  // namespace cellroute

@@ -751,12 +751,8 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
 static_assert(kMaxRequestFields == 256 && kMaxRequestBytes == 65536,
               "the rejection reasons below name these bounds");
 
-bool RuleEvaluator::WithinLimits(const RequestView& request, Outcome* out) noexcept {
-  std::size_t fields = request.headers.size() + request.cookies.size();
-  std::size_t bytes =
-      request.method.size() + request.host.size() + request.path.size() + request.query.size();
-  for (const Header& h : request.headers) bytes += h.name.size() + h.value.size();
-  for (const Header& c : request.cookies) bytes += c.name.size() + c.value.size();
+bool RuleEvaluator::WithinLimits(const internal::RequestScan& scan, Outcome* out) noexcept {
+  const std::size_t fields = scan.fields(), bytes = scan.bytes();
   if (fields <= kMaxRequestFields && bytes <= kMaxRequestBytes) return true;
   Reset(out);
   out->kind_ = Outcome::Kind::kRejected;
@@ -770,10 +766,10 @@ bool RuleEvaluator::WithinLimits(const RequestView& request, Outcome* out) noexc
 
 void RuleEvaluator::Start(const Ruleset::Compiled& compiled, Pass* pass, Outcome* out) noexcept {
   pass->started_ = true;
-  pass->within_limits_ = WithinLimits(pass->request_, out);
-  if (!pass->within_limits_) return;
   const internal::RuleIndex& index = compiled.index;
   pass->scan_.Bind(pass->request_, index.reads_cookies());
+  pass->within_limits_ = WithinLimits(pass->scan_, out);
+  if (!pass->within_limits_) return;
   if (index.enabled()) index.Candidates(pass->request_, pass->scan_, pass->candidates_);
 }
 
@@ -781,7 +777,7 @@ void RuleEvaluator::Continue(const Ruleset::Compiled& compiled, Pass* pass, std:
                              Outcome* out) noexcept {
   if (!pass->started_) Start(compiled, pass, out);
   if (!pass->within_limits_) {
-    (void)WithinLimits(pass->request_, out);  // the same rejection again
+    (void)WithinLimits(pass->scan_, out);  // the same rejection again
     return;
   }
   const internal::RuleIndex& index = compiled.index;
@@ -827,10 +823,10 @@ void RuleEvaluator::Run(const Ruleset::Compiled& compiled, const RequestView& re
     Continue(compiled, &pass, first_rule, out);
     return;
   }
-  if (!WithinLimits(request, out)) return;
   // The reference evaluation: every rule in order, no index, each with its reason.
   internal::RequestScan scan;
   scan.Bind(request, compiled.index.reads_cookies());
+  if (!WithinLimits(scan, out)) return;
   for (std::size_t i = first_rule; i < compiled.rules.size(); ++i) {
     const internal::Rule& rule = compiled.rules[i];
     std::string why;

@@ -250,18 +250,14 @@ void RuleIndex::Candidates(const RequestView& request, RequestScan& scan,
     // No split: a name anywhere in a Cookie header, or among the cookies given apart, makes
     // its rules candidates; any cookie text at all makes the regex-named rules candidates.
     bool any = false;
-    for (const Header& h : request.headers) {
-      if (h.name.size() != 6 || h.value.empty() ||
-          !RequestView::EqualsIgnoreCase(h.name, "cookie")) {
-        continue;
-      }
+    scan.cookie_headers().Any(request, [&](std::string_view value) {
+      if (value.empty()) return false;
       any = true;
       for (std::size_t id = 0; id < cookies_.names.size(); ++id) {
-        if (ContainsBytes(h.value, cookies_.names.name(id))) {
-          Or(cookies_.bits[id], out);
-        }
+        if (ContainsBytes(value, cookies_.names.name(id))) Or(cookies_.bits[id], out);
       }
-    }
+      return false;
+    });
     for (const Header& c : request.cookies) {
       any = true;
       int id = cookies_.names.Find(c.name);

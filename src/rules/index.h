@@ -8,6 +8,7 @@
 // usable anchor are always candidates.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -21,6 +22,43 @@ namespace cellroute::internal {
 struct Rule;
 struct Regex;
 
+// Where a request's Cookie headers are among its headers, noted in the one pass over them that
+// also sizes the request (RequestScan::Bind), so that nothing looks for them by name again:
+// the first 64 by bit, any further ones by a scan of what follows.
+class CookieHeaders {
+ public:
+  static bool Is(const Header& h) noexcept {
+    return h.name.size() == 6 && EqualFolded("cookie", "\x20\x20\x20\x20\x20\x20", h.name);
+  }
+  void Clear() noexcept {
+    first_ = 0;
+    beyond_ = false;
+  }
+  void Note(std::size_t header) noexcept {
+    if (header < 64) {
+      first_ |= std::uint64_t{1} << header;
+    } else {
+      beyond_ = true;
+    }
+  }
+  // fn(value) for each Cookie header of `request` (the one noted), in order, until it says true.
+  template <typename Fn>
+  bool Any(const RequestView& request, Fn&& fn) const {
+    for (std::uint64_t m = first_; m != 0; m &= m - 1) {
+      if (fn(request.headers[static_cast<std::size_t>(std::countr_zero(m))].value)) return true;
+    }
+    if (!beyond_) return false;
+    for (std::size_t i = 64; i < request.headers.size(); ++i) {
+      if (Is(request.headers[i]) && fn(request.headers[i].value)) return true;
+    }
+    return false;
+  }
+
+ private:
+  std::uint64_t first_ = 0;
+  bool beyond_ = false;
+};
+
 // A request's cookies, split from its Cookie headers at most once per evaluation, on first use
 // (the index and every cookie matcher read the same split; a request that an earlier rule
 // decides is never split) when there are at most kMaxSplit; past that, each use splits them
@@ -29,9 +67,11 @@ class CookieList {
  public:
   static constexpr std::size_t kMaxSplit = 64;
 
-  // The request whose cookies Any lists; nothing is split yet.
-  void Bind(const RequestView& request) noexcept {
+  // The request whose cookies Any lists, its Cookie headers where `headers` says (which
+  // must outlive this); nothing is split yet.
+  void Bind(const RequestView& request, const CookieHeaders* headers) noexcept {
     request_ = &request;
+    headers_ = headers;
     split_ = false;
   }
   // As RequestView::AnyCookie (false when unbound), splitting on the first call.
@@ -50,6 +90,7 @@ class CookieList {
 
  private:
   const RequestView* request_ = nullptr;
+  const CookieHeaders* headers_ = nullptr;
   std::size_t size_ = 0;
   bool split_ = false;
   bool complete_ = false;
@@ -60,12 +101,9 @@ class CookieList {
     size_ = 0;
     complete_ = true;
     if (request_ == nullptr) return;
-    for (const Header& h : request_->headers) {
-      if (h.name.size() == 6 && RequestView::EqualsIgnoreCase(h.name, "cookie") &&
-          !SplitHeader(h.value)) {
-        complete_ = false;
-        return;
-      }
+    if (headers_->Any(*request_, [&](std::string_view value) { return !SplitHeader(value); })) {
+      complete_ = false;
+      return;
     }
     for (const Header& c : request_->cookies) {
       if (!Push(c.name, c.value)) {
@@ -101,15 +139,31 @@ class CookieList {
 };
 
 // What one evaluation works out about its request at most once, for the index and the matchers
-// alike: the cookies, split on first use, and whether the path's first segment is a reserved
-// word. Bound to one request, which must outlive it.
+// alike: in one pass over the headers, the request's size (for its bound) and where its Cookie
+// headers are; the cookies, split on first use; and whether the path's first segment is a
+// reserved word. Bound to one request, which must outlive it.
 class RequestScan {
  public:
   // `cookies`: whether anything will list the cookies (else they are never split).
   void Bind(const RequestView& request, bool cookies) noexcept {
     reserved_for_ = nullptr;
-    if (cookies) cookies_.Bind(request);
+    cookie_headers_.Clear();
+    std::size_t bytes =
+        request.method.size() + request.host.size() + request.path.size() + request.query.size();
+    for (std::size_t i = 0; i < request.headers.size(); ++i) {
+      const Header& h = request.headers[i];
+      bytes += h.name.size() + h.value.size();
+      if (CookieHeaders::Is(h)) cookie_headers_.Note(i);
+    }
+    for (const Header& c : request.cookies) bytes += c.name.size() + c.value.size();
+    bytes_ = bytes;
+    fields_ = request.headers.size() + request.cookies.size();
+    if (cookies) cookies_.Bind(request, &cookie_headers_);
   }
+  // Headers and cookies, and bytes in all (the method, host, path and query included).
+  std::size_t fields() const noexcept { return fields_; }
+  std::size_t bytes() const noexcept { return bytes_; }
+  const CookieHeaders& cookie_headers() const noexcept { return cookie_headers_; }
   CookieList& cookies() noexcept { return cookies_; }
   // words.Contains(segment), remembered for the one view of the request's text last asked
   // about (the path's first segment, which the index and the path matchers both ask about).
@@ -127,6 +181,8 @@ class RequestScan {
   const char* reserved_for_ = nullptr;
   std::size_t reserved_size_ = 0;
   bool reserved_ = false;
+  std::size_t fields_ = 0, bytes_ = 0;
+  CookieHeaders cookie_headers_;
   CookieList cookies_;
 };
 
