@@ -210,6 +210,8 @@ class RuleEvaluator {
   static void Reset(Outcome* out) noexcept;
   // False (and `out` rejected, saying which bound) past kMaxRequestFields or kMaxRequestBytes.
   static bool WithinLimits(const internal::RequestScan& scan, Outcome* out) noexcept;
+  [[gnu::cold]] static void RejectOverLimits(const internal::RequestScan& scan,
+                                             Outcome* out) noexcept;
 };
 
 }  // namespace cellroute

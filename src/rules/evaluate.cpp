@@ -751,16 +751,21 @@ Outcome::Kind RuleEvaluator::EvalRule(const Ruleset::Compiled& compiled, const i
 static_assert(kMaxRequestFields == 256 && kMaxRequestBytes == 65536,
               "the rejection reasons below name these bounds");
 
-bool RuleEvaluator::WithinLimits(const internal::RequestScan& scan, Outcome* out) noexcept {
-  const std::size_t fields = scan.fields(), bytes = scan.bytes();
-  if (fields <= kMaxRequestFields && bytes <= kMaxRequestBytes) return true;
+void RuleEvaluator::RejectOverLimits(const internal::RequestScan& scan, Outcome* out) noexcept {
   Reset(out);
   out->kind_ = Outcome::Kind::kRejected;
   out->rejection_ = Outcome::Rejection::kRequestLimits;
   (void)Store(out,
-              fields > kMaxRequestFields ? "request has more than 256 headers and cookies"
-                                         : "request is larger than 65536 bytes",
+              scan.fields() > kMaxRequestFields ? "request has more than 256 headers and cookies"
+                                                : "request is larger than 65536 bytes",
               &out->reason_);
+}
+
+inline bool RuleEvaluator::WithinLimits(const internal::RequestScan& scan, Outcome* out) noexcept {
+  if (scan.fields() <= kMaxRequestFields && scan.bytes() <= kMaxRequestBytes) [[likely]] {
+    return true;
+  }
+  RejectOverLimits(scan, out);
   return false;
 }
 

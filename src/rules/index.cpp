@@ -227,10 +227,6 @@ void RuleIndex::Build(const std::vector<Rule>& rules, const NameTable* reserved_
   prefixes_.names.Seal();
 }
 
-void RuleIndex::Or(const Bits& bits, std::uint64_t* out) const noexcept {
-  for (std::size_t w = 0; w < words_; ++w) out[w] |= bits[w];
-}
-
 void RuleIndex::LookAtHeaders(const RequestView& request, std::uint64_t* out) const noexcept {
   for (std::size_t w = 0; w < words_; ++w) out[w] &= ~header_rules_[w];
   for (const Header& h : request.headers) {

@@ -220,7 +220,12 @@ class RuleIndex {
     std::vector<Bits> bits;  // by name id
   };
 
-  void Or(const Bits& bits, std::uint64_t* out) const noexcept;
+  // out |= bits, a word at a time (most rulesets have one word: up to 64 rules).
+  void Or(const Bits& bits, std::uint64_t* out) const noexcept {
+    const std::uint64_t* b = bits.data();
+    out[0] |= b[0];
+    for (std::size_t w = 1; w < words_; ++w) out[w] |= b[w];
+  }
 
   bool enabled_ = false;
   bool reads_cookies_ = false;
