@@ -199,6 +199,9 @@ class RuleEvaluator {
   // at most once) or as a view (`text`; a variable alone is not copied at all).
   static Render RenderTemplate(Variables& vars, const internal::Template& t, Span* span,
                                std::string_view* text, std::string_view* missing) noexcept;
+  // RenderTemplate for a template that is not one variable alone.
+  static Render RenderParts(Variables& vars, const internal::Template& t, Span* span,
+                            std::string_view* text, std::string_view* missing) noexcept;
   // Records rx's named captures as variables when it matches `text`: searched anywhere in it,
   // or matching all of it when `whole` (cookie names).
   static bool MatchRegex(const internal::Regex& rx, std::string_view text, Variables& vars,

@@ -369,21 +369,28 @@ class RuleEvaluator::Variables {
   std::int64_t fields_[internal::kTokenFieldCount];
 };
 
-RuleEvaluator::Render RuleEvaluator::RenderTemplate(Variables& vars, const internal::Template& t,
-                                                    Span* span, std::string_view* text,
-                                                    std::string_view* missing) noexcept {
-  if (t.parts.size() == 1 && t.parts[0].variable) {
-    Variables::Value v;
-    if (!vars.Find(t.parts[0], &v)) {
-      *missing = t.parts[0].text;
-      return Render::kMissing;
-    }
-    if (span != nullptr) vars.Place(v, span);
-    // A view is asked for by a transform's input (a capture, never a number) and by
-    // validate.exist (which reads nothing).
-    if (text != nullptr) *text = v.numeric ? std::string_view() : v.text;
-    return Render::kOk;
+[[gnu::always_inline]] inline RuleEvaluator::Render RuleEvaluator::RenderTemplate(
+    Variables& vars, const internal::Template& t, Span* span, std::string_view* text,
+    std::string_view* missing) noexcept {
+  // A template that is one variable (most are) inline; anything else in RenderParts.
+  if (t.parts.size() != 1 || !t.parts[0].variable) [[unlikely]] {
+    return RenderParts(vars, t, span, text, missing);
   }
+  Variables::Value v;
+  if (!vars.Find(t.parts[0], &v)) {
+    *missing = t.parts[0].text;
+    return Render::kMissing;
+  }
+  if (span != nullptr) vars.Place(v, span);
+  // A view is asked for by a transform's input (a capture, never a number) and by
+  // validate.exist (which reads nothing).
+  if (text != nullptr) *text = v.numeric ? std::string_view() : v.text;
+  return Render::kOk;
+}
+
+RuleEvaluator::Render RuleEvaluator::RenderParts(Variables& vars, const internal::Template& t,
+                                                 Span* span, std::string_view* text,
+                                                 std::string_view* missing) noexcept {
   Outcome* out = vars.out();
   const std::uint16_t start = out->used_;
   for (const auto& part : t.parts) {
