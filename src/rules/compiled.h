@@ -148,11 +148,11 @@ struct Ruleset::Compiled {
 // Fills Outcomes. One evaluation routine serves Evaluate and Explain, so they cannot disagree.
 class RuleEvaluator {
  public:
-  // Evaluates rules in order; when `trace` is non-null, records every rule tried. Without a
-  // trace only the index's candidates are tried; with one, every rule is (the reference
-  // evaluation that tests compare the index against).
-  static void Run(const Ruleset::Compiled& compiled, const RequestView& request,
-                  std::size_t first_rule, Outcome* out, std::vector<RuleTrace>* trace);
+  // The reference evaluation (Explain, and what tests compare the index against): every rule
+  // in order, not only the index's candidates, each recorded in `trace` with its reason.
+  // Evaluate tries the index's candidates (Pass, Continue); both decide with EvalRule.
+  static void Trace(const Ruleset::Compiled& compiled, const RequestView& request,
+                    std::size_t first_rule, Outcome* out, std::vector<RuleTrace>* trace);
 
   // One request's evaluation, resumable: the request-size bound, the cookie split and the
   // index's candidates are worked out on the first call and serve every later one, so a

@@ -776,7 +776,8 @@ inline bool RuleEvaluator::WithinLimits(const internal::RequestScan& scan, Outco
   return false;
 }
 
-void RuleEvaluator::Start(const Ruleset::Compiled& compiled, Pass* pass, Outcome* out) noexcept {
+[[gnu::always_inline]] inline void RuleEvaluator::Start(const Ruleset::Compiled& compiled,
+                                                        Pass* pass, Outcome* out) noexcept {
   pass->started_ = true;
   const internal::RuleIndex& index = compiled.index;
   pass->scan_.Bind(pass->request_, index.reads_cookies());
@@ -828,14 +829,8 @@ void RuleEvaluator::Evaluate(const Ruleset& rules, Pass* pass, std::size_t first
   Continue(*rules.compiled_, pass, first_rule, out);
 }
 
-void RuleEvaluator::Run(const Ruleset::Compiled& compiled, const RequestView& request,
-                        std::size_t first_rule, Outcome* out, std::vector<RuleTrace>* trace) {
-  if (trace == nullptr) {
-    Pass pass(request);
-    Continue(compiled, &pass, first_rule, out);
-    return;
-  }
-  // The reference evaluation: every rule in order, no index, each with its reason.
+void RuleEvaluator::Trace(const Ruleset::Compiled& compiled, const RequestView& request,
+                          std::size_t first_rule, Outcome* out, std::vector<RuleTrace>* trace) {
   internal::RequestScan scan;
   scan.Bind(request, compiled.index.reads_cookies());
   if (!WithinLimits(scan, out)) return;
@@ -865,12 +860,13 @@ void RuleEvaluator::Finish(const internal::Rule& rule, std::size_t i, Outcome::K
 
 void Ruleset::Evaluate(const RequestView& request, Outcome* out,
                        std::size_t first_rule) const noexcept {
-  RuleEvaluator::Run(*compiled_, request, first_rule, out, nullptr);
+  RuleEvaluator::Pass pass(request);
+  RuleEvaluator::Evaluate(*this, &pass, first_rule, out);
 }
 
 Explanation Ruleset::Explain(const RequestView& request, std::size_t first_rule) const {
   Explanation e;
-  RuleEvaluator::Run(*compiled_, request, first_rule, &e.outcome, &e.rules);
+  RuleEvaluator::Trace(*compiled_, request, first_rule, &e.outcome, &e.rules);
   return e;
 }
 
