@@ -369,3 +369,30 @@ TEST_CASE("routes read a route table that a writer churns and reclaims, each fro
   CHECK(wrong.load() == 0);
   CHECK(routed.load() > 0);
 }
+
+TEST_CASE("cell addresses of every length are copied whole into the decision") {
+  // Cell n has an address of n bytes, each byte different: a decision for it shows exactly
+  // that address, whatever its length.
+  std::vector<cellroute::Cell> cells;
+  for (int n = 1; n <= 255; ++n) {
+    std::string address;
+    for (int i = 0; i < n; ++i) address += static_cast<char>('a' + (i * 7 + n) % 26);
+    cells.push_back({n, address, "", {}});
+  }
+  auto rules = MustParse(R"J([{"id": "to",
+    "match": {"type": "header", "name": "x-cell", "regex_value": "^(?<id>\\d+)$"},
+    "action": "classify", "classify": {"type": "CELL_ID", "value": "${id}"}}])J");
+  auto router = Router::Create(
+      rules, cellroute::MakeStaticResolver(cellroute::Topology::FromCells(cells, "t").value(),
+                                           cellroute::Claims::Empty()));
+  REQUIRE(router.ok());
+  Decision d;
+  for (const auto& cell : cells) {
+    Request r;
+    r.AddHeader("x-cell", std::to_string(cell.id));
+    router->Route(r.view(), &d);
+    INFO("cell " << cell.id);
+    REQUIRE(d.cell_id() == cell.id);
+    CHECK(d.address() == cell.address);
+  }
+}

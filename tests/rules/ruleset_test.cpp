@@ -437,6 +437,36 @@ TEST_CASE("header names match ignoring ASCII case, and nothing else") {
   }
 }
 
+TEST_CASE("values of every length are copied whole, recorded or not") {
+  // Values are copied in words of several sizes, by length: every length up to and past them,
+  // each byte different, lands whole and nothing more.
+  auto rules = MustParse(R"J([{"id": "v",
+    "match": {"type": "header", "name": "x-v", "regex_value": "^(?<v>.*)$"},
+    "action": "classify", "classify": {"type": "SESSION_PREFIX", "value": "${v}"}},
+    {"id": "p", "match": {"type": "header", "name": "x-p", "regex_value": "^(?<p>.*)$"},
+    "action": "proxy", "proxy": {"address": "${p}"}}])J");
+  for (std::size_t n = 0; n <= 300; ++n) {
+    std::string value;
+    for (std::size_t i = 0; i < n; ++i) value += static_cast<char>('!' + (i * 7 + n) % 90);
+    for (bool record : {true, false}) {
+      INFO("length " << n << (record ? ", recorded" : ", not recorded"));
+      Request r;
+      r.AddHeader("x-v", value);
+      Outcome out;
+      out.RecordVariables(record);
+      rules.Evaluate(r.view(), &out);
+      REQUIRE(out.matched());
+      CHECK(out.value() == value);
+      if (n == 0 || n > 255) continue;  // a proxy address has 1 to 255 bytes
+      Request p;
+      p.AddHeader("x-p", value);
+      rules.Evaluate(p.view(), &out);
+      REQUIRE(out.matched());
+      CHECK(out.proxy_address() == value);
+    }
+  }
+}
+
 TEST_CASE("hostile input is handled, never a crash or an overflow") {
   auto rules = MustParse(R"J([
     {"id": "greedy", "match": {"type": "header", "name": "x-big", "regex_value": "^(?<all>.*)$"},
