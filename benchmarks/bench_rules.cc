@@ -8,6 +8,7 @@
 #include <charconv>
 #include <memory>
 #include <set>
+#include <unordered_map>
 
 #include "workload.h"
 
@@ -179,25 +180,27 @@ class HandwrittenClassifier {
     char digits[24];
   };
 
-  static void Classify(const RequestView& req, Result* out) {
+  // The first rule from `from` on that decides the request (a router resumes below a claim
+  // nobody owns).
+  static void Classify(const RequestView& req, Result* out, int from = 0) {
     out->rule = -1;
     out->rejected = false;
     out->value = {};
     // 0 force_cell_cookie: a force-cell cookie that is exactly cell-<digits>.
-    if (req.AnyCookie([&](std::string_view name, std::string_view value) {
+    if (from <= 0 && req.AnyCookie([&](std::string_view name, std::string_view value) {
           return name == "force-cell" && CellName(value) == value.size();
         })) {
       return Set(out, 0, req, "force-cell");
     }
     // 1 organization_path: /o/<segment>...
     std::string_view path = req.path;
-    if (path.size() > 3 && path.compare(0, 3, "/o/") == 0 && path[3] != '/') {
+    if (from <= 1 && path.size() > 3 && path.compare(0, 3, "/o/") == 0 && path[3] != '/') {
       out->rule = 1;
       out->value = path.substr(3, path.find('/', 3) - 3);
       return;
     }
     // 2 top_level_namespace: /<segment>... unless the segment is reserved.
-    if (path.size() > 1 && path[0] == '/' && path[1] != '/') {
+    if (from <= 2 && path.size() > 1 && path[0] == '/' && path[1] != '/') {
       std::string_view seg = path.substr(1, path.find('/', 1) - 1);
       if (!Reserved(seg)) {
         out->rule = 2;
@@ -205,7 +208,7 @@ class HandwrittenClassifier {
         return;
       }
     }
-    // 3-5 routable tokens in headers.
+    // 3-5 routable tokens in headers (`from` is at most 3 here: the claims are rules 1 and 2).
     if (Token(req, "runner-token", 3, out, [](std::string_view v) {
           return Skip(v, "glrt-") ? 5 : Skip(v, "glrtr-") ? 6 : 0;
         }) ||
@@ -319,6 +322,73 @@ class HandwrittenClassifier {
   }
 };
 
+// The default rules and their resolution written by hand, as one proxy would: the hand-written
+// classifier, then the embedded cell list and claims in plain containers (claims in a hash
+// map, cells found by id or session prefix in a vector), going on below a claim nobody owns
+// as the router does. Its answer is the cell, not a copy of the address.
+class HandwrittenRouter {
+ public:
+  HandwrittenRouter() {
+    auto topology = Topology::ParseToml(defaults::TopologyToml(), "defaults").value();
+    cells_ = topology.cells();
+    auto claims = Claims::Parse(defaults::ClaimsJson(), "defaults", topology).value();
+    for (const ClaimEntry& e : claims.Entries()) {
+      (e.type == ClassifyType::kClaimRoute ? routes_ : organizations_)[e.value] = e.cell_id;
+    }
+  }
+  // The cell for the request; nullptr when it is refused (a malformed token). `fell`, when
+  // given, counts the claims nobody owned.
+  const Cell* Route(const RequestView& req, int* fell = nullptr) const {
+    HandwrittenClassifier::Result r;
+    for (int from = 0;;) {
+      HandwrittenClassifier::Classify(req, &r, from);
+      if (r.rejected) return nullptr;
+      switch (r.rule) {
+        case 0:
+        case 6:  // SESSION_PREFIX
+          for (const Cell& c : cells_) {
+            if (!c.session_prefix.empty() && c.session_prefix == r.value) return &c;
+          }
+          return &cells_.front();
+        case 1:
+        case 2: {  // claims: a claim nobody owns goes on below
+          const auto& claims = r.rule == 1 ? organizations_ : routes_;
+          auto it = claims.find(r.value);
+          if (it == claims.end()) {
+            from = r.rule + 1;
+            if (fell != nullptr) ++*fell;
+            continue;
+          }
+          return ById(it->second);
+        }
+        case 3:
+        case 4:
+        case 5: {  // CELL_ID
+          std::int64_t id = 0;
+          std::from_chars(r.value.data(), r.value.data() + r.value.size(), id);
+          return ById(id);
+        }
+        default:  // the fallback rule: the legacy cell
+          return &cells_.front();
+      }
+    }
+  }
+
+ private:
+  const Cell* ById(std::int64_t id) const {
+    for (const Cell& c : cells_) {
+      if (c.id == id) return &c;
+    }
+    return &cells_.front();
+  }
+  // Hashed with the standard hash, looked up without building a string.
+  struct Hash : std::hash<std::string_view> {
+    using is_transparent = void;
+  };
+  std::vector<Cell> cells_;
+  std::unordered_map<std::string, std::int64_t, Hash, std::equal_to<>> routes_, organizations_;
+};
+
 struct Fixture {
   explicit Fixture(int rules)
       : json(rules == 0 ? std::string(defaults::RulesJson()) : Ruleset(rules)),
@@ -416,7 +486,40 @@ void BM_Classify_baseline(benchmark::State& state) {
 
 // The whole decision, rules and resolution through the route table, on the default set, into
 // a decision that does not record variables (as a proxy routes); Route/uncounted: the same
-// with decision counting (metrics) turned off, to show its cost.
+// with decision counting (metrics) turned off, to show its cost; Route/handwritten: the same
+// decisions by hand (checked first to name the same cell for every request of the mix).
+void BM_Route_handwritten(benchmark::State& state) {
+  static const HandwrittenRouter hand;
+  auto requests = RequestMix(kDistinctRequests);
+  std::vector<RequestView> views = Views(requests);
+  static const bool checked = [&] {
+    Router router = Router::FromDefaults().value();
+    int fell = 0;
+    for (const RequestView& v : views) {
+      Decision d = router.Route(v);
+      const Cell* cell = hand.Route(v, &fell);
+      if ((cell == nullptr) != d.rejected() ||
+          (cell != nullptr && (cell->id != d.cell_id() || cell->address != d.address()))) {
+        std::fprintf(stderr, "hand-written router disagrees on %.*s\n",
+                     static_cast<int>(v.path.size()), v.path.data());
+        std::abort();
+      }
+    }
+    if (fell == 0) {
+      std::fprintf(stderr, "the request mix has no claim nobody owns: nothing goes below one\n");
+      std::abort();
+    }
+    std::fprintf(stderr, "hand-written router agrees, %d claims nobody owns gone below\n", fell);
+    return true;
+  }();
+  (void)checked;
+  std::size_t i = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(hand.Route(views[i++ % kDistinctRequests]));
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
 void BM_Route_cellroute(benchmark::State& state) {
   Router router = Router::FromDefaults().value();
   router.SetCounting(state.range(0) != 0);
@@ -473,6 +576,7 @@ void RegisterRuleBenchmarks(bool short_mode) {
   }
   benchmark::RegisterBenchmark("Route/cellroute", BM_Route_cellroute)->Arg(1);
   benchmark::RegisterBenchmark("Route/uncounted", BM_Route_cellroute)->Arg(0);
+  benchmark::RegisterBenchmark("Route/handwritten", BM_Route_handwritten);
 }
 
 }  // namespace cellroute::bench
