@@ -311,7 +311,41 @@ std::unique_ptr<SimpleRegex> SimpleRegex::Compile(std::string_view pattern, bool
   Parser parser(pattern, rx.get());
   if (!parser.Parse(whole) || !rx->CheckDeterministic()) return nullptr;
   rx->FuseLiterals();
+  rx->FuseGroupMarks();
   return rx;
+}
+
+void SimpleRegex::FuseGroupMarks() {
+  auto holds_text = [](const Node& n) {
+    return n.kind == Node::Kind::kRun || n.kind == Node::Kind::kLiteral;
+  };
+  std::vector<Node> fused;
+  std::vector<std::uint32_t> index(nodes_.size() + 1);  // old node -> new node
+  for (std::size_t k = 0; k < nodes_.size(); ++k) {
+    // A node dropped here continues at the next one kept (what a skip landing on it meant).
+    index[k] = static_cast<std::uint32_t>(fused.size());
+    const Node& n = nodes_[k];
+    const bool mark = (n.kind == Node::Kind::kOpen || n.kind == Node::Kind::kClose) && !n.optional;
+    if (mark && n.group == 0) continue;  // (?:...) that cannot be skipped does nothing
+    if (mark && n.kind == Node::Kind::kOpen && k + 1 < nodes_.size() && holds_text(nodes_[k + 1]) &&
+        nodes_[k + 1].begins == 0) {
+      nodes_[k + 1].begins = n.group;
+      continue;
+    }
+    // A skip never lands on a group's end (it lands after an optional kClose, which is kept),
+    // so the node before it is always the way in.
+    if (mark && n.kind == Node::Kind::kClose && !fused.empty() && holds_text(fused.back()) &&
+        fused.back().ends == 0) {
+      fused.back().ends = n.group;
+      continue;
+    }
+    fused.push_back(n);
+  }
+  index[nodes_.size()] = static_cast<std::uint32_t>(fused.size());
+  for (Node& n : fused) {
+    if (n.kind == Node::Kind::kOpen && n.optional) n.skip_to = index[n.skip_to];
+  }
+  nodes_ = std::move(fused);
 }
 
 void SimpleRegex::FuseLiterals() {
@@ -380,6 +414,7 @@ bool SimpleRegex::Match(std::string_view text, Group* groups) const noexcept {
     bool ok = true;
     switch (n.kind) {
       case Node::Kind::kRun: {
+        if (n.begins != 0) groups[n.begins].begin = pos;
         const Set& set = sets_[n.set];
         std::size_t limit = n.max == kUnbounded || size - pos < n.max ? size : pos + n.max;
         std::size_t start = pos;
@@ -395,6 +430,7 @@ bool SimpleRegex::Match(std::string_view text, Group* groups) const noexcept {
         break;
       }
       case Node::Kind::kLiteral: {
+        if (n.begins != 0) groups[n.begins].begin = pos;
         const std::size_t len = n.max;
         ok = size - pos >= len && EqualBytes(text.data() + pos, literals_.data() + n.min, len);
         pos += len;
@@ -416,6 +452,7 @@ bool SimpleRegex::Match(std::string_view text, Group* groups) const noexcept {
         break;
     }
     if (ok) {
+      if (n.ends != 0) groups[n.ends].end = pos;
       ++k;
       continue;
     }

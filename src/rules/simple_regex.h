@@ -69,6 +69,9 @@ class SimpleRegex {
     bool optional = false;           // kOpen: the group may be skipped ('?')
     std::uint8_t group = 0;          // kOpen/kClose: the capture index, 0 for (?:...)
     std::uint8_t reset_from = 0;     // optional kOpen: its first capture (cleared when skipped)
+    // kRun/kLiteral: a capture that begins where this node does, and one that ends where it
+    // ends (0: none), folded in from the group's own kOpen and kClose (FuseGroupMarks).
+    std::uint8_t begins = 0, ends = 0;
     std::uint32_t min = 1, max = 1;  // kRun: how many bytes of the set; kLiteral: min is its
                                      // offset in literals_, max its length
     std::uint32_t skip_to = 0;       // optional kOpen: the node after its kClose
@@ -81,6 +84,10 @@ class SimpleRegex {
   bool CheckDeterministic();
   // Fuses runs of single literal bytes into kLiteral nodes and drops the sets nothing reads.
   void FuseLiterals();
+  // Folds each group that cannot be skipped into the nodes it begins and ends with, where they
+  // have room, and drops (?:...) that cannot be skipped: a capture is then two stores, not
+  // two more nodes to step through.
+  void FuseGroupMarks();
   // The bytes that can come next from node `from` on, and whether the rest can match nothing.
   Set First(std::size_t from, std::size_t until, bool* can_be_empty) const noexcept;
 

@@ -111,6 +111,16 @@ TEST_CASE("simple regexes match and capture exactly what RE2 does") {
       "^(?P<g1>a(?P<g2>b)?c)?d",
       "^(?P<g1>a+b)?",
       "^x(?:a{2,3}){1}",
+      // Groups folded into the nodes they begin and end with: nested, sharing a first or a
+      // last node, inside (?:...), and right after an optional group (where its skip lands).
+      "^((?P<g1>a)b)c",
+      "^(?P<g1>(?P<g2>a+)b)",
+      "^(?P<g1>a(?P<g2>b))",
+      "^(?P<g1>(?P<g2>a))$",
+      "^(x)?(?P<g1>a)b",
+      "^(x)?(?:a)(?P<g1>b+)",
+      "^a(?:(?P<g1>b)c)?d",
+      "^(?:(?P<g1>a)(?P<g2>b))?(?P<g3>c)",
       "^[]a]+b",
       "^[a-]+b",
       "^a{0}b",
