@@ -180,27 +180,25 @@ class HandwrittenClassifier {
     char digits[24];
   };
 
-  // The first rule from `from` on that decides the request (a router resumes below a claim
-  // nobody owns).
-  static void Classify(const RequestView& req, Result* out, int from = 0) {
+  static void Classify(const RequestView& req, Result* out) {
     out->rule = -1;
     out->rejected = false;
     out->value = {};
     // 0 force_cell_cookie: a force-cell cookie that is exactly cell-<digits>.
-    if (from <= 0 && req.AnyCookie([&](std::string_view name, std::string_view value) {
+    if (req.AnyCookie([&](std::string_view name, std::string_view value) {
           return name == "force-cell" && CellName(value) == value.size();
         })) {
       return Set(out, 0, req, "force-cell");
     }
     // 1 organization_path: /o/<segment>...
     std::string_view path = req.path;
-    if (from <= 1 && path.size() > 3 && path.compare(0, 3, "/o/") == 0 && path[3] != '/') {
+    if (path.size() > 3 && path.compare(0, 3, "/o/") == 0 && path[3] != '/') {
       out->rule = 1;
       out->value = path.substr(3, path.find('/', 3) - 3);
       return;
     }
     // 2 top_level_namespace: /<segment>... unless the segment is reserved.
-    if (from <= 2 && path.size() > 1 && path[0] == '/' && path[1] != '/') {
+    if (path.size() > 1 && path[0] == '/' && path[1] != '/') {
       std::string_view seg = path.substr(1, path.find('/', 1) - 1);
       if (!Reserved(seg)) {
         out->rule = 2;
@@ -208,7 +206,13 @@ class HandwrittenClassifier {
         return;
       }
     }
-    // 3-5 routable tokens in headers (`from` is at most 3 here: the claims are rules 1 and 2).
+    BelowClaims(req, out);
+  }
+  // Rules 3 to 7, where a router goes on below a claim nobody owns (below rule 1 as well: its
+  // paths start with "/o/", and "o" is reserved, so rule 2 never takes them). `out` as the
+  // claim left it: not rejected.
+  [[gnu::always_inline]] static void BelowClaims(const RequestView& req, Result* out) {
+    // 3-5 routable tokens in headers.
     if (Token(req, "runner-token", 3, out, [](std::string_view v) {
           return Skip(v, "glrt-") ? 5 : Skip(v, "glrtr-") ? 6 : 0;
         }) ||
@@ -340,8 +344,8 @@ class HandwrittenRouter {
   // given, counts the claims nobody owned.
   const Cell* Route(const RequestView& req, int* fell = nullptr) const {
     HandwrittenClassifier::Result r;
-    for (int from = 0;;) {
-      HandwrittenClassifier::Classify(req, &r, from);
+    HandwrittenClassifier::Classify(req, &r);
+    for (;;) {
       if (r.rejected) return nullptr;
       switch (r.rule) {
         case 0:
@@ -355,7 +359,7 @@ class HandwrittenRouter {
           const auto& claims = r.rule == 1 ? organizations_ : routes_;
           auto it = claims.find(r.value);
           if (it == claims.end()) {
-            from = r.rule + 1;
+            HandwrittenClassifier::BelowClaims(req, &r);
             if (fell != nullptr) ++*fell;
             continue;
           }
