@@ -103,9 +103,14 @@ class CELLROUTE_EXPORT Resolver {
  public:
   struct Session {
     alignas(16) unsigned char storage[48];
-    // Set by the Router: it is inside cellroute's RCU read-side section from Begin to End, so
-    // a resolver over a RouteTable may read it with a RouteTable::Reader::InSection.
-    bool in_read_section = false;
+    // Whether the Router opened this session inside cellroute's RCU read-side section, held
+    // until after End (it does for every session it opens; no one else can say so): the table
+    // resolver's Reader then borrows that section (ADR 0017).
+    bool in_read_section() const noexcept { return in_read_section_; }
+
+   private:
+    friend class Router;
+    bool in_read_section_ = false;
   };
 
   virtual ~Resolver();

@@ -15,7 +15,8 @@
 //
 // Readers never lock, never allocate (after a thread's first read, which registers it) and
 // never write to memory another thread reads: a Reader is an RCU read-side critical section
-// (liburcu's bp flavour) around one atomic load of the current snapshot. Each snapshot is an
+// (liburcu's bp flavour) around one atomic load of the current snapshot (the router's own
+// Readers borrow the section it reads its rules in: ADR 0017). Each snapshot is an
 // immutable trie over the keys' hashes (wide nodes, buckets of entries as leaves: ADR 0010)
 // plus the cell list; a writer builds the next snapshot by copying the paths it changes,
 // publishes it with one atomic store, and frees what the old snapshot alone used only after a
@@ -47,6 +48,10 @@
 #include "cellroute/topology.h"
 
 namespace cellroute {
+
+namespace internal {
+struct ReaderInSection;  // src/table/reader_in_section.h
+}  // namespace internal
 
 struct TableHit {
   enum class Kind : std::uint8_t { kMiss, kPositive, kNegative };
@@ -85,12 +90,6 @@ class CELLROUTE_EXPORT RouteTable {
   class CELLROUTE_EXPORT Reader {
    public:
     explicit Reader(const RouteTable& table) noexcept;
-    // A Reader for a caller already inside a read-side section of cellroute's (another
-    // Reader, of any table, or the router's while it routes a request): the same snapshot and
-    // lookups, without entering a section of its own, which costs a few thread-local accesses.
-    // That section must outlive this Reader.
-    struct InSection {};
-    Reader(const RouteTable& table, InSection) noexcept;
     ~Reader();
     Reader(const Reader&) = delete;
     Reader& operator=(const Reader&) = delete;
@@ -101,6 +100,14 @@ class CELLROUTE_EXPORT RouteTable {
     TableHit Lookup(ClassifyType type, std::string_view value) const noexcept;
 
    private:
+    // A Reader inside a read-side section its maker already holds for longer (the router's,
+    // while it routes a request): the same snapshot and lookups without a section of its own,
+    // which would cost a few thread-local accesses. Only the library makes one
+    // (internal::ReaderInSection): made outside a section, it could read freed memory.
+    friend struct internal::ReaderInSection;
+    struct InSection {};
+    Reader(const RouteTable& table, InSection) noexcept;
+
     const RouteTable& table_;
     const void* snapshot_;
     bool own_section_;

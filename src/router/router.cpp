@@ -214,7 +214,7 @@ void Router::RouteWith(const Core& core, const RequestView& request, Decision* o
   if (counting) ticket = core.metrics.Begin();
   const std::uint64_t start = ticket.timed ? NowNs() : 0;
   Resolver::Session session;
-  session.in_read_section = true;  // `core` is read inside one, for as long as the session
+  session.in_read_section_ = true;  // `core` is read inside one, for as long as the session
   core.resolver->Begin(&session);
   // One pass over the request serves the first evaluation and every fall-through.
   RuleEvaluator::Pass pass(request);
@@ -303,7 +303,7 @@ Router::Explained Router::Explain(const RequestView& request) const {
   CoreReader core(*shared_);
   const Ruleset& rules = core->rules;
   Resolver::Session session;
-  session.in_read_section = true;
+  session.in_read_section_ = true;
   core->resolver->Begin(&session);
   Explained e{rules.Explain(request), Decision()};
   e.decision.outcome_ = e.rules.outcome;

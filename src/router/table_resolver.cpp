@@ -9,6 +9,7 @@
 #include "cellroute/table.h"
 #include "cellroute/topology_service.h"
 #include "common/prometheus.h"
+#include "table/reader_in_section.h"
 
 namespace cellroute {
 
@@ -66,8 +67,8 @@ class TableResolver final : public Resolver {
   }
 
   void Begin(Session* session) const noexcept override {
-    if (session->in_read_section) {
-      new (session->storage) Reader(*table_, Reader::InSection{});
+    if (session->in_read_section()) {
+      internal::ReaderInSection::Place(session->storage, *table_);
     } else {
       new (session->storage) Reader(*table_);
     }

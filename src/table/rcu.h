@@ -52,7 +52,7 @@ inline void RcuReadUnlock(void* sync [[maybe_unused]]) noexcept {
   urcu_bp_read_unlock();
 }
 
-// Where a reader that borrowed an enclosing read-side section (RouteTable::Reader::InSection)
+// Where a reader that borrowed an enclosing read-side section (internal::ReaderInSection)
 // ends: the enclosing section keeps the memory alive, but a grace period is waited for on each
 // table's own annotation, so the reads made through this table are released on it too.
 inline void RcuBorrowedSectionEnd(void* sync [[maybe_unused]]) noexcept {

@@ -2,6 +2,7 @@
 #include <cellroute/table.h>
 #include <cellroute/token.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -315,6 +316,65 @@ TEST_CASE("the router resolves claims through a route table and reports the age"
   d = RouteTarget(router, "/orphan");
   CHECK(d.cell_id() == 1);
   CHECK(d.fallback() == Fallback::kUnknownCell);
+}
+
+TEST_CASE("a routed request keeps the table version it began with until it ends") {
+  // The table's Reader for a request borrows the router's read-side section (ADR 0017). A
+  // resolver that pauses in the middle of a request, while a writer erases the claim and frees
+  // what it retired, shows that the section holds: the writer's Reclaim waits for the request,
+  // and the request resolves from the version it began with (ASan: from memory not yet freed).
+  auto table = std::make_shared<cellroute::RouteTable>();
+  table->SetTopology(
+      cellroute::Topology::FromCells({{1, "legacy:1", "", {}}, {2, "two:1", "", {}}}, "t").value());
+  table->Put(ClassifyType::kClaimRoute, "gitlab-org", 2);
+  struct Pausing : cellroute::Resolver {
+    std::shared_ptr<const cellroute::Resolver> inner;
+    std::shared_ptr<cellroute::RouteTable> table;
+    mutable std::atomic<bool> erased{false}, reclaimed{false};
+    mutable bool paused = false, reclaimed_during = true, in_section = false;
+    mutable std::thread writer;
+    void Begin(Session* s) const noexcept override {
+      in_section = s->in_read_section();
+      inner->Begin(s);
+    }
+    void End(Session* s) const noexcept override { inner->End(s); }
+    void Resolve(Session& s, ClassifyType type, std::string_view value,
+                 cellroute::Resolution* out) const noexcept override {
+      if (!paused) {  // the first request only
+        paused = true;
+        writer = std::thread([this] {
+          table->Erase(ClassifyType::kClaimRoute, "gitlab-org");
+          erased = true;
+          table->Reclaim();  // a grace period: it waits for the request in flight
+          reclaimed = true;
+        });
+        // (Nothing here may take the table's writer lock: Reclaim holds it while it waits.)
+        while (!erased.load()) std::this_thread::yield();
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        reclaimed_during = reclaimed.load();
+      }
+      inner->Resolve(s, type, value, out);
+    }
+    void ResolveLegacy(Session& s, cellroute::Resolution* out) const noexcept override {
+      inner->ResolveLegacy(s, out);
+    }
+  };
+  auto pausing = std::make_shared<Pausing>();
+  pausing->inner = cellroute::MakeTableResolver(table);
+  pausing->table = table;
+  auto rules = cellroute::Ruleset::Parse(cellroute::defaults::RulesJson(), "defaults").value();
+  auto router = Router::Create(rules, pausing).value();
+
+  Decision d = RouteTarget(router, "/gitlab-org/gitlab");
+  pausing->writer.join();
+  CHECK(pausing->in_section);
+  CHECK_FALSE(pausing->reclaimed_during);
+  CHECK(pausing->reclaimed.load());
+  CHECK(d.rule_id() == "top_level_namespace");
+  CHECK(d.cell_id() == 2);  // the version the request began with
+  d = RouteTarget(router, "/gitlab-org/gitlab");
+  CHECK(d.rule_id() != "top_level_namespace");  // erased: the rules below decide
+  CHECK(d.cell_id() == 1);
 }
 
 TEST_CASE("routes read a route table that a writer churns and reclaims, each from one version") {

@@ -5,7 +5,6 @@
 #include <map>
 #include <random>
 #include <string>
-#include <thread>
 
 using cellroute::Cell;
 using cellroute::ClassifyType;
@@ -418,35 +417,4 @@ TEST_CASE("freed memory is reused, and held memory is reported") {
   CHECK(t.stats().reserved_bytes <= empty.reserved_bytes + (2 << 20));
   erase();
   CHECK(t.stats().reserved_bytes <= empty.reserved_bytes + (2 << 20));
-}
-
-TEST_CASE("a Reader inside another's section keeps its version until that section ends") {
-  RouteTable outer_table, table;
-  table.SetTopology(Cells({1, 2}));
-  table.Put(kRoute, "gitlab-org", 2);
-  std::atomic<bool> reclaimed{false};
-  std::thread writer;
-  {
-    RouteTable::Reader outer(outer_table);
-    RouteTable::Reader r(table, RouteTable::Reader::InSection{});
-    CHECK(r.Lookup(kRoute, "gitlab-org").cell_id == 2);
-    writer = std::thread([&] {
-      table.Erase(kRoute, "gitlab-org");
-      table.SetTopology(Cells({3}));
-      table.Reclaim();  // waits for the enclosing section, which holds r's snapshot
-      reclaimed = true;
-    });
-    while (Find(table, kRoute, "gitlab-org").kind != Kind::kMiss) std::this_thread::yield();
-    std::this_thread::sleep_for(milliseconds(50));
-    // Published for everyone else, yet this Reader's version (and its memory) is still there.
-    CHECK_FALSE(reclaimed.load());
-    CHECK(r.Lookup(kRoute, "gitlab-org").cell_id == 2);
-    REQUIRE(r.topology() != nullptr);
-    CHECK(r.topology()->FindById(2) != nullptr);
-  }
-  writer.join();
-  CHECK(reclaimed.load());
-  RouteTable::Reader after(table);
-  CHECK(after.Lookup(kRoute, "gitlab-org").kind == Kind::kMiss);
-  CHECK(after.topology()->FindById(2) == nullptr);
 }
