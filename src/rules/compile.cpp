@@ -66,13 +66,6 @@ const char* const kDefaultReservedWords[] = {"-",
                                              "users",
                                              "v2"};
 
-// The fields a routable token can carry.
-const std::set<std::string> kTokenFields = [] {
-  std::set<std::string> keys;
-  for (char key : token::kRoutingKeys) keys.insert(std::string(1, key));
-  return keys;
-}();
-
 bool IsIdentifier(std::string_view s) {
   if (s.empty()) return false;
   for (std::size_t i = 0; i < s.size(); ++i) {
@@ -107,14 +100,14 @@ class Errors {
 struct Scope {
   std::set<std::string> names;
   std::string transform_ns;
-  const std::set<std::string>* transform_fields = nullptr;  // nullptr: any field
+  bool token_fields = false;  // only a routable token's fields (TokenFieldRank); else any
 
   bool Has(const std::string& name) const {
     if (names.count(name)) return true;
     std::size_t dot = name.find('.');
     if (dot == std::string::npos || transform_ns.empty()) return false;
     if (name.substr(0, dot) != transform_ns) return false;
-    return transform_fields == nullptr || transform_fields->count(name.substr(dot + 1)) > 0;
+    return !token_fields || internal::TokenFieldRank(std::string_view(name).substr(dot + 1)) >= 0;
   }
 };
 
@@ -498,7 +491,7 @@ void Compiler::CompileTransform(const json& tj, const std::string& where, Scope*
   scope->transform_ns = t.output;
   bool token =
       t.kind == TransformKind::kRoutableTokenPayload || t.kind == TransformKind::kRoutableToken;
-  scope->transform_fields = token ? &kTokenFields : nullptr;
+  scope->token_fields = token;
 }
 
 void Compiler::CompileRule(const json& r, std::size_t index, bool is_default) {

@@ -3,6 +3,7 @@
 
 #include <re2/re2.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <memory>
@@ -54,8 +55,9 @@ struct PathSegment {
   int id = 0;        // a parameter's place among its rule's variables (as Regex::Capture)
 };
 
-// The fields a token transform produces are token::kRoutingKeys, one letter each, sorted: a
-// field's rank is its key's place there.
+// The fields a token transform produces are token::kRoutingKeys, one letter each, sorted (as a
+// payload lists its fields): a field's rank is its key's place there.
+static_assert(std::is_sorted(token::kRoutingKeys.begin(), token::kRoutingKeys.end()));
 inline constexpr int kTokenFieldCount = static_cast<int>(token::kRoutingKeys.size());
 inline constexpr auto kTokenFieldRanks = [] {
   std::array<std::int8_t, 256> ranks{};

@@ -310,7 +310,7 @@ class RuleEvaluator::Variables {
       return;
     }
     char digits[24];
-    std::string_view text = v.numeric ? PrintDecimal(v.number, digits) : v.text;
+    const std::string_view text = Text(v, digits);
     // Counted already, so it fits. Were the count ever short, the bytes reserved drop to none
     // (Store's bound cannot wrap) and a value that does not fit is left out (the span stays
     // empty, as Reset left it), never written past the buffer.

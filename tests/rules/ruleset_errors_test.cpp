@@ -95,6 +95,12 @@ TEST_CASE("a template naming a variable the rule cannot produce") {
       "transform": {"type": "routable-token-payload", "input": "${p}"},
       "action": "classify", "classify": {"type": "CELL_ID", "value": "${decoded.cell}"}}])J"),
       Contains("template uses ${decoded.cell}"));
+  CHECK_THAT(  // one letter, but no key a token carries
+      ParseError(
+          R"J([{"id": "t", "match": {"type": "header", "name": "h", "regex_value": "(?<p>.+)"},
+      "transform": {"type": "routable-token-payload", "input": "${p}"},
+      "action": "classify", "classify": {"type": "CELL_ID", "value": "${decoded.x}"}}])J"),
+      Contains("template uses ${decoded.x}"));
   CHECK_THAT(
       ParseError(
           R"J([{"id": "t", "match": {"type": "header", "name": "h", "regex_value": "(?<p>.+)"},
