@@ -110,7 +110,7 @@ class CELLROUTE_EXPORT RouteTable {
 
     const RouteTable& table_;
     const void* snapshot_;
-    bool own_section_;
+    void* section_;  // the read-side section this Reader ends; null when it borrows one
   };
 
   // Changes applied together: readers see all of them or none.

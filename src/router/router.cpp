@@ -99,11 +99,11 @@ namespace {
 // One read of the current core: an RCU read-side section for as long as this lives.
 class CoreReader {
  public:
-  explicit CoreReader(const Router::Shared& shared) noexcept : shared_(shared) {
-    internal::RcuReadLock();
+  explicit CoreReader(const Router::Shared& shared) noexcept
+      : shared_(shared), section_(internal::RcuReadLock()) {
     core_ = shared.current.load(std::memory_order_acquire);
   }
-  ~CoreReader() { internal::RcuReadUnlock(const_cast<char*>(&shared_.rcu_sync)); }
+  ~CoreReader() { internal::RcuReadUnlock(section_, const_cast<char*>(&shared_.rcu_sync)); }
   CoreReader(const CoreReader&) = delete;
   CoreReader& operator=(const CoreReader&) = delete;
   const Router::Core& operator*() const noexcept { return *core_; }
@@ -111,6 +111,7 @@ class CoreReader {
 
  private:
   const Router::Shared& shared_;
+  const internal::RcuSection section_;
   const Router::Core* core_;
 };
 }  // namespace

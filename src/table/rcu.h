@@ -4,9 +4,10 @@
 // writer's wait returns, so freeing afterwards is not a race.
 #pragma once
 
-// The read-side lock and unlock inline: liburcu writes them under ten lines so that any
-// program may (its LGPL's small-function allowance); _LGPL_SOURCE is how this version of its
-// bp flavour offers them. Registration and grace periods stay calls into the shared library.
+// The read-side lock and unlock inline: liburcu publishes them, and the reader record they
+// update, in its header for any program to use (its LGPL's small-function allowance);
+// _LGPL_SOURCE is how this version of its bp flavour offers them. RcuReadLock below takes the
+// same steps on that record. Registration and grace periods stay calls into the shared library.
 // Sanitizer builds call the library instead: liburcu keeps its per-thread reader records below
 // the 128-byte alignment its header declares for them, which UBSan reports in the inline code.
 #ifndef CELLROUTE_SANITIZED
@@ -43,13 +44,58 @@ inline void RcuInstallForkHandlers() noexcept {
   });
 }
 
-inline void RcuReadLock() noexcept { urcu_bp_read_lock(); }
+// A read-side section as its owner holds it: the thread's reader record, looked up once when
+// the section begins, so that ending it reads no thread-local storage. From a shared library
+// each lookup of liburcu's record is a call through a TLS descriptor and a check of its
+// initializer; its own inline lock looks the record up three times and its unlock twice
+// (ADR 0015). The steps are liburcu's own, on the record its header declares. Never null.
+#ifdef CELLROUTE_SANITIZED
+using RcuSection = const void*;  // sanitizer builds call the library, which finds the record
+#else
+using RcuSection = struct urcu_bp_reader*;  // "struct": a variable has the type's name
+#endif
 
-inline void RcuReadUnlock(void* sync [[maybe_unused]]) noexcept {
+#ifndef CELLROUTE_SANITIZED
+// A thread's first read registers it; out of line, so that the read path keeps its registers.
+[[gnu::cold, gnu::noinline]] inline RcuSection RcuRegisterThread() noexcept {
+  urcu_bp_register();
+  return URCU_TLS(urcu_bp_reader);
+}
+#endif
+
+[[nodiscard]] inline RcuSection RcuReadLock() noexcept {
+#ifdef CELLROUTE_SANITIZED
+  urcu_bp_read_lock();
+  static const char library_section = 0;
+  return &library_section;
+#else
+  RcuSection record = URCU_TLS(urcu_bp_reader);
+  if (__builtin_expect(record == nullptr, 0)) record = RcuRegisterThread();
+  cmm_barrier();
+  const unsigned long ctr = record->ctr;
+  if (__builtin_expect((ctr & URCU_BP_GP_CTR_NEST_MASK) == 0, 1)) {
+    _CMM_STORE_SHARED(record->ctr, _CMM_LOAD_SHARED(urcu_bp_gp.ctr));  // outermost: this phase
+    urcu_bp_smp_mb_slave();
+  } else {
+    _CMM_STORE_SHARED(record->ctr, ctr + URCU_BP_GP_COUNT);  // nested
+  }
+  return record;
+#endif
+}
+
+inline void RcuReadUnlock(RcuSection section [[maybe_unused]],
+                          void* sync [[maybe_unused]]) noexcept {
 #ifdef CELLROUTE_TSAN
   __tsan_release(sync);
 #endif
+#ifdef CELLROUTE_SANITIZED
   urcu_bp_read_unlock();
+#else
+  const unsigned long ctr = section->ctr;
+  urcu_bp_smp_mb_slave();  // the section's reads happen before it ends
+  _CMM_STORE_SHARED(section->ctr, ctr - URCU_BP_GP_COUNT);
+  cmm_barrier();
+#endif
 }
 
 // Where a reader that borrowed an enclosing read-side section (internal::ReaderInSection)

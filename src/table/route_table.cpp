@@ -585,20 +585,21 @@ std::int64_t RouteTable::NowMs() const noexcept { return state_->Now(); }
 
 // --- readers ----------------------------------------------------------------------------------
 
-RouteTable::Reader::Reader(const RouteTable& table) noexcept : table_(table), own_section_(true) {
-  internal::RcuReadLock();
+RouteTable::Reader::Reader(const RouteTable& table) noexcept
+    : table_(table),
+      section_(const_cast<void*>(static_cast<const void*>(internal::RcuReadLock()))) {
   snapshot_ = table.state_->current.load(std::memory_order_acquire);
 }
 
 RouteTable::Reader::Reader(const RouteTable& table, InSection) noexcept
-    : table_(table), own_section_(false) {
+    : table_(table), section_(nullptr) {
   assert(internal::RcuReadOngoing());
   snapshot_ = table.state_->current.load(std::memory_order_acquire);
 }
 
 RouteTable::Reader::~Reader() {
-  if (own_section_) {
-    internal::RcuReadUnlock(&table_.state_->rcu_sync);
+  if (section_ != nullptr) {
+    internal::RcuReadUnlock(static_cast<internal::RcuSection>(section_), &table_.state_->rcu_sync);
   } else {
     internal::RcuBorrowedSectionEnd(&table_.state_->rcu_sync);
   }

@@ -5,6 +5,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <thread>
 
 using cellroute::Cell;
 using cellroute::ClassifyType;
@@ -275,6 +276,40 @@ TEST_CASE("a writer inside its own read section never waits for itself") {
   CHECK(table.stats().pending_reclaim == 0);
   RouteTable::Reader r(table);
   CHECK(r.Lookup(ClassifyType::kClaimRoute, "group-7").kind == Kind::kMiss);
+}
+
+TEST_CASE("a grace period waits for a Reader, and a Reader nested in it ends only itself") {
+  RouteTable outer_table, inner_table;
+  outer_table.SetTopology(Cells({1}));
+  inner_table.SetTopology(Cells({1}));
+  outer_table.Put(kRoute, "gitlab-org", 1);
+  inner_table.Put(kRoute, "gitlab-com", 1);
+  std::atomic<bool> reclaimed{false};
+  std::thread writer;
+  {
+    RouteTable::Reader outer(outer_table);
+    {
+      RouteTable::Reader inner(inner_table);
+      CHECK(inner.Lookup(kRoute, "gitlab-com").cell_id == 1);
+      outer_table.Erase(kRoute, "gitlab-org");  // retires the bucket this Reader may still read
+      writer = std::thread([&] {
+        outer_table.Reclaim();  // a grace period: it must wait for `outer`
+        reclaimed = true;
+      });
+    }
+    // The inner Reader has ended; the outer one still holds the section and its version.
+    std::this_thread::sleep_for(milliseconds(50));
+    CHECK_FALSE(reclaimed.load());
+    CHECK(outer.Lookup(kRoute, "gitlab-org").cell_id == 1);
+  }
+  writer.join();
+  CHECK(reclaimed.load());
+  CHECK(outer_table.stats().pending_reclaim == 0);
+  // Outside every Reader the thread waits for no one, itself included.
+  outer_table.Put(kRoute, "gitlab-org", 1);
+  outer_table.Reclaim();
+  CHECK(outer_table.stats().deferred_reclaims == 0);
+  CHECK(Find(outer_table, kRoute, "gitlab-org").cell_id == 1);
 }
 
 TEST_CASE("the writer waits for readers only once its retired memory passes the budget") {
