@@ -628,10 +628,10 @@ TableHit RouteTable::Reader::Lookup(ClassifyType type, std::string_view value) c
   if (s == 0) return hit;
   // Every line of the bucket at once: its fingerprints and the entry they point to would
   // otherwise be two misses, one after the other.
+  // Unrolled: seven instructions. (GCC 12 drops a prefetch made in a fold expression.)
   const auto* bucket = static_cast<const char*>(Untag(s));
-  [&]<std::size_t... i>(std::index_sequence<i...>) {  // unrolled: seven instructions
-    (__builtin_prefetch(bucket + 64 * (i + 1)), ...);
-  }(std::make_index_sequence<kPrefetchLines - 1>());
+#pragma GCC unroll 8
+  for (std::size_t line = 1; line < kPrefetchLines; ++line) __builtin_prefetch(bucket + 64 * line);
   const Entry* found = FindInBucket(AsBucket(s), t, value, Fingerprint(h));
   if (found == nullptr) return hit;
   std::int64_t now = table_.state_->Now();
