@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -133,6 +134,21 @@ void BM_Lookup_cellroute(benchmark::State& state) {
   });
   state.counters["bytes_per_entry"] = d.bytes_per_entry;
   state.counters["reserved_per_entry"] = d.reserved_per_entry;
+}
+
+// The same lookups inside a read-side section that is already held, as the router makes them
+// (it reads the table inside the section it reads its rules in: ADR 0017): one Reader for 64
+// lookups. What Lookup/cellroute costs beyond this is the Reader's own section (ADR 0018).
+void BM_Lookup_cellroute_held(benchmark::State& state) {
+  std::optional<RouteTable::Reader> reader;
+  std::size_t lookups = 0;
+  RunLookups(state, [&](Dataset& data, const std::string& key) {
+    if (lookups++ % 64 == 0) {
+      reader.reset();
+      reader.emplace(*data.table);
+    }
+    return reader->Lookup(kRoute, key).cell_id;
+  });
 }
 
 void BM_Lookup_baseline(benchmark::State& state) {
@@ -299,6 +315,8 @@ void RegisterTableBenchmarks(bool short_mode) {
   for (std::int64_t n : sizes) {
     for (int warm : {1, 0}) {
       benchmark::RegisterBenchmark("Lookup/cellroute", BM_Lookup_cellroute)->Args({n, warm});
+      benchmark::RegisterBenchmark("Lookup/cellroute-held", BM_Lookup_cellroute_held)
+          ->Args({n, warm});
       benchmark::RegisterBenchmark("Lookup/baseline", BM_Lookup_baseline)->Args({n, warm});
       benchmark::RegisterBenchmark("Lookup/absl-rcu", BM_Lookup_absl_rcu)->Args({n, warm});
     }
