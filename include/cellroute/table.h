@@ -33,7 +33,8 @@
 // their own thread.
 //
 // Keep Readers short: a Reader that lives long delays reclamation (memory), never correctness.
-// Do not hold a Reader across fork().
+// A Reader ends on the thread that made it (it is that thread's read-side section). Do not hold
+// a Reader across fork().
 #pragma once
 
 #include <chrono>
