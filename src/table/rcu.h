@@ -48,27 +48,25 @@ inline void RcuInstallForkHandlers() noexcept {
 // the section begins, so that ending it reads no thread-local storage. From a shared library
 // each lookup of liburcu's record is a call through a TLS descriptor and a check of its
 // initializer; its own inline lock looks the record up three times and its unlock twice
-// (ADR 0015). The steps are liburcu's own, on the record its header declares. Never null.
-#ifdef CELLROUTE_SANITIZED
-using RcuSection = const void*;  // sanitizer builds call the library, which finds the record
-#else
+// (ADR 0018). The steps are liburcu's own, on the record its header declares, and are taken
+// only with the liburcu versions they were checked against (CELLROUTE_URCU_BP_STEPS, set by
+// the build); otherwise, and in sanitizer builds, a section is liburcu's own lock and unlock
+// and RcuSection only says that there is one. Never null.
+#if defined(CELLROUTE_URCU_BP_STEPS) && !defined(CELLROUTE_SANITIZED)
+#define CELLROUTE_RCU_OWN_STEPS 1
 using RcuSection = struct urcu_bp_reader*;  // "struct": a variable has the type's name
-#endif
 
-#ifndef CELLROUTE_SANITIZED
 // A thread's first read registers it; out of line, so that the read path keeps its registers.
 [[gnu::cold, gnu::noinline]] inline RcuSection RcuRegisterThread() noexcept {
   urcu_bp_register();
   return URCU_TLS(urcu_bp_reader);
 }
+#else
+using RcuSection = const void*;
 #endif
 
 [[nodiscard]] inline RcuSection RcuReadLock() noexcept {
-#ifdef CELLROUTE_SANITIZED
-  urcu_bp_read_lock();
-  static const char library_section = 0;
-  return &library_section;
-#else
+#ifdef CELLROUTE_RCU_OWN_STEPS
   RcuSection record = URCU_TLS(urcu_bp_reader);
   if (__builtin_expect(record == nullptr, 0)) record = RcuRegisterThread();
   cmm_barrier();
@@ -80,6 +78,10 @@ using RcuSection = struct urcu_bp_reader*;  // "struct": a variable has the type
     _CMM_STORE_SHARED(record->ctr, ctr + URCU_BP_GP_COUNT);  // nested
   }
   return record;
+#else
+  urcu_bp_read_lock();
+  static const char liburcu_section = 0;
+  return &liburcu_section;
 #endif
 }
 
@@ -88,13 +90,13 @@ inline void RcuReadUnlock(RcuSection section [[maybe_unused]],
 #ifdef CELLROUTE_TSAN
   __tsan_release(sync);
 #endif
-#ifdef CELLROUTE_SANITIZED
-  urcu_bp_read_unlock();
-#else
+#ifdef CELLROUTE_RCU_OWN_STEPS
   const unsigned long ctr = section->ctr;
   urcu_bp_smp_mb_slave();  // the section's reads happen before it ends
   _CMM_STORE_SHARED(section->ctr, ctr - URCU_BP_GP_COUNT);
   cmm_barrier();
+#else
+  urcu_bp_read_unlock();
 #endif
 }
 
