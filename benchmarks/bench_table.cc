@@ -138,7 +138,8 @@ void BM_Lookup_cellroute(benchmark::State& state) {
 
 // The same lookups inside a read-side section that is already held, as the router makes them
 // (it reads the table inside the section it reads its rules in: ADR 0017): one Reader for 64
-// lookups. What Lookup/cellroute costs beyond this is the Reader's own section (ADR 0018).
+// lookups, so that a run shows the lookup without a section of its own (ADR 0018; what it
+// showed is in docs/performance.md §2).
 void BM_Lookup_cellroute_held(benchmark::State& state) {
   std::optional<RouteTable::Reader> reader;
   std::size_t lookups = 0;
