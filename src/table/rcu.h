@@ -62,7 +62,7 @@ using RcuSection = struct urcu_bp_reader*;  // "struct": a variable has the type
   return URCU_TLS(urcu_bp_reader);
 }
 #else
-using RcuSection = const void*;
+using RcuSection = void*;
 #endif
 
 [[nodiscard]] inline RcuSection RcuReadLock() noexcept {
@@ -80,7 +80,7 @@ using RcuSection = const void*;
   return record;
 #else
   urcu_bp_read_lock();
-  static const char liburcu_section = 0;
+  static char liburcu_section;  // any address: a section that is there, never read
   return &liburcu_section;
 #endif
 }

@@ -586,8 +586,7 @@ std::int64_t RouteTable::NowMs() const noexcept { return state_->Now(); }
 // --- readers ----------------------------------------------------------------------------------
 
 RouteTable::Reader::Reader(const RouteTable& table) noexcept
-    : table_(table),
-      section_(const_cast<void*>(static_cast<const void*>(internal::RcuReadLock()))) {
+    : table_(table), section_(internal::RcuReadLock()) {
   snapshot_ = table.state_->current.load(std::memory_order_acquire);
 }
 
