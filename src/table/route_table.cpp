@@ -626,9 +626,10 @@ TableHit RouteTable::Reader::Lookup(ClassifyType type, std::string_view value) c
   }
   if (s == 0) return hit;
   // Every line of the bucket at once: its fingerprints and the entry they point to would
-  // otherwise be two misses, one after the other.
-  // Unrolled: seven instructions. (GCC 12 drops a prefetch made in a fold expression.)
+  // otherwise be two misses, one after the other. Unrolled, seven instructions (GCC 12 drops a
+  // prefetch made in a fold expression; tests/table/check_prefetch.sh sees that they are there).
   const auto* bucket = static_cast<const char*>(Untag(s));
+  static_assert(kPrefetchLines == 8, "the unroll below is written for 8 lines");
 #pragma GCC unroll 8
   for (std::size_t line = 1; line < kPrefetchLines; ++line) __builtin_prefetch(bucket + 64 * line);
   const Entry* found = FindInBucket(AsBucket(s), t, value, Fingerprint(h));
