@@ -567,6 +567,28 @@ long ClassifyOnly(std::string_view what, int rules, std::size_t count) {
   return sum;
 }
 
+long RouteOnly(std::string_view what, std::size_t count) {
+  static const HandwrittenRouter hand;
+  auto requests = RequestMix(kDistinctRequests);
+  std::vector<RequestView> views = Views(requests);
+  long sum = 0;  // of the cells chosen, as ClassifyOnly's sum
+  if (what == "cellroute") {
+    Router router = Router::FromDefaults().value();
+    Decision d;
+    d.RecordVariables(false);
+    for (std::size_t i = 0; i < count; ++i) {
+      router.Route(views[i % kDistinctRequests], &d);
+      sum += d.cell_id();
+    }
+  } else {
+    for (std::size_t i = 0; i < count; ++i) {
+      const Cell* cell = hand.Route(views[i % kDistinctRequests]);
+      sum += cell == nullptr ? 0 : cell->id;
+    }
+  }
+  return sum;
+}
+
 void RegisterRuleBenchmarks(bool short_mode) {
   (void)short_mode;
   for (int rules : {0, 16, 64, 256}) {

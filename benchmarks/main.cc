@@ -16,6 +16,10 @@ void RegisterBindingBenchmarks();
 // variables, as the C API routes), "cellroute-variables" (recording them), "handwritten" or
 // "baseline" (RE2) with `rules` rules (0: the default set); returns the sum of the rules chosen.
 long ClassifyOnly(std::string_view what, int rules, std::size_t count);
+// `count` decisions of the request mix on the default rules, by the router ("cellroute",
+// counting on, not recording variables, as Route/cellroute) or by hand ("handwritten"); returns
+// the sum of the cell ids.
+long RouteOnly(std::string_view what, std::size_t count);
 }  // namespace cellroute::bench
 
 int main(int argc, char** argv) {
@@ -32,6 +36,16 @@ int main(int argc, char** argv) {
     }
     std::printf("%ld\n", cellroute::bench::ClassifyOnly(what, std::atoi(argv[3]),
                                                         std::strtoull(argv[4], nullptr, 10)));
+    return 0;
+  }
+  // --route-only WHAT COUNT: the same for whole decisions.
+  if (argc == 4 && std::strcmp(argv[1], "--route-only") == 0) {
+    std::string_view what = argv[2];
+    if (what != "cellroute" && what != "handwritten") {
+      std::fprintf(stderr, "--route-only: WHAT is cellroute or handwritten\n");
+      return 2;
+    }
+    std::printf("%ld\n", cellroute::bench::RouteOnly(what, std::strtoull(argv[3], nullptr, 10)));
     return 0;
   }
   const char* env = std::getenv("CELLROUTE_BENCH_SHORT");
