@@ -238,15 +238,19 @@ class CELLROUTE_EXPORT Router {
   explicit Router(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
   // The classification a pending decision waits for.
   static bool PendingClaim(const Decision& d) noexcept;
-  static void Resolve(const Core& core, Resolver::Session& session, Decision* d) noexcept;
+  // `R`: Resolver, or the library's own final resolver class, called without virtual dispatch
+  // (both defined and used in the library only).
+  template <typename R>
+  static void Resolve(const R& resolver, Resolver::Session& session, Decision* d) noexcept;
   // Route() decides once; RouteWait and RouteAsync decide a pending claim again once its answer
   // is in. Each request is counted once, as finally decided: a first attempt that comes back
   // pending is not counted, and a last attempt still pending is decided unavailable, then
   // counted.
   enum class Attempt : std::uint8_t { kOnly, kFirst, kLast };
   void RouteAttempt(const RequestView& request, Decision* out, Attempt attempt) const noexcept;
-  static void RouteWith(const Core& core, const RequestView& request, Decision* out,
-                        bool counting, Attempt attempt) noexcept;
+  template <typename R>
+  static void RouteWith(const Core& core, const R& resolver, const RequestView& request,
+                        Decision* out, bool counting, Attempt attempt) noexcept;
   std::shared_ptr<Shared> shared_;
 };
 

@@ -34,9 +34,9 @@ constexpr char AsciiLower(char c) noexcept {
 std::string ToLower(std::string_view s);
 
 // Copies and comparisons of the short strings routing moves (variable names, captured values,
-// literal runs of a regex), inline: 4 to 16 bytes as two overlapping words (the first and the
-// last), shorter ones byte by byte, with no call into the C library; longer ones go to
-// memcpy/memcmp.
+// literal runs of a regex, cell addresses), inline: 4 to 16 bytes (copies: 4 to 32) as two
+// overlapping words (the first and the last), shorter ones byte by byte, with no call into the
+// C library; longer ones go to memcpy/memcmp.
 template <typename Word>
 [[gnu::always_inline]] inline void CopyEnds(char* to, const char* from, std::size_t n) noexcept {
   Word first, last;
@@ -54,10 +54,14 @@ template <typename Word>
   std::memcpy(&b1, b + n - sizeof(Word), sizeof(Word));
   return ((a0 ^ b0) | (a1 ^ b1)) == 0;
 }
+struct Bytes16 {
+  std::uint64_t w[2];
+};
 [[gnu::always_inline]] inline void CopyBytes(char* to, const char* from, std::size_t n) noexcept {
   if (n >= 8 && n <= 16) return CopyEnds<std::uint64_t>(to, from, n);
   if (n >= 4 && n < 8) return CopyEnds<std::uint32_t>(to, from, n);
-  if (n > 16) {
+  if (n > 16 && n <= 32) return CopyEnds<Bytes16>(to, from, n);
+  if (n > 32) {
     std::memcpy(to, from, n);
     return;
   }

@@ -7,34 +7,13 @@
 namespace cellroute::internal {
 
 namespace {
-constexpr std::size_t kSources = 7;  // Source::kNone .. Source::kFallback
-constexpr std::size_t kFallbacks = 7;
-static_assert(kSources + 2 * (kFallbacks - 1) == kOutcomeSlots);
-
 std::uint64_t Load(const std::atomic<std::uint64_t>& a) noexcept {
   return a.load(std::memory_order_relaxed);
 }
-// An owned shard has one writer: a plain load and store, which readers see whole. A shared
-// one takes an atomic add.
-void Bump(bool owned, std::atomic<std::uint64_t>& a, std::uint64_t by = 1) noexcept {
-  if (owned) {
-    a.store(a.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
-  } else {
-    a.fetch_add(by, std::memory_order_relaxed);
-  }
-}
-
 std::string_view FallbackLabel(Fallback f) noexcept {
   return f == Fallback::kNone ? std::string_view("none") : FallbackName(f);
 }
 }  // namespace
-
-std::size_t OutcomeSlot(Source source, Fallback fallback) noexcept {
-  auto s = static_cast<std::size_t>(source), f = static_cast<std::size_t>(fallback);
-  if (s >= kSources || f >= kFallbacks) return 0;
-  if (f == 0) return s;
-  return kSources + (source == Source::kFallback ? 0 : kFallbacks - 1) + (f - 1);
-}
 
 void SlotOutcome(std::size_t slot, Source* source, Fallback* fallback) noexcept {
   if (slot < kSources) {
@@ -55,34 +34,8 @@ DecisionMetrics::DecisionMetrics(const Ruleset& rules) : rules_(rules), rows_(ru
   }
 }
 
-namespace {
-// Constant-initialized, so that reading it needs no guard: the shard (plus one; 0 until the
-// thread's first decision) and the count of its decisions, for timing one in kTimeOneIn.
-struct ThreadState {
-  unsigned shard_plus_one = 0;
-  unsigned tick = 0;
-};
-thread_local ThreadState t_state;
-}  // namespace
-
-DecisionMetrics::Ticket DecisionMetrics::Begin() const noexcept {
-  ThreadState& t = t_state;
-  if (t.shard_plus_one == 0) {
-    t.shard_plus_one = std::min<unsigned>(ThreadNumber(), kOwnShards) + 1;
-  }
-  return {&shards_[t.shard_plus_one - 1], ++t.tick % kTimeOneIn == 0};
-}
-
-void DecisionMetrics::Count(const Ticket& ticket, const Decision& d) const noexcept {
-  Shard& s = *static_cast<Shard*>(ticket.shard);
-  int rule = d.outcome().rule_index();
-  std::size_t row = rule < 0 || static_cast<std::size_t>(rule) >= rows_ - 1
-                        ? rows_ - 1
-                        : static_cast<std::size_t>(rule);
-  Bump(s.owned, s.cells()[row * kOutcomeSlots + OutcomeSlot(d.source(), d.fallback())]);
-  if (d.rejected()) {
-    Bump(s.owned, s.rejected[static_cast<std::size_t>(d.outcome().rejection()) & 3]);
-  }
+unsigned DecisionMetrics::FirstShard() noexcept {
+  return std::min<unsigned>(ThreadNumber(), kOwnShards) + 1;
 }
 
 void DecisionMetrics::ObserveNs(const Ticket& ticket, std::uint64_t ns) const noexcept {

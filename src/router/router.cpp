@@ -13,6 +13,7 @@
 #include "common/prometheus.h"
 #include "common/text.h"
 #include "router/metrics.h"
+#include "router/table_resolver.h"
 #include "rules/compiled.h"
 #include "table/rcu.h"
 
@@ -61,9 +62,15 @@ std::string_view FallbackName(Fallback f) noexcept {
 struct Router::Core {
   Ruleset rules;
   std::shared_ptr<const Resolver> resolver;
+  // `resolver` when it is the library's table resolver (every resolver the library makes),
+  // which routing then calls directly; otherwise null.
+  const internal::TableResolver* table_resolver;
   internal::DecisionMetrics metrics;
   Core(Ruleset r, std::shared_ptr<const Resolver> res)
-      : rules(std::move(r)), resolver(std::move(res)), metrics(rules) {}
+      : rules(std::move(r)),
+        resolver(std::move(res)),
+        table_resolver(dynamic_cast<const internal::TableResolver*>(resolver.get())),
+        metrics(rules) {}
 };
 
 // The core in use, read under RCU: a reader loads it inside a read-side section, so a core
@@ -165,8 +172,21 @@ std::shared_ptr<const Resolver> Router::resolver() const {
   return core->resolver;
 }
 
-void Router::Resolve(const Core& core, Resolver::Session& session, Decision* d) noexcept {
-  const Resolver& resolver = *core.resolver;
+void Resolution::SetAddress(std::string_view addr) noexcept {
+  std::size_t n = addr.size() < kMaxAddressBytes ? addr.size() : kMaxAddressBytes;
+  internal::CopyBytes(address.data(), addr.data(), n);
+  address[n] = '\0';
+  address_size = static_cast<std::uint16_t>(n);
+}
+
+void Resolution::SetCell(const Cell& cell, Source from) noexcept {
+  cell_id = cell.id;
+  SetAddress(cell.address);
+  source = from;
+}
+
+template <typename R>
+void Router::Resolve(const R& resolver, Resolver::Session& session, Decision* d) noexcept {
   Resolution& r = d->resolution_;
   r.Clear();
   const Outcome& o = d->outcome_;
@@ -209,28 +229,29 @@ std::uint64_t NowNs() noexcept {
 }
 }  // namespace
 
-void Router::RouteWith(const Core& core, const RequestView& request, Decision* out, bool counting,
-                       Attempt attempt) noexcept {
+template <typename R>
+void Router::RouteWith(const Core& core, const R& resolver, const RequestView& request,
+                       Decision* out, bool counting, Attempt attempt) noexcept {
   internal::DecisionMetrics::Ticket ticket{nullptr, false};
   if (counting) ticket = core.metrics.Begin();
   const std::uint64_t start = ticket.timed ? NowNs() : 0;
   Resolver::Session session;
   session.in_read_section_ = true;  // `core` is read inside one, for as long as the session
-  core.resolver->Begin(&session);
+  resolver.Begin(&session);
   // One pass over the request serves the first evaluation and every fall-through.
   RuleEvaluator::Pass pass(request);
   RuleEvaluator::Evaluate(core.rules, &pass, 0, &out->outcome_);
-  Resolve(core, session, out);
+  Resolve(resolver, session, out);
   while (FallsThrough(*out)) {
     RuleEvaluator::Evaluate(core.rules, &pass,
                             static_cast<std::size_t>(out->outcome_.rule_index()) + 1,
                             &out->outcome_);
-    Resolve(core, session, out);
+    Resolve(resolver, session, out);
     if (out->outcome_.kind() == Outcome::Kind::kNoMatch) {
       out->resolution_.fallback = Fallback::kUnknownClaim;
     }
   }
-  core.resolver->End(&session);
+  resolver.End(&session);
   if (PendingClaim(*out)) {
     if (attempt == Attempt::kFirst) return;  // decided again once the answer is in: counted then
     if (attempt == Attempt::kLast)
@@ -243,7 +264,12 @@ void Router::RouteWith(const Core& core, const RequestView& request, Decision* o
 void Router::RouteAttempt(const RequestView& request, Decision* out,
                           Attempt attempt) const noexcept {
   CoreReader core(*shared_);
-  RouteWith(*core, request, out, shared_->counting.load(std::memory_order_relaxed), attempt);
+  const bool counting = shared_->counting.load(std::memory_order_relaxed);
+  if (core->table_resolver != nullptr) {
+    RouteWith(*core, *core->table_resolver, request, out, counting, attempt);
+  } else {
+    RouteWith(*core, *core->resolver, request, out, counting, attempt);
+  }
 }
 
 void Router::Route(const RequestView& request, Decision* out) const noexcept {
@@ -308,7 +334,7 @@ Router::Explained Router::Explain(const RequestView& request) const {
   core->resolver->Begin(&session);
   Explained e{rules.Explain(request), Decision()};
   e.decision.outcome_ = e.rules.outcome;
-  Resolve(*core, session, &e.decision);
+  Resolve(*core->resolver, session, &e.decision);
   while (FallsThrough(e.decision)) {
     e.rules.rules.back().reason = "matched, but no cell owns " +
                                   std::string(ClassifyTypeName(e.decision.type())) + " '" +
@@ -318,7 +344,7 @@ Router::Explained Router::Explain(const RequestView& request) const {
     e.rules.rules.insert(e.rules.rules.end(), rest.rules.begin(), rest.rules.end());
     e.rules.outcome = rest.outcome;
     e.decision.outcome_ = rest.outcome;
-    Resolve(*core, session, &e.decision);
+    Resolve(*core->resolver, session, &e.decision);
     if (rest.outcome.kind() == Outcome::Kind::kNoMatch) {
       e.decision.resolution_.fallback = Fallback::kUnknownClaim;
     }

@@ -273,7 +273,10 @@ const Cell* Topology::FindById(std::int64_t id) const noexcept {
 const Cell* Topology::FindBySessionPrefix(std::string_view prefix) const noexcept {
   if (prefix.empty()) return nullptr;
   for (const Cell& c : cells_) {
-    if (c.session_prefix == prefix) return &c;
+    if (c.session_prefix.size() == prefix.size() &&
+        internal::EqualBytes(c.session_prefix.data(), prefix.data(), prefix.size())) {
+      return &c;
+    }
   }
   return nullptr;
 }
