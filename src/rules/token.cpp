@@ -9,6 +9,7 @@
 
 #include "common/base64.h"
 #include "common/json.h"
+#include "common/text.h"
 #include "rules/token_decode.h"
 
 namespace cellroute::token {
@@ -25,9 +26,11 @@ constexpr char kBase64Url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvw
 
 // Decodes unpadded base64url into out (capacity kMaxRawBytes). Returns the byte count, or -1.
 int DecodeBase64Url(std::string_view in, std::uint8_t* out) noexcept {
+  // Four characters carry three bytes at most: an input that fits cannot overflow `out`, so
+  // the bytes are stored unchecked.
+  if (in.size() / 4 * 3 + (in.size() % 4) * 3 / 4 > kMaxRawBytes) return -1;
   std::size_t n = 0;
   bool ok = internal::DecodeBase64(in, internal::Base64Mode::kUrlUnpadded, [&](std::uint8_t b) {
-    if (n == kMaxRawBytes) return false;
     out[n++] = b;
     return true;
   });
@@ -65,7 +68,10 @@ std::string PadLeft(std::string s, std::size_t width) {
 
 std::optional<std::int64_t> Payload::Get(std::string_view key) const noexcept {
   for (std::size_t i = 0; i < size_; ++i) {
-    if (fields_[i].key() == key) return fields_[i].value;
+    const Field& f = fields_[i];
+    if (f.key_size == key.size() &&
+        internal::EqualBytes(f.key_storage.data(), key.data(), key.size()))
+      return f.value;
   }
   return std::nullopt;
 }
@@ -79,7 +85,7 @@ std::string Payload::ToJson() const {
 bool Payload::Add(std::string_view key, std::int64_t value) noexcept {
   if (size_ == kMaxFields || key.empty() || key.size() > kMaxKeyBytes) return false;
   Field& f = fields_[size_++];
-  std::memcpy(f.key_storage.data(), key.data(), key.size());
+  internal::CopyBytes(f.key_storage.data(), key.data(), key.size());
   f.key_size = static_cast<std::uint8_t>(key.size());
   f.value = value;
   return true;
@@ -97,22 +103,30 @@ std::string ToBase36(std::uint64_t value) {
   return out;
 }
 
+namespace {
+// The value of each byte as a base 36 digit (either case), or -1.
+constexpr std::array<std::int8_t, 256> kBase36Values = [] {
+  std::array<std::int8_t, 256> t{};
+  t.fill(-1);
+  for (int i = 0; i < 10; ++i) t['0' + i] = static_cast<std::int8_t>(i);
+  for (int i = 0; i < 26; ++i) {
+    t['a' + i] = static_cast<std::int8_t>(10 + i);
+    t['A' + i] = static_cast<std::int8_t>(10 + i);
+  }
+  return t;
+}();
+}  // namespace
+
 bool ParseBase36(std::string_view text, std::uint64_t* out) noexcept {
   if (text.empty()) return false;
   std::uint64_t v = 0;
   for (char c : text) {
-    int d;
-    if (c >= '0' && c <= '9') {
-      d = c - '0';
-    } else if (c >= 'a' && c <= 'z') {
-      d = c - 'a' + 10;
-    } else if (c >= 'A' && c <= 'Z') {
-      d = c - 'A' + 10;
-    } else {
+    const int d = kBase36Values[static_cast<unsigned char>(c)];
+    if (d < 0) return false;
+    if (__builtin_mul_overflow(v, std::uint64_t{36}, &v) ||
+        __builtin_add_overflow(v, static_cast<std::uint64_t>(d), &v)) {
       return false;
     }
-    if (v > (UINT64_MAX - static_cast<std::uint64_t>(d)) / 36) return false;
-    v = v * 36 + static_cast<std::uint64_t>(d);
   }
   *out = v;
   return true;
@@ -258,6 +272,7 @@ bool DecodeTokenPayload(std::string_view text, std::string_view length_base36, t
   // value.
   const char* q = reinterpret_cast<const char*>(raw + token::kRandomBytes);
   const char* const end = q + payload_size;
+  std::uint32_t letters = 0;  // the one-letter keys seen (every key Rails writes has one)
   while (q < end) {
     const char* line = q;
     const char* colon = nullptr;
@@ -276,7 +291,13 @@ bool DecodeTokenPayload(std::string_view text, std::string_view length_base36, t
     for (char c : key) {
       if (c < 'a' || c > 'z') return Fail(error, "a payload key is not lower-case letters");
     }
-    if (out->Get(key)) return Fail(error, "duplicate key", key);
+    if (key.size() == 1) {
+      const std::uint32_t bit = std::uint32_t{1} << (key[0] - 'a');
+      if (letters & bit) return Fail(error, "duplicate key", key);
+      letters |= bit;
+    } else if (out->Get(key)) {
+      return Fail(error, "duplicate key", key);
+    }
     std::uint64_t value = 0;
     if (!token::ParseBase36({colon + 1, static_cast<std::size_t>(line_end - colon - 1)}, &value) ||
         value > static_cast<std::uint64_t>(INT64_MAX)) {

@@ -102,6 +102,15 @@ TEST_CASE("values are written in base 36") {
   CHECK_FALSE(cellroute::token::ParseBase36("", &v));
   CHECK_FALSE(cellroute::token::ParseBase36("12-3", &v));
   CHECK_FALSE(cellroute::token::ParseBase36("zzzzzzzzzzzzzzzzzzzzzzzzz", &v));  // overflow
+  // The largest value that fits, and one more.
+  CHECK(cellroute::token::ParseBase36("3w5e11264sgsf", &v));
+  CHECK(v == UINT64_MAX);
+  CHECK(cellroute::token::ParseBase36("3W5E11264SGSF", &v));
+  CHECK(v == UINT64_MAX);
+  CHECK_FALSE(cellroute::token::ParseBase36("3w5e11264sgsg", &v));
+  CHECK_FALSE(cellroute::token::ParseBase36("1" + std::string(13, '0'), &v));  // 36^13
+  CHECK_FALSE(cellroute::token::ParseBase36("12 3", &v));
+  CHECK_FALSE(cellroute::token::ParseBase36(std::string_view("12\0", 3), &v));
 }
 
 TEST_CASE("malformed tokens are not routable, never partially decoded") {
@@ -183,6 +192,16 @@ TEST_CASE("payload lines must be key:value in base 36") {
   CHECK_FALSE(DecodePayload(encode_raw(":2"), "").ok());
   CHECK_FALSE(DecodePayload(encode_raw("c:2\n"), "").ok());
   CHECK_FALSE(DecodePayload(encode_raw("c:2\nc:3"), "").ok());
+  // Longer keys are checked for duplicates too, and never taken for the one-letter key they
+  // start with.
+  auto twice = DecodePayload(encode_raw("ab:1\nc:2\nab:2"), "");
+  REQUIRE_FALSE(twice.ok());
+  CHECK_THAT(twice.status().message(), Catch::Contains("duplicate key 'ab'"));
+  auto both = DecodePayload(encode_raw("a:1\nab:2"), "");
+  REQUIRE(both.ok());
+  CHECK(both->Get("a") == 1);
+  CHECK(both->Get("ab") == 2);
+  CHECK_FALSE(both->Get("b").has_value());
   CHECK_FALSE(DecodePayload(encode_raw("c:!"), "").ok());
   // Rails's decoder answers nil for an empty payload: no routing fields is not routable.
   auto empty = DecodePayload(encode_raw(""), "");
