@@ -211,6 +211,26 @@ TEST_CASE("the router resolves through whatever Resolver it is given") {
   CHECK(d.resolution().age_ms == 1500);
   CHECK(resolver->sessions == 1);
   CHECK(resolver->open_sessions == 0);
+
+  // A reload can swap the library's table resolver (called directly, ADR 0019) for this one
+  // and back: each core routes through the resolver it was built with.
+  auto topo =
+      cellroute::Topology::FromCells({{5, "legacy:80", "", {}}, {9, "nine:80", "", {}}}, "t");
+  REQUIRE(topo.ok());
+  auto claims =
+      cellroute::Claims::Parse(R"J({"route": {"some-group": 9}})J", "claims.json", topo.value());
+  REQUIRE(claims.ok());
+  REQUIRE(router.Reload(rules, cellroute::MakeStaticResolver(topo.value(), claims.value())).ok());
+  d = RouteTarget(router, "/some-group/x");
+  CHECK(d.cell_id() == 9);
+  CHECK(d.address() == "nine:80");
+  CHECK(d.source() == Source::kClaims);
+  CHECK(resolver->calls.size() == 1);
+  REQUIRE(router.Reload(rules, resolver).ok());
+  d = RouteTarget(router, "/some-group/x");
+  CHECK(d.cell_id() == 42);
+  CHECK(resolver->calls.size() == 2);
+  CHECK(resolver->open_sessions == 0);
 }
 
 TEST_CASE("decisions serialize to JSON with the fields tools read") {
