@@ -161,3 +161,47 @@ TEST_CASE("simple regexes match and capture exactly what RE2 does") {
   CHECK(c.patterns > 1500);
   CHECK(c.texts > 50000);
 }
+
+TEST_CASE("a long run stops at exactly the byte where RE2 stops") {
+  // A run is tested eight bytes at a time while they all belong, then byte by byte: a byte
+  // outside the class at every position of texts up to 72 bytes (each byte on either side of
+  // the class's ranges among them) must end the run where RE2 ends it.
+  const std::vector<std::string> classes = {
+      "[0-9A-Za-z_-]", "\\d",       "\\w",       "[a-c]",    "[ -~]",
+      "[ace]",         "[acegikm]", "[\\x01-b]", "[0-9a-f]", "[!-/:-@\\[-`{-~]"};
+  const std::string outside = std::string("/:@[`{,.^ ~\x7f\x80\xff\x01", 15) + '\0';
+  Compared c;
+  int compiled = 0;
+  for (const std::string& cls : classes) {
+    // The class's own bytes, in an order that puts different ones in neighbouring lanes.
+    std::string members;
+    RE2 one(cls);
+    REQUIRE(one.ok());
+    for (int b = 1; b < 128; ++b) {
+      const char ch = static_cast<char>(b);
+      if (RE2::FullMatch(std::string_view(&ch, 1), one)) members += ch;
+    }
+    REQUIRE_FALSE(members.empty());
+    std::vector<std::string> texts;
+    for (std::size_t len = 0; len <= 72; ++len) {
+      std::string run;
+      for (std::size_t i = 0; i < len; ++i) run += members[(i * 7) % members.size()];
+      texts.push_back(run);
+      for (std::size_t at = 0; at < len; ++at) {
+        for (char o : outside) {
+          if (RE2::FullMatch(std::string_view(&o, 1), one)) continue;
+          std::string t = run;
+          t[at] = o;
+          texts.push_back(t);
+        }
+      }
+    }
+    for (const std::string& p :
+         {"^(?P<run>" + cls + "+)", "^(?P<run>" + cls + "{16,40})(?P<next>x?)", "^" + cls + "*$"}) {
+      const int before = c.patterns;
+      Compare(p, texts, &c);
+      compiled += c.patterns - before;
+    }
+  }
+  CHECK(compiled == static_cast<int>(classes.size()) * 3);
+}
